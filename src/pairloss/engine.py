@@ -1,0 +1,346 @@
+"""The pair engine: one row objective, two ways to run it.
+
+A :class:`PairProblem` bundles a similarity, a relation (which cells are positive/negative), an
+optional miner (a transform of the relation from row statistics), a row objective (scores and
+masks of a block of anchor rows -> per-row :class:`~pairloss.objectives.RowTerms`) and a
+reduction. :func:`run` evaluates it:
+
+- ``engine="dense"`` builds the whole [B, N] score matrix once and lets autograd differentiate
+  it. Simple; the reference.
+- ``engine="blocked"`` walks the anchors in row blocks. Each block's scores, masks, objective
+  and the gradient of the block's loss with respect to the block's anchors, the candidates and
+  any learnable parameters are computed at once and accumulated; the backward pass only scales
+  them by ``grad_output``. Nothing of size B x N is held: memory is O(block x N + (B + N) x D),
+  and the work is the three matrix products any exact method needs (S = X Y^T, G Y, G^T X) plus
+  elementwise math. Normalisers of the reduction (counts of valid anchors, of terms, of non-zero
+  terms) are gathered during the walk and applied at the end; when a loss has several components
+  with data-dependent normalisers, one extra walk without gradients counts them first.
+- ``engine="auto"`` picks dense when B x N is small (at most ``DENSE_MAX_CELLS``), else blocked.
+
+Both engines run the same objective, so they agree to rounding. The blocked engine supports
+first-order gradients only (no double backward, no forward-mode AD); it runs under
+``torch.no_grad()`` without building any graph. fp16/bf16 inputs are computed in fp32 and the
+result is returned in the input dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import PairLossError
+from .objectives.terms import RowTerms
+from .reduction import DATA_DEPENDENT, check_reduction, normalizer, reduce_terms, row_counts
+from .relations import Relation
+from .similarity import Similarity
+
+DENSE_MAX_CELLS = 1 << 22
+BLOCK_CELLS = 1 << 21
+
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, int], list[RowTerms]]
+
+
+@dataclass
+class PairProblem:
+    """Everything the engine needs besides the embeddings.
+
+    Attributes:
+        objective: ``f(s, pos, neg, start, end) -> list[RowTerms]`` for anchor rows
+            ``start:end``; ``s`` is [b, N] in the similarity's own units (distances stay
+            distances), ``pos`` / ``neg`` are boolean [b, N].
+        similarity: scores anchors against candidates.
+        relation: positive / negative masks per block.
+        reduction: one of :data:`pairloss.reduction.REDUCTIONS`.
+        miner: optional relation transform ``miner.transform(s_miner, pos, neg)``.
+        params: learnable tensors that the objective or the similarity read (they receive
+            gradients from the blocked engine too).
+    """
+
+    objective: Objective
+    similarity: Similarity
+    relation: Relation
+    reduction: str = "mean"
+    miner: object | None = None
+    params: Sequence[torch.Tensor] = field(default_factory=tuple)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+class _Prepared:
+    """Prepared (e.g. normalised) anchors and candidates, for the loss and for the miner."""
+
+    def __init__(
+        self, problem: PairProblem, anchors: torch.Tensor, candidates: torch.Tensor | None
+    ):
+        dtype = _compute_dtype(anchors)
+        sim = problem.similarity
+        self.anchors = sim.prepare(anchors.to(dtype))
+        self.candidates = self.anchors if candidates is None else sim.prepare(candidates.to(dtype))
+        miner_sim = getattr(problem.miner, "similarity", None)
+        self.miner_sim = None
+        if problem.miner is not None and miner_sim is not None and not _same(miner_sim, sim):
+            with torch.no_grad():
+                self.miner_sim = miner_sim
+                self.miner_anchors = miner_sim.prepare(anchors.detach().to(dtype))
+                self.miner_candidates = (
+                    self.miner_anchors
+                    if candidates is None
+                    else miner_sim.prepare(candidates.detach().to(dtype))
+                )
+
+
+def _same(a: Similarity, b: Similarity) -> bool:
+    return (
+        type(a) is type(b)
+        and a.normalize_embeddings == b.normalize_embeddings
+        and getattr(a, "power", None) == getattr(b, "power", None)
+        and not list(a.parameters())
+    )
+
+
+def _block_masks(problem: PairProblem, prep: _Prepared, s: torch.Tensor, start: int, end: int):
+    pos, neg = problem.relation.block(start, end)
+    pos, neg = pos.to(s.device), neg.to(s.device)
+    if problem.miner is not None:
+        with torch.no_grad():
+            if prep.miner_sim is None:
+                s_m = s.detach()
+            else:
+                s_m = prep.miner_sim.matrix(prep.miner_anchors[start:end], prep.miner_candidates)
+            pos, neg = problem.miner.transform(s_m, pos, neg)
+    return pos, neg
+
+
+def _block_terms(problem, prep, a_block, c, start, end) -> list[RowTerms]:
+    s = problem.similarity.matrix(a_block, c)
+    pos, neg = _block_masks(problem, prep, s, start, end)
+    return problem.objective(s, pos, neg, start, end)
+
+
+def _dense(problem: PairProblem, prep: _Prepared) -> torch.Tensor:
+    b = prep.anchors.shape[0]
+    terms = _block_terms(problem, prep, prep.anchors, prep.candidates, 0, b)
+    return reduce_terms(terms, problem.reduction, b)
+
+
+def _blocks(n: int, block: int):
+    for start in range(0, n, block):
+        yield start, min(n, start + block)
+
+
+class _Walk:
+    """One pass over the row blocks, optionally accumulating gradients."""
+
+    def __init__(self, problem: PairProblem, prep: _Prepared, block: int):
+        self.problem, self.prep, self.block = problem, prep, block
+
+    def counts(self) -> list[float]:
+        """Normaliser counts of every component, from a pass without gradients."""
+        totals = None
+        a, c = self.prep.anchors.detach(), self.prep.candidates.detach()
+        with torch.no_grad():
+            for start, end in _blocks(a.shape[0], self.block):
+                terms = _block_terms(self.problem, self.prep, a[start:end], c, start, end)
+                counts = [float(row_counts(t, self.problem.reduction)) for t in terms]
+                totals = counts if totals is None else [x + y for x, y in zip(totals, counts)]
+        return totals or []
+
+    def run(self, need: tuple[bool, ...], weights: Sequence[float] | None, row_weights=None):
+        """Walk all blocks.
+
+        ``need`` says which of (anchors, candidates, *params) want gradients. ``weights`` (one
+        per component, or None for 1) multiply each component; ``row_weights`` [B] multiply
+        each row (used for reduction 'none'). Returns the per-component value sums, the
+        per-component counts, the per-row values (for 'none') and the gradients.
+        """
+        problem, prep = self.problem, self.prep
+        a = prep.anchors.detach()
+        c = prep.candidates.detach().requires_grad_(need[1])
+        params = list(problem.params)
+        grad_a = torch.zeros_like(a) if need[0] else None
+        grad_c = torch.zeros_like(c) if need[1] else None
+        grad_p = [torch.zeros_like(p) if n else None for p, n in zip(params, need[2:])]
+        wanted_params = [p for p, n in zip(params, need[2:]) if n]
+        values, counts, rows = None, None, []
+        for start, end in _blocks(a.shape[0], self.block):
+            xb = a[start:end].detach().requires_grad_(need[0])
+            with torch.enable_grad() if any(need) else torch.no_grad():
+                terms = _block_terms(problem, prep, xb, c, start, end)
+                block_values = [t.values.sum().detach() for t in terms]
+                if problem.reduction == "none":
+                    rows.append(sum(t.values for t in terms).detach())
+                elif problem.reduction in DATA_DEPENDENT:
+                    block_counts = [row_counts(t, problem.reduction).detach() for t in terms]
+                    counts = (
+                        block_counts
+                        if counts is None
+                        else [x + y for x, y in zip(counts, block_counts)]
+                    )
+                values = (
+                    block_values
+                    if values is None
+                    else [x + y for x, y in zip(values, block_values)]
+                )
+                if any(need):
+                    if row_weights is not None:
+                        obj = (sum(t.values for t in terms) * row_weights[start:end]).sum()
+                    else:
+                        w = weights or [1.0] * len(terms)
+                        obj = sum(wk * t.values.sum() for wk, t in zip(w, terms))
+                    inputs = ([xb] if need[0] else []) + ([c] if need[1] else []) + wanted_params
+                    if obj.requires_grad:
+                        grads = torch.autograd.grad(obj, inputs, allow_unused=True)
+                    else:
+                        grads = [None] * len(inputs)
+                    k = 0
+                    if need[0]:
+                        if grads[0] is not None:
+                            grad_a[start:end] += grads[0]
+                        k = 1
+                    if need[1]:
+                        if grads[k] is not None:
+                            grad_c += grads[k]
+                        k += 1
+                    j = 0
+                    for i, n in enumerate(need[2:]):
+                        if n:
+                            if grads[k + j] is not None:
+                                grad_p[i] += grads[k + j]
+                            j += 1
+        return values or [], counts, rows, (grad_a, grad_c, grad_p)
+
+
+class _BlockedScalar(torch.autograd.Function):
+    """Scalar-reduced blocked loss: gradients are computed in forward, scaled in backward."""
+
+    @staticmethod
+    def forward(ctx, walker: _Walk, anchors, candidates, *params):
+        problem = walker.problem
+        need = tuple(ctx.needs_input_grad[1:])
+        n_rows = anchors.shape[0]
+        reduction = problem.reduction
+        multi = reduction in DATA_DEPENDENT and any(need)
+        weights = None
+        if multi:
+            # components need their normaliser before gradients can be combined
+            counts = walker.counts() if _n_components(walker) > 1 else None
+            if counts is not None:
+                weights = [_inv(normalizer(ct, reduction, n_rows)) for ct in counts]
+        elif reduction == "mean":
+            weights = None
+        values, counts, _, grads = walker.run(need, weights)
+        divisors = [
+            normalizer(counts[k] if counts is not None else 0.0, reduction, n_rows)
+            for k in range(len(values))
+        ]
+        loss = sum(_div(v, d) for v, d in zip(values, divisors))
+        if not isinstance(loss, torch.Tensor):
+            loss = anchors.new_zeros(())
+        scale = 1.0
+        if weights is None:
+            # one common divisor (single component, or mean/sum): apply it to the gradients
+            scale = _inv(divisors[0]) if divisors else 0.0
+        ctx.grads = grads
+        ctx.scale = scale
+        return loss.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_a, grad_c, grad_p = ctx.grads
+        g = grad_output * ctx.scale
+
+        def scaled(t):
+            return None if t is None else t * g.to(t.dtype)
+
+        return (None, scaled(grad_a), scaled(grad_c), *[scaled(t) for t in grad_p])
+
+
+class _BlockedRows(torch.autograd.Function):
+    """Per-row (reduction 'none') blocked loss: the backward walks the blocks again."""
+
+    @staticmethod
+    def forward(ctx, walker: _Walk, anchors, candidates, *params):
+        _, _, rows, _ = walker.run((False,) * (2 + len(params)), None)
+        ctx.walker = walker
+        out = torch.cat(rows) if rows else anchors.new_zeros((0,))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        need = tuple(ctx.needs_input_grad[1:])
+        _, _, _, (grad_a, grad_c, grad_p) = ctx.walker.run(need, None, row_weights=grad_output)
+        return (None, grad_a, grad_c, *grad_p)
+
+
+def _n_components(walker: _Walk) -> int:
+    prep = walker.prep
+    a, c = prep.anchors.detach(), prep.candidates.detach()
+    end = min(a.shape[0], 1)
+    with torch.no_grad():
+        return len(_block_terms(walker.problem, prep, a[:end], c, 0, end))
+
+
+def _inv(d: float) -> float:
+    return 1.0 / d if d > 0 else 0.0
+
+
+def _div(v: torch.Tensor, d: float) -> torch.Tensor:
+    return v / d if d > 0 else v * 0.0
+
+
+def choose_engine(n_anchors: int, n_candidates: int, engine: str) -> str:
+    """'dense' or 'blocked' for ``engine='auto'`` by size; a forced choice is returned as is."""
+    if engine not in ("auto", "dense", "blocked"):
+        raise PairLossError(f"engine: expected 'auto', 'dense' or 'blocked', got {engine!r}")
+    if engine != "auto":
+        return engine
+    return "dense" if n_anchors * n_candidates <= DENSE_MAX_CELLS else "blocked"
+
+
+def default_block_size(n_candidates: int) -> int:
+    """Rows per block so that one block holds about ``BLOCK_CELLS`` scores."""
+    return max(1, BLOCK_CELLS // max(1, n_candidates))
+
+
+def run(
+    problem: PairProblem,
+    anchors: torch.Tensor,
+    candidates: torch.Tensor | None = None,
+    engine: str = "auto",
+    block_size: int | None = None,
+) -> torch.Tensor:
+    """Evaluate ``problem`` on raw ``anchors`` [B, D] and ``candidates`` [N, D].
+
+    ``candidates=None`` compares the anchors with themselves (the relation should then drop
+    self-pairs). Returns a scalar, or [B] for reduction 'none', in the anchors' dtype.
+    """
+    check_reduction(problem.reduction)
+    if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
+        raise PairLossError(f"block_size: expected a positive int, got {block_size!r}")
+    n_cand = anchors.shape[0] if candidates is None else candidates.shape[0]
+    chosen = choose_engine(anchors.shape[0], n_cand, engine)
+    prep = _Prepared(problem, anchors, candidates)
+    if chosen == "dense":
+        out = _dense(problem, prep)
+    else:
+        walker = _Walk(problem, prep, block_size or default_block_size(n_cand))
+        params = tuple(problem.params)
+        fn = _BlockedRows if problem.reduction == "none" else _BlockedScalar
+        if torch.is_grad_enabled():
+            out = fn.apply(walker, prep.anchors, prep.candidates, *params)
+        else:
+            out = fn.forward(
+                _NoGradCtx(len(params)), walker, prep.anchors, prep.candidates, *params
+            )
+    return out.to(anchors.dtype)
+
+
+class _NoGradCtx:
+    """Stands in for autograd's ctx when no gradient is wanted."""
+
+    def __init__(self, n_params: int):
+        self.needs_input_grad = (False,) * (3 + n_params)

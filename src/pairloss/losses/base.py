@@ -1,0 +1,160 @@
+"""The shared front end of every embedding loss: input checks, relation, miner, engine.
+
+Each loss is a pure row objective (in :mod:`pairloss.objectives`) plus this front end. The module
+classes keep pytorch-metric-learning's call signature
+``loss(embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..engine import Objective, PairProblem, run
+from ..errors import PairLossError
+from ..mining import MinedRelation, Miner
+from ..reduction import check_reduction
+from ..relations import LabelRelation, PairListRelation, Relation
+from ..similarity import Similarity
+from ..validation import check_embeddings, check_labels, check_same_device_dtype
+
+
+def build_relation(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor | None,
+    indices_tuple,
+    ref_emb: torch.Tensor | None,
+    ref_labels: torch.Tensor | None,
+) -> tuple[Relation, Miner | None, torch.Tensor | None, torch.Tensor | None]:
+    """Validate the PML-style arguments; return (relation, miner, labels, ref_labels)."""
+    embeddings = check_embeddings(embeddings, "embeddings")
+    n = embeddings.shape[0]
+    if ref_emb is not None:
+        ref_emb = check_embeddings(ref_emb, "ref_emb")
+        check_same_device_dtype(embeddings, ref_emb, "embeddings", "ref_emb")
+        if ref_emb.shape[1] != embeddings.shape[1]:
+            raise PairLossError(
+                f"ref_emb: has {ref_emb.shape[1]} features but embeddings have "
+                f"{embeddings.shape[1]}; expected the same embedding size"
+            )
+    n_cand = n if ref_emb is None else ref_emb.shape[0]
+    if labels is not None:
+        labels = check_labels(labels, n, "labels")
+        if labels.device != embeddings.device:
+            labels = labels.to(embeddings.device)
+    if ref_labels is not None:
+        if ref_emb is None:
+            raise PairLossError("ref_labels: given without ref_emb; expected both or neither")
+        ref_labels = check_labels(ref_labels, n_cand, "ref_labels").to(embeddings.device)
+    miner = None
+    if isinstance(indices_tuple, MinedRelation):
+        miner, indices_tuple = indices_tuple.miner, None
+    elif isinstance(indices_tuple, Miner):
+        miner, indices_tuple = indices_tuple, None
+    if indices_tuple is not None:
+        relation = PairListRelation(indices_tuple, n, n_cand, device=embeddings.device)
+        return relation, miner, labels, ref_labels
+    if labels is None:
+        raise PairLossError(
+            "labels: required unless indices_tuple gives the pairs; expected a [batch] tensor"
+        )
+    if ref_emb is not None and ref_labels is None:
+        raise PairLossError(
+            "ref_labels: ref_emb was given without ref_labels; expected one label per ref_emb row"
+        )
+    return LabelRelation(labels, ref_labels), miner, labels, ref_labels
+
+
+def pair_loss(
+    objective: Objective,
+    embeddings: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    indices_tuple=None,
+    ref_emb: torch.Tensor | None = None,
+    ref_labels: torch.Tensor | None = None,
+    *,
+    similarity: Similarity,
+    reduction: str,
+    miner: Miner | None = None,
+    params: Sequence[torch.Tensor] = (),
+    engine: str = "auto",
+    block_size: int | None = None,
+) -> torch.Tensor:
+    """Run ``objective`` on the pairs that the PML-style arguments describe."""
+    check_reduction(reduction)
+    relation, mined, _, _ = build_relation(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+    problem = PairProblem(
+        objective=objective,
+        similarity=similarity,
+        relation=relation,
+        reduction=reduction,
+        miner=miner if miner is not None else mined,
+        params=tuple(p for p in params if isinstance(p, torch.Tensor)),
+    )
+    return run(problem, embeddings, ref_emb, engine=engine, block_size=block_size)
+
+
+class PairLossModule(nn.Module):
+    """Base class of the embedding losses.
+
+    Subclasses set ``default_similarity`` / ``default_reduction`` and implement
+    :meth:`objective`. Common arguments: ``distance`` (a :class:`~pairloss.similarity.Similarity`
+    or a name), ``reduction``, ``miner`` (applied inside the engine on every call),
+    ``engine`` ("auto", "dense", "blocked") and ``block_size``.
+    """
+
+    default_reduction = "mean"
+
+    def __init__(
+        self,
+        distance: Similarity | str | None = None,
+        reduction: str | None = None,
+        miner: Miner | None = None,
+        engine: str = "auto",
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        from ..similarity import get_similarity
+
+        self.distance = get_similarity(distance, self.default_similarity())
+        self.reduction = check_reduction(reduction or self.default_reduction)
+        self.miner = miner
+        self.engine = engine
+        self.block_size = block_size
+
+    @staticmethod
+    def default_similarity() -> Similarity:
+        from ..similarity import CosineSimilarity
+
+        return CosineSimilarity()
+
+    def objective(self, s, pos, neg, start, end):
+        raise NotImplementedError
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        indices_tuple=None,
+        ref_emb: torch.Tensor | None = None,
+        ref_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Loss of ``embeddings`` [B, D] with ``labels`` [B] (or explicit pairs/triplets in
+        ``indices_tuple``, or a miner's output), optionally against ``ref_emb`` [N, D] with
+        ``ref_labels`` [N]. Returns a scalar (or [B] with reduction 'none')."""
+        return pair_loss(
+            self.objective,
+            embeddings,
+            labels,
+            indices_tuple,
+            ref_emb,
+            ref_labels,
+            similarity=self.distance,
+            reduction=self.reduction,
+            miner=self.miner,
+            params=list(self.parameters()),
+            engine=self.engine,
+            block_size=self.block_size,
+        )

@@ -1,0 +1,71 @@
+"""What a row objective returns, and the masked reductions that row objectives share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class RowTerms:
+    """One component of a loss, per anchor row.
+
+    Attributes:
+        values: [b] sum of the component's terms in each row.
+        n_terms: [b] how many terms (pairs, triplets, or 1 for a per-anchor loss) each row has.
+        n_nonzero: [b] how many of those terms are > 0 (for 'mean over non-zero terms').
+    """
+
+    values: torch.Tensor
+    n_terms: torch.Tensor
+    n_nonzero: torch.Tensor
+
+    @staticmethod
+    def per_anchor(loss: torch.Tensor, valid: torch.Tensor) -> RowTerms:
+        """A loss of one term per anchor; rows that are not ``valid`` contribute 0 and no term."""
+        loss = torch.where(valid, loss, torch.zeros_like(loss))
+        ones = valid.to(loss.dtype)
+        return RowTerms(loss, ones, (loss > 0).to(loss.dtype))
+
+    @staticmethod
+    def per_pair(pair_loss: torch.Tensor, mask: torch.Tensor) -> RowTerms:
+        """A loss of one term per masked cell of the row."""
+        pair_loss = torch.where(mask, pair_loss, torch.zeros_like(pair_loss))
+        return RowTerms(
+            pair_loss.sum(dim=1),
+            mask.sum(dim=1).to(pair_loss.dtype),
+            (pair_loss > 0).sum(dim=1).to(pair_loss.dtype),
+        )
+
+
+def masked_logsumexp(
+    x: torch.Tensor, mask: torch.Tensor, add_one: bool = False, dim: int = -1
+) -> torch.Tensor:
+    """log(sum_{mask} e^x) over ``dim`` (plus e^0 inside the sum when ``add_one``).
+
+    Rows with an empty mask give 0 with a zero gradient (log(1 + 0) = 0 when ``add_one``; by
+    convention 0 otherwise), never -inf or NaN.
+    """
+    x = x.masked_fill(~mask, float("-inf"))
+    m = x.amax(dim=dim, keepdim=True)
+    if add_one:
+        m = m.clamp_min(0)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m)).detach()
+    total = torch.exp(x - m).sum(dim=dim, keepdim=True)
+    if add_one:
+        total = total + torch.exp(-m)
+    empty = total <= 0
+    out = torch.log(torch.where(empty, torch.ones_like(total), total)) + m
+    out = torch.where(empty, torch.zeros_like(out), out)
+    return out.squeeze(dim)
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Max over masked entries; -inf for empty rows."""
+    return x.masked_fill(~mask, float("-inf")).amax(dim=dim)
+
+
+def masked_min(x: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Min over masked entries; +inf for empty rows."""
+    return x.masked_fill(~mask, float("inf")).amin(dim=dim)

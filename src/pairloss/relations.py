@@ -1,0 +1,157 @@
+"""Relations: which (anchor, candidate) cells are positive, negative or ignored.
+
+A relation never stores an anchors x candidates matrix: :meth:`Relation.block` builds the masks
+for one block of anchor rows on demand, so the blocked engine stays within O(block x N) memory.
+Self-comparisons (anchor i against candidate i when the candidates are the anchors themselves)
+are neither positive nor negative.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import PairLossError
+
+
+class Relation:
+    """Base class. ``n_anchors`` rows, ``n_candidates`` columns; ``block(start, end)`` returns
+    boolean masks ``(pos, neg)`` of shape [end - start, n_candidates]."""
+
+    n_anchors: int
+    n_candidates: int
+
+    def block(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+def _drop_self(pos: torch.Tensor, neg: torch.Tensor, start: int) -> None:
+    """Clear the cells (i, i) of a block whose first row is anchor ``start`` (in place)."""
+    b = pos.shape[0]
+    rows = torch.arange(b, device=pos.device)
+    cols = rows + start
+    inside = cols < pos.shape[1]
+    pos[rows[inside], cols[inside]] = False
+    neg[rows[inside], cols[inside]] = False
+
+
+class LabelRelation(Relation):
+    """Positive where labels match, negative where they differ.
+
+    Args:
+        labels: [B] integer class labels (or sample ids for multi-view batches: two views of
+            one sample share an id).
+        ref_labels: [N] labels of the candidates; ``None`` means the candidates are the anchors.
+        exclude_self: drop the diagonal; defaults to ``ref_labels is None``.
+        ignore: optional [B, N] boolean mask of cells to drop from both masks.
+    """
+
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        ref_labels: torch.Tensor | None = None,
+        exclude_self: bool | None = None,
+        ignore: torch.Tensor | None = None,
+    ) -> None:
+        self.labels = labels
+        self.ref_labels = labels if ref_labels is None else ref_labels
+        self.exclude_self = (ref_labels is None) if exclude_self is None else exclude_self
+        self.n_anchors = labels.shape[0]
+        self.n_candidates = self.ref_labels.shape[0]
+        if ignore is not None and tuple(ignore.shape) != (self.n_anchors, self.n_candidates):
+            raise PairLossError(
+                f"ignore: expected a boolean mask of shape ({self.n_anchors}, "
+                f"{self.n_candidates}), got {tuple(ignore.shape)}"
+            )
+        self.ignore = None if ignore is None else ignore.bool()
+
+    def block(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        same = self.labels[start:end, None] == self.ref_labels[None, :]
+        pos, neg = same, ~same
+        if self.ignore is not None:
+            keep = ~self.ignore[start:end]
+            pos, neg = pos & keep, neg & keep
+        if self.exclude_self:
+            _drop_self(pos, neg, start)
+        return pos, neg
+
+
+class DiagonalRelation(Relation):
+    """Paired modalities: anchor i's positive is candidate i, every other candidate is negative
+    (CLIP-style image/text batches)."""
+
+    def __init__(self, n_anchors: int, n_candidates: int | None = None, device=None) -> None:
+        self.n_anchors = n_anchors
+        self.n_candidates = n_anchors if n_candidates is None else n_candidates
+        self.device = device
+
+    def block(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.arange(start, end, device=self.device)[:, None]
+        cols = torch.arange(self.n_candidates, device=self.device)[None, :]
+        pos = rows == cols
+        return pos, ~pos
+
+
+def _check_index(idx: torch.Tensor, size: int, name: str) -> torch.Tensor:
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 1:
+        raise PairLossError(f"{name}: expected a 1-D tensor of indices")
+    if idx.is_floating_point() or idx.dtype == torch.bool:
+        raise PairLossError(f"{name}: expected integer indices, got dtype {idx.dtype}")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
+        raise PairLossError(
+            f"{name}: indices must lie in [0, {size}), got range "
+            f"[{int(idx.min())}, {int(idx.max())}]"
+        )
+    return idx.long()
+
+
+class PairListRelation(Relation):
+    """Explicit pairs: positives (a1[k], p[k]) and negatives (a2[k], n[k]).
+
+    Accepts pytorch-metric-learning's ``indices_tuple`` layouts: pairs ``(a1, p, a2, n)`` or
+    triplets ``(a, p, n)`` (read as positive pairs (a, p) and negative pairs (a, n)). Repeated
+    pairs count once. A cell listed as both positive and negative is an error.
+    """
+
+    def __init__(self, indices_tuple, n_anchors: int, n_candidates: int, device=None) -> None:
+        if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
+            raise PairLossError(
+                "indices_tuple: expected (anchors, positives, negatives) or "
+                "(anchors1, positives, anchors2, negatives) index tensors"
+            )
+        if len(indices_tuple) == 3:
+            a, p, n = indices_tuple
+            a1, a2 = a, a
+        else:
+            a1, p, a2, n = indices_tuple
+        a1 = _check_index(a1, n_anchors, "indices_tuple[anchors]")
+        a2 = _check_index(a2, n_anchors, "indices_tuple[anchors]")
+        p = _check_index(p, n_candidates, "indices_tuple[positives]")
+        n = _check_index(n, n_candidates, "indices_tuple[negatives]")
+        if a1.shape != p.shape or a2.shape != n.shape:
+            raise PairLossError("indices_tuple: anchor and partner index tensors differ in length")
+        self.n_anchors, self.n_candidates = n_anchors, n_candidates
+        self.pos_cells = self._sorted_cells(a1, p, device)
+        self.neg_cells = self._sorted_cells(a2, n, device)
+        if self.pos_cells.numel() and self.neg_cells.numel():
+            both = torch.isin(self.pos_cells, self.neg_cells)
+            if bool(both.any()):
+                k = int(self.pos_cells[both][0])
+                raise PairLossError(
+                    f"indices_tuple: pair ({k // n_candidates}, {k % n_candidates}) is listed as "
+                    "both positive and negative; expected each pair to be one or the other"
+                )
+
+    def _sorted_cells(self, rows: torch.Tensor, cols: torch.Tensor, device) -> torch.Tensor:
+        cells = rows.to(device) * self.n_candidates + cols.to(device)
+        return torch.unique(cells)
+
+    def _mask(self, cells: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        lo = torch.searchsorted(cells, torch.tensor(start * self.n_candidates, device=cells.device))
+        hi = torch.searchsorted(cells, torch.tensor(end * self.n_candidates, device=cells.device))
+        inside = cells[lo:hi] - start * self.n_candidates
+        mask = torch.zeros((end - start) * self.n_candidates, dtype=torch.bool, device=cells.device)
+        mask[inside] = True
+        return mask.view(end - start, self.n_candidates)
+
+    def block(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._mask(self.pos_cells, start, end), self._mask(self.neg_cells, start, end)

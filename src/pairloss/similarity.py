@@ -1,0 +1,199 @@
+"""Similarities and distances between two sets of embeddings.
+
+A :class:`Similarity` maps anchors ``a`` [A, D] and candidates ``c`` [N, D] to a score matrix
+[A, N]. It works in two steps so that the engine can walk the matrix in row blocks:
+:meth:`Similarity.prepare` is applied once to each whole set (e.g. L2 normalisation, with
+autograd), and :meth:`Similarity.matrix` scores a block of prepared anchors against the prepared
+candidates. ``is_distance`` says whether low values mean close (distances) or high values do
+(similarities); every loss reads it, so any loss accepts any of these.
+
+Names and defaults follow pytorch-metric-learning's ``distances`` module so that code moving over
+keeps its arguments: ``CosineSimilarity()``, ``DotProductSimilarity()``, ``LpDistance(p=2, power=1,
+normalize_embeddings=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .errors import PairLossError
+
+
+def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sqrt with a zero (not infinite) gradient where x == 0, e.g. for duplicate embeddings."""
+    positive = x > 0
+    return torch.where(positive, x, torch.ones_like(x)).sqrt() * positive
+
+
+class Similarity(nn.Module):
+    """Base class: ``forward(a, c)`` = ``matrix(prepare(a), prepare(c))``, shape [A, N].
+
+    Subclasses set ``is_distance`` and implement :meth:`matrix` (and :meth:`prepare` if the
+    inputs are transformed first).
+    """
+
+    is_distance: bool = False
+
+    def __init__(self, normalize_embeddings: bool = False) -> None:
+        super().__init__()
+        self.normalize_embeddings = bool(normalize_embeddings)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Transform a whole set once (L2 normalisation when ``normalize_embeddings``)."""
+        if self.normalize_embeddings:
+            return torch.nn.functional.normalize(x, p=2, dim=1)
+        return x
+
+    def matrix(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Scores of prepared anchors [A, D] against prepared candidates [N, D] -> [A, N]."""
+        raise NotImplementedError
+
+    def paired(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Scores of row i of ``a`` with row i of ``c`` (prepared, both [P, D]) -> [P]."""
+        raise NotImplementedError
+
+    def forward(self, a: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        a = self.prepare(a)
+        c = a if c is None else self.prepare(c)
+        return self.matrix(a, c)
+
+    def closer(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Boolean: ``x`` means a closer pair than ``y``."""
+        return x < y if self.is_distance else x > y
+
+    def signed(self, s: torch.Tensor) -> torch.Tensor:
+        """Scores turned into 'higher is closer' form: ``-d`` for distances, ``s`` otherwise."""
+        return -s if self.is_distance else s
+
+
+class DotProductSimilarity(Similarity):
+    """s(a, c) = a . c, on raw (or, with ``normalize_embeddings=True``, unit) vectors."""
+
+    def matrix(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return a @ c.T
+
+    def paired(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return (a * c).sum(dim=1)
+
+
+class CosineSimilarity(DotProductSimilarity):
+    """s(a, c) = a . c / (|a| |c|): the dot product of L2-normalised vectors, in [-1, 1]."""
+
+    def __init__(self, normalize_embeddings: bool = True) -> None:
+        if not normalize_embeddings:
+            raise PairLossError(
+                "normalize_embeddings: CosineSimilarity always normalises; expected True "
+                "(use DotProductSimilarity for raw dot products)"
+            )
+        super().__init__(normalize_embeddings=True)
+
+
+class LpDistance(Similarity):
+    """Euclidean distance d(a, c) = |a - c|_2, or its square with ``power=2``.
+
+    ``normalize_embeddings=True`` (the default, as in pytorch-metric-learning) L2-normalises
+    first, so d = sqrt(2 - 2 cos). Only p=2 is supported: the engine needs the distance as a
+    function of a matrix product. The gradient at d = 0 (duplicate vectors) is taken as 0.
+    """
+
+    is_distance = True
+
+    def __init__(self, p: float = 2, power: float = 1, normalize_embeddings: bool = True) -> None:
+        super().__init__(normalize_embeddings=normalize_embeddings)
+        if p != 2:
+            raise PairLossError(f"p: only the Euclidean norm is supported; expected p=2, got {p!r}")
+        if power not in (1, 2):
+            raise PairLossError(
+                f"power: expected 1 (distance) or 2 (squared distance), got {power!r}"
+            )
+        self.p = 2
+        self.power = int(power)
+
+    def _finish(self, sq: torch.Tensor) -> torch.Tensor:
+        sq = sq.clamp_min(0)
+        return sq if self.power == 2 else _safe_sqrt(sq)
+
+    def matrix(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        if self.normalize_embeddings:
+            sq = 2 - 2 * (a @ c.T)
+        else:
+            sq = (a * a).sum(1, keepdim=True) + (c * c).sum(1)[None, :] - 2 * (a @ c.T)
+        return self._finish(sq)
+
+    def paired(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self._finish(((a - c) ** 2).sum(dim=1))
+
+
+class EuclideanDistance(LpDistance):
+    """Euclidean distance on raw vectors by default: ``LpDistance(normalize_embeddings=False)``."""
+
+    def __init__(self, squared: bool = False, normalize_embeddings: bool = False) -> None:
+        super().__init__(p=2, power=2 if squared else 1, normalize_embeddings=normalize_embeddings)
+
+
+class ScaledSimilarity(Similarity):
+    """A learnable affine map of another similarity: s' = exp(t) * s + b.
+
+    ``t`` (log-scale) starts at ``log(init_scale)`` and ``b`` at ``init_bias``; either can be
+    frozen with ``learn_scale=False`` / ``learn_bias=False``. ``max_scale`` clamps exp(t) (CLIP
+    clamps its logit scale at 100). Used for CLIP/SigLIP-style logits and GE2E's w cos + b.
+    """
+
+    def __init__(
+        self,
+        base: Similarity | None = None,
+        init_scale: float = 1.0,
+        init_bias: float = 0.0,
+        learn_scale: bool = True,
+        learn_bias: bool = True,
+        max_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.base = base if base is not None else CosineSimilarity()
+        if init_scale <= 0:
+            raise PairLossError(f"init_scale: expected a number > 0, got {init_scale!r}")
+        self.is_distance = self.base.is_distance
+        log_scale = torch.tensor(math.log(init_scale), dtype=torch.float32)
+        bias = torch.tensor(float(init_bias), dtype=torch.float32)
+        self.log_scale = nn.Parameter(log_scale, requires_grad=learn_scale)
+        self.bias = nn.Parameter(bias, requires_grad=learn_bias)
+        self.max_scale = max_scale
+
+    def scale(self) -> torch.Tensor:
+        """The current multiplier exp(t), clamped at ``max_scale`` when one is set."""
+        s = self.log_scale.exp()
+        return s if self.max_scale is None else s.clamp(max=self.max_scale)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base.prepare(x)
+
+    def matrix(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.scale().to(a.dtype) * self.base.matrix(a, c) + self.bias.to(a.dtype)
+
+    def paired(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.scale().to(a.dtype) * self.base.paired(a, c) + self.bias.to(a.dtype)
+
+
+_BY_NAME = {
+    "cosine": CosineSimilarity,
+    "dot": DotProductSimilarity,
+    "euclidean": lambda: LpDistance(power=1, normalize_embeddings=False),
+    "squared_euclidean": lambda: LpDistance(power=2, normalize_embeddings=False),
+}
+
+
+def get_similarity(spec: Similarity | str | None, default: Similarity) -> Similarity:
+    """A :class:`Similarity` from an instance, a name (cosine, dot, euclidean,
+    squared_euclidean) or None (``default``)."""
+    if spec is None:
+        return default
+    if isinstance(spec, Similarity):
+        return spec
+    if isinstance(spec, str) and spec in _BY_NAME:
+        return _BY_NAME[spec]()
+    raise PairLossError(
+        f"distance: expected a pairloss Similarity or one of {sorted(_BY_NAME)}, got {spec!r}"
+    )
