@@ -1,6 +1,36 @@
-"""pairloss: pair-based objectives on one exact, memory-bounded pair engine."""
+"""pairloss: pair-based objectives on one exact, memory-bounded pair engine.
 
+Every loss is a composition of a similarity, a relation (positive / negative cells), an optional
+miner, a row objective and a reduction, evaluated by one engine (dense or blocked). See the
+README for a tour.
+"""
+
+from . import distances, functional, miners
 from .errors import PairLossError
+from .losses.multi_similarity import MultiSimilarityLoss
+from .similarity import (
+    CosineSimilarity,
+    DotProductSimilarity,
+    EuclideanDistance,
+    LpDistance,
+    ScaledSimilarity,
+    Similarity,
+)
+from .weights import PairWeights, pair_weights
 
-__all__ = ["PairLossError"]
+__all__ = [
+    "CosineSimilarity",
+    "DotProductSimilarity",
+    "EuclideanDistance",
+    "LpDistance",
+    "MultiSimilarityLoss",
+    "PairLossError",
+    "PairWeights",
+    "ScaledSimilarity",
+    "Similarity",
+    "distances",
+    "functional",
+    "miners",
+    "pair_weights",
+]
 __version__ = "0.1.0"

@@ -32,8 +32,9 @@ def build_relation(
     embeddings = check_embeddings(embeddings, "embeddings")
     n = embeddings.shape[0]
     if ref_emb is not None:
+        if isinstance(ref_emb, torch.Tensor):
+            check_same_device_dtype(embeddings, ref_emb, "embeddings", "ref_emb")
         ref_emb = check_embeddings(ref_emb, "ref_emb")
-        check_same_device_dtype(embeddings, ref_emb, "embeddings", "ref_emb")
         if ref_emb.shape[1] != embeddings.shape[1]:
             raise PairLossError(
                 f"ref_emb: has {ref_emb.shape[1]} features but embeddings have "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .terms import RowTerms, masked_logsumexp
+from .terms import RowTerms, dual_masked_logsumexp
 
 
 def multi_similarity_rows(
@@ -25,8 +25,8 @@ def multi_similarity_rows(
     Rows with no pairs give 0. One term per anchor.
     """
     sign = -1.0 if is_distance else 1.0
-    x = (s - base) * sign
-    pos_loss = masked_logsumexp(-alpha * x, pos, add_one=True) / alpha
-    neg_loss = masked_logsumexp(beta * x, neg, add_one=True) / beta
+    lp, ln = dual_masked_logsumexp(
+        s, pos, neg, -alpha * sign, alpha * sign * base, beta * sign, -beta * sign * base
+    )
     valid = pos.any(dim=1) | neg.any(dim=1)
-    return [RowTerms.per_anchor(pos_loss + neg_loss, valid)]
+    return [RowTerms.per_anchor(lp / alpha + ln / beta, valid)]

@@ -1,0 +1,131 @@
+"""The catalogue of losses: name, family, formula and paper, for ``pairloss losses``."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LossEntry:
+    """One loss of the catalogue; ``target`` is 'module:Class'."""
+
+    name: str
+    family: str
+    formula: str
+    paper: str
+    target: str
+
+    def load(self):
+        """The loss class."""
+        module, cls = self.target.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+LOSSES: tuple[LossEntry, ...] = (
+    LossEntry(
+        "contrastive",
+        "metric: pairs",
+        "pos: [d - m_pos]+, neg: [m_neg - d]+",
+        "Hadsell, Chopra & LeCun, CVPR 2006",
+        "pairloss.losses.contrastive:ContrastiveLoss",
+    ),
+    LossEntry(
+        "triplet_margin",
+        "metric: triplets",
+        "mean over non-zero [d_ap - d_an + m]+ (batch-all, sort + prefix sums)",
+        "Schroff, Kalenichenko & Philbin, CVPR 2015",
+        "pairloss.losses.triplet:TripletMarginLoss",
+    ),
+    LossEntry(
+        "batch_hard_triplet",
+        "metric: triplets",
+        "[m + max_p d_ap - min_n d_an]+",
+        "Hermans, Beyer & Leibe, 2017",
+        "pairloss.losses.triplet:BatchHardTripletLoss",
+    ),
+    LossEntry(
+        "batch_hard_soft_margin_triplet",
+        "metric: triplets",
+        "softplus(max_p d_ap - min_n d_an)",
+        "Hermans, Beyer & Leibe, 2017",
+        "pairloss.losses.triplet:BatchHardSoftMarginTripletLoss",
+    ),
+    LossEntry(
+        "generalized_lifted_structure",
+        "metric: pairs",
+        "[LSE_p(d - m_pos) + LSE_n(m_neg - d)]+",
+        "Oh Song et al., CVPR 2016; Hermans et al. 2017",
+        "pairloss.losses.lifted_structure:GeneralizedLiftedStructureLoss",
+    ),
+    LossEntry(
+        "npairs",
+        "metric: softmax",
+        "-log(e^{s_ip} / (e^{s_ip} + sum_n e^{s_in}))",
+        "Sohn, NeurIPS 2016",
+        "pairloss.losses.npairs:NPairsLoss",
+    ),
+    LossEntry(
+        "multi_similarity",
+        "metric: pairs",
+        "1/a log(1 + sum_P e^{-a(s-l)}) + 1/b log(1 + sum_N e^{b(s-l)})",
+        "Wang et al., CVPR 2019",
+        "pairloss.losses.multi_similarity:MultiSimilarityLoss",
+    ),
+    LossEntry(
+        "circle",
+        "metric: pairs",
+        "softplus(LSE_n(g a_n (s_n - D_n)) + LSE_p(-g a_p (s_p - D_p)))",
+        "Sun et al., CVPR 2020",
+        "pairloss.losses.circle:CircleLoss",
+    ),
+    LossEntry(
+        "binomial_deviance",
+        "metric: pairs",
+        "log(1 + e^{-a(s-l)}) on positives, log(1 + e^{a c (s-l)}) on negatives, balanced",
+        "Yi et al., ICPR 2014",
+        "pairloss.losses.binomial_deviance:BinomialDevianceLoss",
+    ),
+    LossEntry(
+        "margin",
+        "metric: pairs",
+        "[a + y (d - beta)]+ with learnable beta",
+        "Wu et al., ICCV 2017",
+        "pairloss.losses.margin:MarginLoss",
+    ),
+    LossEntry(
+        "supcon",
+        "contrastive: softmax",
+        "-1/|P(i)| sum_p log(e^{s_ip/t} / sum_{a != i} e^{s_ia/t})",
+        "Khosla et al., NeurIPS 2020",
+        "pairloss.losses.supcon:SupConLoss",
+    ),
+    LossEntry(
+        "ntxent",
+        "contrastive: softmax",
+        "-log(e^{s_ip/t} / (e^{s_ip/t} + sum_n e^{s_in/t}))",
+        "Chen et al., ICML 2020 (SimCLR); van den Oord et al. 2018",
+        "pairloss.losses.ntxent:NTXentLoss",
+    ),
+    LossEntry(
+        "dcl",
+        "contrastive: softmax",
+        "-s_ip/t + log sum_n e^{s_in/t} (positive left out of the denominator)",
+        "Yeh et al., ECCV 2022",
+        "pairloss.losses.dcl:DCLLoss",
+    ),
+)
+
+
+def find(name: str) -> LossEntry:
+    """The entry called ``name``; raises PairLossError suggesting close names."""
+    import difflib
+
+    from .errors import PairLossError
+
+    by_name = {e.name: e for e in LOSSES}
+    if name in by_name:
+        return by_name[name]
+    close = difflib.get_close_matches(name, by_name, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise PairLossError(f"loss: unknown loss {name!r}{hint} (see `pairloss losses`)")

@@ -1,0 +1,88 @@
+"""Bad input raises PairLossError naming the argument; never NaN, never a deep torch error."""
+
+import pytest
+import torch
+
+from pairloss.errors import PairLossError
+from pairloss.losses.multi_similarity import MultiSimilarityLoss
+
+LOSS = MultiSimilarityLoss()
+X = torch.randn(6, 4)
+Y = torch.tensor([0, 0, 1, 1, 2, 2])
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"embeddings": torch.randn(6)}, "embeddings"),
+        ({"embeddings": torch.randn(6, 4, 2)}, "embeddings"),
+        ({"embeddings": torch.randint(0, 3, (6, 4))}, "embeddings"),
+        ({"embeddings": torch.randn(0, 4), "labels": torch.zeros(0, dtype=torch.long)}, "empty"),
+        ({"labels": torch.tensor([0, 1, 2])}, "labels"),
+        ({"labels": Y.reshape(2, 3)}, "labels"),
+        ({"labels": torch.tensor([0.0, 0.5, 1.0, 1.0, 2.0, 2.0])}, "fractional"),
+        ({"labels": None}, "labels"),
+        ({"ref_emb": torch.randn(3, 4)}, "ref_labels"),
+        ({"ref_emb": torch.randn(3, 5), "ref_labels": torch.tensor([0, 1, 2])}, "ref_emb"),
+        ({"ref_emb": torch.randn(3, 4, dtype=torch.float64), "ref_labels": Y[:3]}, "dtype"),
+        ({"ref_emb": torch.randn(3, 4), "ref_labels": Y}, "ref_labels"),
+        ({"ref_labels": Y}, "ref_labels"),
+        ({"indices_tuple": (torch.tensor([0]), torch.tensor([9]), torch.tensor([0]))}, "range"),
+        ({"indices_tuple": (torch.tensor([0]),)}, "indices_tuple"),
+        (
+            {
+                "indices_tuple": (
+                    torch.tensor([0]),
+                    torch.tensor([1]),
+                    torch.tensor([0]),
+                    torch.tensor([1]),
+                )
+            },
+            "both positive and negative",
+        ),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, name):
+    args = {"embeddings": X, "labels": Y}
+    args.update(kwargs)
+    with pytest.raises(PairLossError, match=name):
+        LOSS(**args)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_embeddings_name_the_rows(bad):
+    x = X.clone()
+    x[3, 1] = bad
+    with pytest.raises(PairLossError, match=r"embeddings: contains NaN or Inf in row\(s\) 3"):
+        LOSS(x, Y)
+    r = X.clone()
+    r[0, 0] = bad
+    with pytest.raises(PairLossError, match="ref_emb"):
+        LOSS(X, Y, ref_emb=r, ref_labels=Y)
+
+
+def test_integral_float_labels_are_accepted():
+    torch.testing.assert_close(LOSS(X, Y.double()), LOSS(X, Y))
+
+
+def test_bad_reduction_engine_and_block_size():
+    with pytest.raises(PairLossError, match="reduction"):
+        MultiSimilarityLoss(reduction="avg")
+    with pytest.raises(PairLossError, match="engine"):
+        MultiSimilarityLoss(engine="fast")(X, Y)
+    with pytest.raises(PairLossError, match="block_size"):
+        MultiSimilarityLoss(engine="blocked", block_size=0)(X, Y)
+
+
+def test_bad_distance_name():
+    with pytest.raises(PairLossError, match="distance"):
+        MultiSimilarityLoss(distance="manhattan")
+
+
+def test_error_is_a_value_error():
+    assert issubclass(PairLossError, ValueError)
+
+
+def test_mixed_devices_are_named():
+    with pytest.raises(PairLossError, match="ref_emb: is on device meta"):
+        LOSS(X, Y, ref_emb=torch.randn(3, 4, device="meta"), ref_labels=Y[:3])
