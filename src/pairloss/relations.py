@@ -155,3 +155,16 @@ class PairListRelation(Relation):
 
     def block(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._mask(self.pos_cells, start, end), self._mask(self.neg_cells, start, end)
+
+
+def view_ids(n_samples: int, n_views: int = 2, device=None) -> torch.Tensor:
+    """Sample ids of a multi-view batch laid out view by view: [0..n-1, 0..n-1, ...].
+
+    Two views of one sample share an id, so ``LabelRelation(view_ids(n, 2))`` makes the other
+    view of each sample its positive and every other row a negative (SimCLR / NT-Xent layout).
+    """
+    if n_samples < 1 or n_views < 1:
+        raise PairLossError(
+            f"n_samples, n_views: expected positive counts, got {n_samples}, {n_views}"
+        )
+    return torch.arange(n_samples, device=device).repeat(n_views)

@@ -1,0 +1,38 @@
+"""The pairloss command."""
+
+import subprocess
+import sys
+
+import pytest
+
+from pairloss.catalogue import LOSSES, find
+from pairloss.cli import main
+from pairloss.errors import PairLossError
+
+
+def test_losses_lists_every_catalogue_entry(capsys):
+    assert main(["losses"]) == 0
+    out = capsys.readouterr().out
+    for entry in LOSSES:
+        assert entry.name in out and entry.paper in out
+
+
+def test_every_catalogue_entry_loads():
+    for entry in LOSSES:
+        cls = entry.load()
+        assert cls.__doc__ and len(cls.__doc__) > 100
+
+
+def test_unknown_loss_suggests_close_names():
+    with pytest.raises(PairLossError, match="multi_similarity"):
+        find("multisimilarity")
+
+
+def test_console_script_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "pairloss.cli", "losses", "--family", "triplet"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "triplet_margin" in out and "multi_similarity" not in out
