@@ -70,7 +70,11 @@ class Similarity(nn.Module):
 
 
 class DotProductSimilarity(Similarity):
-    """s(a, c) = a . c, on raw (or, with ``normalize_embeddings=True``, unit) vectors."""
+    """s(a, c) = a . c. As in pytorch-metric-learning, the vectors are L2-normalised first
+    unless ``normalize_embeddings=False`` (the name ``"dot"`` gives the raw dot product)."""
+
+    def __init__(self, normalize_embeddings: bool = True) -> None:
+        super().__init__(normalize_embeddings=normalize_embeddings)
 
     def matrix(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return a @ c.T
@@ -86,7 +90,7 @@ class CosineSimilarity(DotProductSimilarity):
         if not normalize_embeddings:
             raise PairLossError(
                 "normalize_embeddings: CosineSimilarity always normalises; expected True "
-                "(use DotProductSimilarity for raw dot products)"
+                "(use DotProductSimilarity(normalize_embeddings=False) for raw dot products)"
             )
         super().__init__(normalize_embeddings=True)
 
@@ -179,7 +183,7 @@ class ScaledSimilarity(Similarity):
 
 _BY_NAME = {
     "cosine": CosineSimilarity,
-    "dot": DotProductSimilarity,
+    "dot": lambda: DotProductSimilarity(normalize_embeddings=False),
     "euclidean": lambda: LpDistance(power=1, normalize_embeddings=False),
     "squared_euclidean": lambda: LpDistance(power=2, normalize_embeddings=False),
 }

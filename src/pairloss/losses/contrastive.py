@@ -1,0 +1,84 @@
+"""Contrastive loss (Hadsell, Chopra & LeCun, "Dimensionality Reduction by Learning an Invariant
+Mapping", CVPR 2006)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import PairLossError
+from ..objectives.pair_margins import contrastive_rows
+from ..similarity import LpDistance, Similarity
+from .base import PairLossModule
+
+
+def check_real(value: float, name: str) -> float:
+    """A finite real number, else :class:`PairLossError` naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise PairLossError(f"{name}: expected a finite number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise PairLossError(f"{name}: expected a finite number, got {value!r}")
+    return v
+
+
+class ContrastiveLoss(PairLossModule):
+    r"""Contrastive loss, with a margin for each kind of pair.
+
+    .. math::
+        L = \frac{\sum_{(i,p)} [d_{ip} - m_{pos}]_+}{\#\{(i,p): [d_{ip} - m_{pos}]_+ > 0\}}
+          + \frac{\sum_{(i,n)} [m_{neg} - d_{in}]_+}{\#\{(i,n): [m_{neg} - d_{in}]_+ > 0\}}
+
+    over all positive pairs (i, p) and negative pairs (i, n) of the batch (both orders of a
+    pair count). Each part is averaged over its non-zero terms and the two are added (as
+    pytorch-metric-learning's ``ContrastiveLoss`` with its default ``AvgNonZeroReducer``, one
+    per part). With a similarity instead of a distance the margins flip:
+    :math:`[m_{pos} - s_{ip}]_+` and :math:`[s_{in} - m_{neg}]_+`.
+
+    Paper: Hadsell et al., CVPR 2006 (there with squared terms and one margin). Defaults as
+    pytorch-metric-learning: ``pos_margin=0``, ``neg_margin=1``, ``LpDistance()`` (Euclidean
+    distance of L2-normalised embeddings), reduction ``"mean_nonzero"``.
+
+    Shapes: embeddings [B, D], labels [B]; ref_emb [N, D] with ref_labels [N]. Returns a scalar.
+    A part with no non-zero term is 0 (zero gradient); e.g. one class gives only the positive
+    part, all-distinct labels only the negative part, a batch of one gives 0.
+
+    Difference from pytorch-metric-learning: pytorch-metric-learning returns 0 whenever every
+    index list has at most one entry (e.g. exactly one positive and one negative pair), and it
+    counts a pair once per occurrence in ``indices_tuple`` (triplets repeat their pairs); here
+    each listed pair counts once and such inputs give the formula's value.
+    """
+
+    default_reduction = "mean_nonzero"
+
+    def __init__(self, pos_margin: float = 0, neg_margin: float = 1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pos_margin = check_real(pos_margin, "pos_margin")
+        self.neg_margin = check_real(neg_margin, "neg_margin")
+
+    @staticmethod
+    def default_similarity() -> Similarity:
+        return LpDistance()
+
+    def objective(self, s, pos, neg, start, end):
+        return contrastive_rows(
+            s, pos, neg, self.pos_margin, self.neg_margin, self.distance.is_distance
+        )
+
+
+def contrastive(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    indices_tuple=None,
+    ref_emb: torch.Tensor | None = None,
+    ref_labels: torch.Tensor | None = None,
+    pos_margin: float = 0,
+    neg_margin: float = 1,
+    **kwargs,
+) -> torch.Tensor:
+    """Functional form of :class:`ContrastiveLoss` (same arguments and defaults)."""
+    return ContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin, **kwargs)(
+        embeddings, labels, indices_tuple, ref_emb, ref_labels
+    )

@@ -1,0 +1,185 @@
+"""Margin loss (Wu, Manmatha, Smola & Krähenbühl, "Sampling Matters in Deep Embedding
+Learning", ICCV 2017)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+
+from ..errors import PairLossError
+from ..objectives.pair_margins import margin_rows
+from ..similarity import LpDistance, Similarity
+from ..validation import check_labels, check_positive
+from .base import PairLossModule, pair_loss
+from .contrastive import check_real
+
+
+class MarginLoss(PairLossModule):
+    r"""Margin loss with a (learnable) boundary beta, over all triplets.
+
+    For every triplet (a, p, n) of the batch (p shares a's label, n does not):
+
+    .. math::
+        \ell^+_{ap} = [d_{ap} - \beta_a + \alpha]_+, \qquad
+        \ell^-_{an} = [\beta_a - d_{an} + \alpha]_+, \qquad
+        L = \frac{\sum_{(a,p,n)} (\ell^+_{ap} + \ell^-_{an})}
+                 {\#\{\ell^+ > 0\} + \#\{\ell^- > 0\}}
+            + \nu\, \beta \text{ (regulariser)}
+
+    with :math:`\alpha` = ``margin``. Paper: Wu et al., ICCV 2017, eq. 3-5 (the paper pairs the
+    loss with distance-weighted sampling; this class, like pytorch-metric-learning's
+    ``MarginLoss``, uses every triplet, or the pairs of ``indices_tuple``). With a similarity
+    the signs flip: :math:`[\beta - s_{ap} + \alpha]_+` and :math:`[s_{an} - \beta + \alpha]_+`.
+
+    Computed per anchor without listing triplets: a row with P positives and N negatives has
+    P N triplets, in which each positive term appears N times and each negative term P times,
+    so the sums and the non-zero counts are row-wise (O(B x N) memory).
+
+    ``beta`` (default 1.2) is one value, or one per class with ``num_classes`` (indexed by the
+    anchor's label, so labels are then required). ``learn_beta=True`` makes it an
+    ``nn.Parameter`` and adds ``nu * beta`` as pytorch-metric-learning does: with one beta, the
+    value ``nu * beta`` once (when any triplet exists); per class, ``nu * beta_{y_a}`` for every
+    triplet, divided by the same non-zero count. ``nu`` is ignored without ``learn_beta``.
+    beta is held in torch's default dtype (float32, as in pytorch-metric-learning) and cast to
+    the scores' dtype; ``.double()`` the module for a float64 beta.
+
+    Defaults as pytorch-metric-learning: ``margin=0.2``, ``nu=0``, ``beta=1.2``,
+    ``triplets_per_anchor="all"``, ``LpDistance()``, reduction ``"mean_nonzero"`` (its
+    ``DivisorReducer`` with the non-zero count). Only ``triplets_per_anchor="all"`` is supported:
+    pytorch-metric-learning's integer setting samples random triplets.
+
+    Shapes: embeddings [B, D], labels [B]; ref_emb [N, D] with ref_labels [N]. Returns a scalar.
+    No triplet (one class, all-distinct labels, a batch of one) gives 0 with zero gradients.
+
+    Difference from pytorch-metric-learning: a triplet ``indices_tuple`` is read as its
+    positive and negative pairs, and each anchor then uses all combinations of its listed
+    positives and negatives (each pair once). This equals pytorch-metric-learning when the
+    listed triplets of each anchor are all such combinations (always true for pair tuples and
+    for ``labels`` alone); for other triplet lists the values differ.
+    """
+
+    default_reduction = "mean_nonzero"
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        nu: float = 0,
+        beta: float = 1.2,
+        triplets_per_anchor: int | str = "all",
+        learn_beta: bool = False,
+        num_classes: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.margin = check_real(margin, "margin")
+        self.nu = check_positive(nu, "nu", strict=False)
+        beta = check_real(beta, "beta")
+        if triplets_per_anchor != "all":
+            raise PairLossError(
+                f"triplets_per_anchor: only 'all' is supported, got {triplets_per_anchor!r}"
+            )
+        self.triplets_per_anchor = triplets_per_anchor
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
+            raise PairLossError(
+                f"num_classes: expected a positive int or None, got {num_classes!r}"
+            )
+        self.num_classes = num_classes
+        self.learn_beta = bool(learn_beta)
+        init = torch.full((num_classes or 1,), beta)
+        if self.learn_beta:
+            self.beta = nn.Parameter(init)
+        else:
+            self.register_buffer("beta", init)
+
+    @staticmethod
+    def default_similarity() -> Similarity:
+        return LpDistance()
+
+    def objective(self, s, pos, neg, start, end, labels=None):
+        per_class = self.beta.numel() > 1
+        beta = self.beta[labels[start:end]] if per_class else self.beta
+        reg = self.learn_beta and self.nu != 0
+        return margin_rows(
+            s,
+            pos,
+            neg,
+            self.margin,
+            beta,
+            nu=self.nu,
+            per_class_reg=reg and per_class,
+            global_reg=reg and not per_class,
+            is_distance=self.distance.is_distance,
+        )
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        indices_tuple=None,
+        ref_emb: torch.Tensor | None = None,
+        ref_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Loss of ``embeddings`` [B, D] with ``labels`` [B] (or explicit pairs/triplets in
+        ``indices_tuple``, or a miner's output), optionally against ``ref_emb`` [N, D] with
+        ``ref_labels`` [N]. Returns a scalar."""
+        if self.beta.numel() > 1:
+            if labels is None:
+                raise PairLossError(
+                    "labels: required when num_classes is set (beta is indexed by the anchor's "
+                    "label)"
+                )
+            if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2:
+                raise PairLossError("embeddings: expected a 2-D tensor of shape [batch, dim]")
+            labels = check_labels(labels, embeddings.shape[0])
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise PairLossError(
+                    f"labels: with num_classes={self.num_classes} expected labels in "
+                    f"[0, {self.num_classes}), got range [{int(labels.min())}, "
+                    f"{int(labels.max())}]"
+                )
+            labels = labels.to(self.beta.device)
+        objective = functools.partial(self.objective, labels=labels)
+        return pair_loss(
+            objective,
+            embeddings,
+            labels,
+            indices_tuple,
+            ref_emb,
+            ref_labels,
+            similarity=self.distance,
+            reduction=self.reduction,
+            miner=self.miner,
+            params=list(self.parameters()),
+            engine=self.engine,
+            block_size=self.block_size,
+        )
+
+
+def margin_loss(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    indices_tuple=None,
+    ref_emb: torch.Tensor | None = None,
+    ref_labels: torch.Tensor | None = None,
+    margin: float = 0.2,
+    nu: float = 0,
+    beta: float = 1.2,
+    triplets_per_anchor: int | str = "all",
+    learn_beta: bool = False,
+    num_classes: int | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """Functional form of :class:`MarginLoss` (same arguments and defaults)."""
+    return MarginLoss(
+        margin=margin,
+        nu=nu,
+        beta=beta,
+        triplets_per_anchor=triplets_per_anchor,
+        learn_beta=learn_beta,
+        num_classes=num_classes,
+        **kwargs,
+    )(embeddings, labels, indices_tuple, ref_emb, ref_labels)
