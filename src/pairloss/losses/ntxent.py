@@ -1,0 +1,66 @@
+"""NT-Xent / InfoNCE loss (Chen et al., "A Simple Framework for Contrastive Learning of Visual
+Representations", ICML 2020; van den Oord et al., 2018)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..objectives.softmax import ntxent_rows
+from .base import PairLossModule
+from .supcon import check_temperature
+
+
+class NTXentLoss(PairLossModule):
+    r"""Normalised temperature-scaled cross-entropy (NT-Xent, InfoNCE).
+
+    For every positive pair (i, p):
+
+    .. math::
+        \ell_{ip} = -\log \frac{e^{s_{ip}/\tau}}
+            {e^{s_{ip}/\tau} + \sum_{n \in N(i)} e^{s_{in}/\tau}}
+
+    averaged over all positive pairs (reduction ``"mean_terms"``, as pytorch-metric-learning's
+    MeanReducer on positive pairs). ``s`` is cosine similarity by default; a distance ``d``
+    enters as ``-d``. Each row's negatives are summed once (one log-sum-exp per row).
+
+    Paper: Chen et al., ICML 2020 (SimCLR), eq. 1. Defaults as pytorch-metric-learning:
+    ``temperature=0.07``, cosine similarity. For two-view batches pass the sample ids as labels,
+    ``torch.arange(B // 2).repeat(2)``: each view is then the other's only positive and every
+    other view is a negative, which is exactly SimCLR's loss over all 2N anchors.
+
+    Shapes: embeddings [B, D], labels [B]; ref_emb [N, D] with ref_labels [N]. Returns a scalar
+    (or [B] with ``reduction="none"``).
+
+    Degenerate input: no positive pair gives 0 with zero gradient; a positive pair whose anchor
+    has no negative gives 0 (so a single-class batch gives 0, as in pytorch-metric-learning); a
+    batch of one gives 0. Explicit pairs in ``indices_tuple`` count once each, even when
+    repeated (pytorch-metric-learning counts repeats, e.g. from triplets sharing a pair, again).
+    """
+
+    default_reduction = "mean_terms"
+
+    def __init__(self, temperature: float = 0.07, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.temperature = check_temperature(temperature)
+
+    def objective(self, s, pos, neg, start, end):
+        return ntxent_rows(s, pos, neg, self.temperature, self.distance.is_distance)
+
+
+class InfoNCELoss(NTXentLoss):
+    """InfoNCE: another name for :class:`NTXentLoss` (same arguments and defaults)."""
+
+
+def ntxent(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    indices_tuple=None,
+    ref_emb: torch.Tensor | None = None,
+    ref_labels: torch.Tensor | None = None,
+    temperature: float = 0.07,
+    **kwargs,
+) -> torch.Tensor:
+    """Functional form of :class:`NTXentLoss` (same arguments and defaults)."""
+    return NTXentLoss(temperature=temperature, **kwargs)(
+        embeddings, labels, indices_tuple, ref_emb, ref_labels
+    )

@@ -1,0 +1,72 @@
+"""Supervised contrastive loss (Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import PairLossError
+from ..objectives.softmax import supcon_rows
+from ..validation import check_positive
+from .base import PairLossModule
+
+
+def check_temperature(temperature: float) -> float:
+    """A finite number > 0 (raises naming ``temperature`` otherwise)."""
+    t = check_positive(temperature, "temperature")
+    if not math.isfinite(t):
+        raise PairLossError(f"temperature: expected a finite number > 0, got {temperature!r}")
+    return t
+
+
+class SupConLoss(PairLossModule):
+    r"""Supervised contrastive loss (SupCon, the "L_out" form).
+
+    .. math::
+        \ell_i = -\frac{1}{|P(i)|} \sum_{p \in P(i)} \log
+            \frac{e^{s_{ip}/\tau}}{\sum_{a \in P(i) \cup N(i)} e^{s_{ia}/\tau}}
+
+    averaged over the anchors whose loss is > 0 (reduction ``"mean_nonzero"``, as
+    pytorch-metric-learning's AvgNonZeroReducer). ``s`` is cosine similarity by default; a
+    distance ``d`` enters as ``-d``.
+
+    Paper: Khosla et al., NeurIPS 2020, eq. 2. Defaults as pytorch-metric-learning:
+    ``temperature=0.1``, cosine similarity. For multi-view batches (SimCLR style) pass the sample
+    ids of the views as labels, e.g. ``torch.arange(B // 2).repeat(2)``.
+
+    Shapes: embeddings [B, D], labels [B]; ref_emb [N, D] with ref_labels [N]. Returns a scalar
+    (or [B] with ``reduction="none"``).
+
+    Degenerate input: anchors without a positive contribute nothing; no positive pair at all
+    gives 0 with zero gradient; a batch of one gives 0. An anchor whose only partners are
+    positives (no negative) keeps its loss ``LSE_p s_ip/t - mean_p s_ip/t`` (0 for a single
+    positive). In particular a batch with a single class gives that finite, generally non-zero,
+    value, whereas pytorch-metric-learning returns 0 whenever the batch has no negative pair at
+    all (a batch-global switch that a row-wise objective cannot see). Every other input matches
+    pytorch-metric-learning.
+    """
+
+    default_reduction = "mean_nonzero"
+
+    def __init__(self, temperature: float = 0.1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.temperature = check_temperature(temperature)
+
+    def objective(self, s, pos, neg, start, end):
+        return supcon_rows(s, pos, neg, self.temperature, self.distance.is_distance)
+
+
+def supcon(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    indices_tuple=None,
+    ref_emb: torch.Tensor | None = None,
+    ref_labels: torch.Tensor | None = None,
+    temperature: float = 0.1,
+    **kwargs,
+) -> torch.Tensor:
+    """Functional form of :class:`SupConLoss` (same arguments and defaults)."""
+    return SupConLoss(temperature=temperature, **kwargs)(
+        embeddings, labels, indices_tuple, ref_emb, ref_labels
+    )
