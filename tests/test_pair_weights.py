@@ -84,3 +84,17 @@ def test_miner_is_applied():
 def test_rejects_non_losses():
     with pytest.raises(PairLossError, match="loss"):
         pairloss.pair_weights(torch.nn.MSELoss(), torch.randn(4, 2), torch.arange(4))
+
+
+def test_contrastive_weights_every_active_negative_the_same():
+    torch.manual_seed(4)
+    x = torch.randn(30, 6, dtype=torch.float64)
+    y = torch.arange(30) % 5
+    loss = pairloss.ContrastiveLoss(pos_margin=0.0, neg_margin=1.2)
+    w = pairloss.pair_weights(loss, x, y)
+    scores, weights = w.negatives()
+    active = scores < 1.2
+    assert w.is_distance and 0 < int(active.sum()) < scores.numel()
+    assert torch.allclose(weights[active], weights[active][0].expand(int(active.sum())))
+    assert float(weights[active][0]) < 0
+    assert (weights[~active] == 0).all()

@@ -7,7 +7,24 @@ README for a tour.
 
 from . import distances, functional, miners
 from .errors import PairLossError
-from .losses.multi_similarity import MultiSimilarityLoss
+from .losses import (
+    BatchHardSoftMarginTripletLoss,
+    BatchHardTripletLoss,
+    BinomialDevianceLoss,
+    CircleLoss,
+    ContrastiveLoss,
+    DCLLoss,
+    DCLWLoss,
+    GeneralizedLiftedStructureLoss,
+    InfoNCELoss,
+    MarginLoss,
+    MultiSimilarityLoss,
+    NPairsLoss,
+    NTXentLoss,
+    SemiHardTripletLoss,
+    SupConLoss,
+    TripletMarginLoss,
+)
 from .similarity import (
     CosineSimilarity,
     DotProductSimilarity,
@@ -23,7 +40,22 @@ __all__ = [
     "DotProductSimilarity",
     "EuclideanDistance",
     "LpDistance",
+    "BatchHardSoftMarginTripletLoss",
+    "BatchHardTripletLoss",
+    "BinomialDevianceLoss",
+    "CircleLoss",
+    "ContrastiveLoss",
+    "DCLLoss",
+    "DCLWLoss",
+    "GeneralizedLiftedStructureLoss",
+    "InfoNCELoss",
+    "MarginLoss",
     "MultiSimilarityLoss",
+    "NPairsLoss",
+    "NTXentLoss",
+    "SemiHardTripletLoss",
+    "SupConLoss",
+    "TripletMarginLoss",
     "PairLossError",
     "PairWeights",
     "ScaledSimilarity",

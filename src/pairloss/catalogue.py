@@ -114,6 +114,20 @@ LOSSES: tuple[LossEntry, ...] = (
         "Yeh et al., ECCV 2022",
         "pairloss.losses.dcl:DCLLoss",
     ),
+    LossEntry(
+        "dclw",
+        "contrastive: softmax",
+        "DCL with the positive term weighted by 2 - e^{s_ip/sigma} / E[e^{s/sigma}]",
+        "Yeh et al., ECCV 2022",
+        "pairloss.losses.dcl:DCLWLoss",
+    ),
+    LossEntry(
+        "semi_hard_triplet",
+        "metric: triplets",
+        "[d_ap - d_an + m]+ over negatives with d_ap < d_an < d_ap + m",
+        "Schroff, Kalenichenko & Philbin, CVPR 2015",
+        "pairloss.losses.triplet:SemiHardTripletLoss",
+    ),
 )
 
 
