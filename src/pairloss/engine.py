@@ -223,15 +223,11 @@ class _BlockedScalar(torch.autograd.Function):
         need = tuple(ctx.needs_input_grad[1:])
         n_rows = anchors.shape[0]
         reduction = problem.reduction
-        multi = reduction in DATA_DEPENDENT and any(need)
         weights = None
-        if multi:
-            # components need their normaliser before gradients can be combined
-            counts = walker.counts() if _n_components(walker) > 1 else None
-            if counts is not None:
-                weights = [_inv(normalizer(ct, reduction, n_rows)) for ct in counts]
-        elif reduction == "mean":
-            weights = None
+        if reduction in DATA_DEPENDENT and any(need) and _n_components(walker) > 1:
+            # several components with their own data-dependent normalisers: count them first,
+            # so that one walk can combine the components' gradients
+            weights = [_inv(normalizer(ct, reduction, n_rows)) for ct in walker.counts()]
         values, counts, _, grads = walker.run(need, weights)
         divisors = [
             normalizer(counts[k] if counts is not None else 0.0, reduction, n_rows)
