@@ -1,0 +1,52 @@
+"""Data readers, splits and the class-balanced batch sampler.
+
+Readers return uint8 image tensors and int64 label tensors and raise
+:class:`pairloss.PairLossError` naming the file for bad or missing data:
+
+- :func:`load_fashion_mnist` (IDX files, :func:`read_idx`),
+- :func:`load_att_faces` (binary PGM files, :func:`read_pgm`),
+- :func:`load_image_folder` (one subfolder per class; PNG/JPEG need Pillow),
+- :func:`load_embedding_file` (precomputed embeddings, ``.npy`` or ``.pt``),
+- :func:`load_digits` (scikit-learn's bundled 8 x 8 digits).
+
+Splits: :func:`class_split` (zero-shot, disjoint classes) and :func:`identity_split` (face
+protocol: held-out, enrolled and unknown identities; gallery and probe images).
+Sampler: :class:`PKSampler` (P classes x K samples per batch, seeded, distributed-aware).
+"""
+
+from ._files import DATA_ENV
+from .digits import load_digits
+from .embeddings import load_embedding_file, read_labels
+from .folders import decode_image, load_image_folder
+from .idx import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
+    load_fashion_mnist,
+    parse_idx,
+    read_idx,
+)
+from .pgm import load_att_faces, parse_pgm, read_pgm
+from .sampler import PKSampler
+from .splits import ClassSplit, IdentitySplit, class_split, identity_split
+
+__all__ = [
+    "DATA_ENV",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
+    "ClassSplit",
+    "IdentitySplit",
+    "PKSampler",
+    "class_split",
+    "decode_image",
+    "identity_split",
+    "load_att_faces",
+    "load_digits",
+    "load_embedding_file",
+    "load_fashion_mnist",
+    "load_image_folder",
+    "parse_idx",
+    "parse_pgm",
+    "read_idx",
+    "read_labels",
+    "read_pgm",
+]
