@@ -5,7 +5,7 @@ miner, a row objective and a reduction, evaluated by one engine (dense or blocke
 README for a tour.
 """
 
-from . import data, distances, functional, miners
+from . import classification, data, distances, functional, miners
 from .errors import PairLossError
 from .losses import (
     BatchHardSoftMarginTripletLoss,
@@ -60,6 +60,7 @@ __all__ = [
     "PairWeights",
     "ScaledSimilarity",
     "Similarity",
+    "classification",
     "data",
     "distances",
     "functional",
