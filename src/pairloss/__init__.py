@@ -5,7 +5,7 @@ miner, a row objective and a reduction, evaluated by one engine (dense or blocke
 README for a tour.
 """
 
-from . import classification, data, distances, functional, miners
+from . import classification, data, distances, functional, metrics, miners
 from .errors import PairLossError
 from .losses import (
     BatchHardSoftMarginTripletLoss,
@@ -64,6 +64,7 @@ __all__ = [
     "data",
     "distances",
     "functional",
+    "metrics",
     "miners",
     "pair_weights",
 ]

@@ -1,0 +1,508 @@
+"""Retrieval metrics over an exact neighbour ranking of a gallery.
+
+Each query ranks the gallery by score (see :mod:`pairloss.metrics.neighbors`: descending score,
+ties by ascending gallery index). With ``rel_j`` the relevance of the item at rank ``j`` (1-based)
+and ``R`` the number of relevant gallery items of the query:
+
+* ``recall@K`` (metric-learning sense): 1 if any of the top ``K`` is relevant, else 0.
+* ``precision@K``: ``sum_{j<=K} rel_j / K``.
+* ``ndcg@K`` (binary gains): ``DCG@K / IDCG@K`` with ``DCG@K = sum_{j<=K} rel_j / log2(j + 1)``
+  and ``IDCG@K = sum_{j<=min(R, K)} 1 / log2(j + 1)``.
+* ``map@r`` (Musgrave, Belongie and Lim, "A Metric Learning Reality Check", ECCV 2020):
+  ``(1/R) sum_{j<=R} rel_j P(j)`` with ``P(j) = sum_{i<=j} rel_i / j``.
+* ``r_precision``: ``sum_{j<=R} rel_j / R``.
+* ``map``: average precision over the full ranking, ``(1/R) sum_j rel_j P(j)``.
+* ``mrr``: ``1 / (rank of the first relevant item)`` over the full ranking.
+
+Queries with ``R = 0`` are excluded from every average and counted with a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import PairLossError
+from ..validation import check_labels, check_tensor
+from ._checks import check_cutoffs
+from ._format import format_table
+from .neighbors import ExactSearch
+
+RETRIEVAL_METRICS = ("recall", "precision", "ndcg", "map@r", "r_precision", "map", "mrr")
+DEFAULT_K = (1, 2, 4, 8, 16, 32)
+_FULL_RANK_GROUP = 16
+
+LabelMatch = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    """Averaged retrieval metrics (see :func:`retrieval` for the definitions).
+
+    Attributes:
+        recall, precision, ndcg: ``{K: value}`` for each requested K (empty if not requested).
+        map_at_r, r_precision, map, mrr: the averages, or None if not requested.
+        n_queries: queries given.
+        n_excluded: queries left out of the averages (no relevant gallery item).
+        excluded: ``{reason: count}`` for the excluded queries.
+        average: ``"micro"`` (mean over queries) or ``"macro"`` (mean of per-class means).
+        metric, backend: the score and the search backend used.
+    """
+
+    recall: dict[int, float]
+    precision: dict[int, float]
+    ndcg: dict[int, float]
+    map_at_r: float | None
+    r_precision: float | None
+    map: float | None
+    mrr: float | None
+    n_queries: int
+    n_excluded: int
+    excluded: dict[str, int] = field(default_factory=dict)
+    average: str = "micro"
+    metric: str = "cosine"
+    backend: str = "torch"
+
+    def values(self) -> dict[str, float]:
+        """The metric values keyed like ``recall@1``, ``map@r``, ``ndcg@8``."""
+        out = {f"recall@{k}": v for k, v in self.recall.items()}
+        out.update({f"precision@{k}": v for k, v in self.precision.items()})
+        out.update({f"ndcg@{k}": v for k, v in self.ndcg.items()})
+        scalars = {
+            "map@r": self.map_at_r,
+            "r_precision": self.r_precision,
+            "map": self.map,
+            "mrr": self.mrr,
+        }
+        out.update({name: v for name, v in scalars.items() if v is not None})
+        return out
+
+    def to_dict(self) -> dict[str, float | int | dict[str, int]]:
+        """Metric values plus ``n_queries``, ``n_excluded`` and ``excluded`` ({reason: count})."""
+        out: dict[str, float | int | dict[str, int]] = dict(self.values())
+        out.update(n_queries=self.n_queries, n_excluded=self.n_excluded)
+        out["excluded"] = dict(self.excluded)
+        return out
+
+    def table(self) -> str:
+        """A readable two-column table of the values and counts."""
+        reasons = ", ".join(f"{n} {r}" for r, n in self.excluded.items()) or "none"
+        title = (
+            f"retrieval ({self.metric}, {self.backend} backend, {self.average} average): "
+            f"{self.n_queries - self.n_excluded} of {self.n_queries} queries evaluated, "
+            f"excluded: {reasons}"
+        )
+        return format_table(title, list(self.values().items()))
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def retrieval(
+    query: torch.Tensor,
+    query_labels: torch.Tensor,
+    gallery: torch.Tensor | None = None,
+    gallery_labels: torch.Tensor | None = None,
+    k: int | Sequence[int] = DEFAULT_K,
+    metric: str = "cosine",
+    backend: str = "auto",
+    per_class: bool = False,
+    label_match: LabelMatch | None = None,
+    chunk_size: int | None = None,
+    metrics: Sequence[str] | None = None,
+) -> RetrievalResult:
+    """Recall@K, Precision@K, NDCG@K, MAP@R, R-Precision, MAP and MRR of a retrieval run.
+
+    Definitions are in the module docstring (MAP@R and R-Precision after Musgrave et al.,
+    "A Metric Learning Reality Check", ECCV 2020). All values are exact: MAP@R and
+    R-Precision use each query's exact ``R``; MAP and MRR use the exact rank of every relevant
+    item in the full ranking (from the neighbour list when it holds all relevant items,
+    otherwise from the query's full float64 score row, in blocks of ``O(chunk x N)`` memory).
+
+    Args:
+        query: ``[Q, D]`` floating-point embeddings.
+        query_labels: ``[Q]`` integer class labels, or ``[Q, L]`` multi-hot labels (relevance =
+            at least one shared label), or anything ``label_match`` accepts.
+        gallery: ``[N, D]`` embeddings. ``None`` (default) ranks the queries against each other,
+            leaving each query's own row out (leave-one-out).
+        gallery_labels: ``[N]`` or ``[N, L]`` labels; required with ``gallery``, else omitted.
+        k: the cut-offs for recall, precision and NDCG (default ``(1, 2, 4, 8, 16, 32)``);
+            each must be at most the number of gallery items a query is ranked against.
+        metric: ``"cosine"`` (default), ``"euclidean"`` or ``"dot"``.
+        backend: ``"auto"`` (default), ``"torch"`` or ``"faiss"``; both give identical values.
+        per_class: False (default) averages over queries (micro); True averages the per-class
+            means over the query classes (macro, like PML's ``avg_of_avgs``).
+        label_match: optional ``f(query_labels_block [b, ...], gallery_labels [N, ...])`` that
+            returns a bool ``[b, N]`` relevance matrix.
+        chunk_size: query rows per block (default: automatic, see :class:`ExactSearch`).
+        metrics: which of ``recall``, ``precision``, ``ndcg``, ``map@r``, ``r_precision``,
+            ``map``, ``mrr`` to compute (default: all). Everything but ``map`` and ``mrr`` comes
+            from one k-NN pass of depth ``max(max(k), max R)``. ``map`` (and ``mrr`` for
+            queries without a hit in that list) also orders the top of the full score row of
+            every query whose relevant items are not all in the list, which dominates the run
+            time on hard data (about 10x a k-NN pass at N = 100k); leave them out when only
+            the k-NN metrics are needed.
+
+    Returns:
+        A :class:`RetrievalResult`. Queries without any relevant gallery item (a singleton
+        class in leave-one-out, a class missing from the gallery) are excluded from the
+        averages and counted in ``excluded``; if every query is excluded the values are NaN.
+    """
+    wanted = _check_metric_names(metrics)
+    ks = check_cutoffs(k, "k")
+    search = ExactSearch(query, gallery, metric, backend, chunk_size)
+    relevance = _make_relevance(query_labels, gallery, gallery_labels, label_match, search)
+    if ks[-1] > search.n_available:
+        raise PairLossError(
+            f"k: {ks[-1]} exceeds the {search.n_available} gallery items each query is ranked "
+            f"against; expected every k <= {search.n_available}"
+        )
+    if not isinstance(per_class, bool):
+        raise PairLossError(f"per_class: expected a bool, got {per_class!r}")
+    per_query, counts = _per_query_values(search, relevance, ks, wanted)
+    valid = counts > 0
+    groups = _class_ids(relevance.query_labels) if per_class else None
+    means = {name: _average(v, valid, groups) for name, v in per_query.items()}
+    n_excluded = int((~valid).sum())
+    return RetrievalResult(
+        recall={kk: means[f"recall@{kk}"] for kk in ks if "recall" in wanted},
+        precision={kk: means[f"precision@{kk}"] for kk in ks if "precision" in wanted},
+        ndcg={kk: means[f"ndcg@{kk}"] for kk in ks if "ndcg" in wanted},
+        map_at_r=means.get("map@r"),
+        r_precision=means.get("r_precision"),
+        map=means.get("map"),
+        mrr=means.get("mrr"),
+        n_queries=search.n_queries,
+        n_excluded=n_excluded,
+        excluded={relevance.reason: n_excluded} if n_excluded else {},
+        average="macro" if per_class else "micro",
+        metric=search.metric,
+        backend=search.backend,
+    )
+
+
+def list_metrics(
+    hit: torch.Tensor, n_relevant: torch.Tensor, ks: Sequence[int], wanted: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """Per-query metrics from the relevance of the top of each ranking.
+
+    Args:
+        hit: ``[b, K]`` bool, the relevance of the items at ranks ``1..K``; ``K`` must cover
+            ``max(ks)`` and, for ``map@r``, ``r_precision`` and ``map``, every ``R``.
+        n_relevant: ``[b]`` number of relevant gallery items ``R`` (>= 1).
+        ks: cut-offs for recall, precision and NDCG.
+        wanted: names from :data:`RETRIEVAL_METRICS`; ``map`` is exact only for rows whose
+            list holds all ``R`` relevant items, ``mrr`` only for rows with a hit.
+
+    Returns:
+        ``{name: [b] float64}`` with names like ``recall@1``, ``map@r``.
+    """
+    hit64 = hit.to(torch.float64)
+    r = n_relevant.to(torch.float64)
+    rank = torch.arange(1, hit.shape[1] + 1, dtype=torch.float64, device=hit.device)
+    cum = hit64.cumsum(dim=1)
+    gain = 1.0 / torch.log2(rank + 1)
+    out: dict[str, torch.Tensor] = {}
+    for kk in ks:
+        if "recall" in wanted:
+            out[f"recall@{kk}"] = hit[:, :kk].any(dim=1).to(torch.float64)
+        if "precision" in wanted:
+            out[f"precision@{kk}"] = cum[:, kk - 1] / kk
+        if "ndcg" in wanted:
+            ideal = gain[:kk].cumsum(0)[n_relevant.clamp(1, kk) - 1]
+            out[f"ndcg@{kk}"] = (hit64[:, :kk] * gain[:kk]).sum(dim=1) / ideal
+    within_r = rank[None, :] <= r[:, None]
+    precision_at_hits = hit64 * cum / rank
+    if "map@r" in wanted:
+        out["map@r"] = (precision_at_hits * within_r).sum(dim=1) / r
+    if "r_precision" in wanted:
+        out["r_precision"] = (hit64 * within_r).sum(dim=1) / r
+    if "map" in wanted:
+        out["map"] = precision_at_hits.sum(dim=1) / r
+    if "mrr" in wanted:
+        first = hit.to(torch.uint8).argmax(dim=1).to(torch.float64)
+        out["mrr"] = torch.where(hit.any(dim=1), 1.0 / (first + 1), 0.0)
+    return out
+
+
+def full_ranking_metrics(
+    scores: torch.Tensor, relevant: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average precision and reciprocal rank over full score rows.
+
+    The rank of relevant item ``j`` is ``1 + #{i: s_i > s_j} + #{i: s_i = s_j, i < j}``
+    (score desc, index asc). Only the items scoring at least the lowest relevant score of a row
+    are ordered (rows grouped by that depth, one :func:`torch.topk` per group); the counts then
+    come from a binary search of each relevant score in that sorted prefix.
+
+    Args:
+        scores: ``[b, N]`` float64 scores (``-inf`` for items never ranked).
+        relevant: ``[b, M]`` gallery indices of the relevant items (padding where not ``valid``).
+        valid: ``[b, M]`` bool, at least one True per row.
+
+    Returns:
+        ``(ap [b], rr [b])`` in float64: ``AP = (1/R) sum_m m / rank_(m)`` over the relevant
+        items sorted by rank, ``RR = 1 / rank_(1)``.
+    """
+    rel_scores = scores.gather(1, relevant)
+    lowest = rel_scores.masked_fill(~valid, torch.inf).min(dim=1).values
+    depth = (scores >= lowest[:, None]).sum(dim=1)
+    ahead = torch.empty_like(relevant)
+    for group in depth.argsort().split(_FULL_RANK_GROUP):
+        top = scores[group].topk(int(depth[group].max()), dim=1).values.neg_()
+        key = rel_scores[group].neg()
+        above = torch.searchsorted(top, key, side="left")
+        tied = torch.searchsorted(top, key, side="right") - above > 1
+        ahead[group] = above
+        for row in (tied & valid[group]).any(dim=1).nonzero().flatten().tolist():
+            i = int(group[row])
+            ahead[i] += _tied_before(scores[i], rel_scores[i], relevant[i])
+    rank = torch.where(valid, ahead + 1, scores.shape[1] + 1).sort(dim=1).values
+    found = valid.sum(dim=1)
+    m = torch.arange(1, relevant.shape[1] + 1, device=scores.device, dtype=torch.float64)
+    in_list = m[None, :] <= found[:, None]
+    ap = (m / rank * in_list).sum(dim=1) / found
+    return ap, 1.0 / rank[:, 0].to(torch.float64)
+
+
+def _tied_before(row: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """For each ``(value, index)``: items of ``row`` with an equal score and a smaller index."""
+    cols = torch.arange(row.numel(), device=row.device)
+    return ((row[None, :] == values[:, None]) & (cols[None, :] < indices[:, None])).sum(dim=1)
+
+
+def _per_query_values(
+    search: ExactSearch, relevance: _Relevance, ks: tuple[int, ...], wanted: tuple[str, ...]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    needs_r = bool({"map@r", "r_precision", "map"} & set(wanted))
+    per_query: dict[str, torch.Tensor] = {}
+    counts = torch.empty(search.n_queries, dtype=torch.long, device=search.q.device)
+    for rows in search.blocks():
+        n_rel = relevance.counts(rows)
+        counts[rows] = n_rel
+        depth = max(ks[-1], int(n_rel.max())) if needs_r else ks[-1]
+        indices, _ = search.topk(rows, depth, with_scores=False)
+        hit = relevance.gather(rows, indices)
+        values = list_metrics(hit, n_rel.clamp(min=1), ks, wanted)
+        _fill_from_full_ranking(search, relevance, rows, hit, n_rel, values, wanted)
+        for name, v in values.items():
+            if name not in per_query:
+                per_query[name] = torch.empty(search.n_queries, dtype=torch.float64)
+            per_query[name][rows.cpu()] = v.cpu()
+    return per_query, counts.cpu()
+
+
+def _fill_from_full_ranking(
+    search: ExactSearch,
+    relevance: _Relevance,
+    rows: torch.Tensor,
+    hit: torch.Tensor,
+    n_rel: torch.Tensor,
+    values: dict[str, torch.Tensor],
+    wanted: tuple[str, ...],
+) -> None:
+    """Recompute ``map``/``mrr`` of the rows whose list misses relevant items."""
+    if "map" not in wanted and "mrr" not in wanted:
+        return
+    found = hit.sum(dim=1)
+    incomplete = found < n_rel if "map" in wanted else found == 0
+    for part in search.full_blocks((incomplete & (n_rel > 0)).nonzero().flatten()):
+        relevant, valid = relevance.members(rows[part])
+        ap, rr = full_ranking_metrics(search.full_scores(rows[part]), relevant, valid)
+        if "map" in values:
+            values["map"][part] = ap
+        if "mrr" in values:
+            values["mrr"][part] = rr
+
+
+def _average(values: torch.Tensor, valid: torch.Tensor, groups: torch.Tensor | None) -> float:
+    if not bool(valid.any()):
+        return float("nan")
+    if groups is None:
+        return float(values[valid].mean())
+    ids, v = groups[valid], values[valid]
+    n_groups = int(ids.max()) + 1
+    sums = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, ids, v)
+    sizes = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, ids, torch.ones_like(v))
+    present = sizes > 0
+    return float((sums[present] / sizes[present]).mean())
+
+
+def _class_ids(labels: torch.Tensor) -> torch.Tensor:
+    labels = labels.cpu()
+    if labels.dim() == 1:
+        return torch.unique(labels, return_inverse=True)[1]
+    return torch.unique(labels.reshape(labels.shape[0], -1), dim=0, return_inverse=True)[1]
+
+
+def _check_metric_names(metrics: Sequence[str] | None) -> tuple[str, ...]:
+    if metrics is None:
+        return RETRIEVAL_METRICS
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    unknown = [m for m in metrics if m not in RETRIEVAL_METRICS]
+    if unknown or not metrics:
+        raise PairLossError(
+            f"metrics: got {list(metrics)!r}; expected a non-empty subset of "
+            f"{', '.join(RETRIEVAL_METRICS)}"
+        )
+    return tuple(m for m in RETRIEVAL_METRICS if m in metrics)
+
+
+class _Relevance:
+    """Which gallery items are relevant to which query (own row excluded in leave-one-out)."""
+
+    reason = "no_relevant_item"
+    query_labels: torch.Tensor
+
+    def counts(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[b]`` number of relevant gallery items of each query row."""
+        raise NotImplementedError
+
+    def gather(self, rows: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """``[b, K]`` relevance of the gallery ``indices`` of each query row."""
+        raise NotImplementedError
+
+    def members(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([b, M] gallery indices, [b, M] valid)`` of the relevant items of each query row."""
+        raise NotImplementedError
+
+
+class _SameLabel(_Relevance):
+    """Relevant = same integer class label."""
+
+    def __init__(self, query_labels: torch.Tensor, gallery_labels: torch.Tensor, loo: bool):
+        self.query_labels, self.gallery_labels, self.loo = query_labels, gallery_labels, loo
+        self.reason = "singleton_class" if loo else "class_not_in_gallery"
+        classes, sizes = torch.unique(gallery_labels, return_counts=True)
+        pos = torch.searchsorted(classes, query_labels).clamp(max=classes.numel() - 1)
+        present = classes[pos] == query_labels
+        self._class_size = torch.where(present, sizes[pos], 0)
+        self._class_start = (sizes.cumsum(0) - sizes)[pos]
+        self._by_class = gallery_labels.argsort(stable=True)
+
+    def counts(self, rows: torch.Tensor) -> torch.Tensor:
+        return self._class_size[rows] - int(self.loo)
+
+    def gather(self, rows: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return self.gallery_labels[indices] == self.query_labels[rows, None]
+
+    def members(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        size = self._class_size[rows]
+        offsets = torch.arange(int(size.max()), device=rows.device)
+        slot = (self._class_start[rows, None] + offsets).clamp(max=self._by_class.numel() - 1)
+        members = self._by_class[slot]
+        valid = offsets[None, :] < size[:, None]
+        if self.loo:
+            valid &= members != rows[:, None]
+        return members, valid
+
+
+class _MatchedLabels(_Relevance):
+    """Relevant = ``label_match(query_labels, gallery_labels)`` (default: a shared label)."""
+
+    def __init__(
+        self,
+        query_labels: torch.Tensor,
+        gallery_labels: torch.Tensor,
+        loo: bool,
+        label_match: LabelMatch | None,
+    ):
+        self.query_labels, self.gallery_labels, self.loo = query_labels, gallery_labels, loo
+        self.match = label_match or share_a_label
+        self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def full(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[b, N]`` relevance of the whole gallery for each query row (cached per block)."""
+        if self._cached is not None and self._cached[0] is rows:
+            return self._cached[1]
+        rel = self.match(self.query_labels[rows], self.gallery_labels)
+        expected = (rows.numel(), self.gallery_labels.shape[0])
+        if not isinstance(rel, torch.Tensor) or tuple(rel.shape) != expected:
+            got = tuple(rel.shape) if isinstance(rel, torch.Tensor) else type(rel).__name__
+            raise PairLossError(
+                f"label_match: returned {got}; expected a bool tensor of shape {expected} "
+                "(query block x gallery)"
+            )
+        rel = rel.to(device=rows.device, dtype=torch.bool)
+        if self.loo:
+            rel[torch.arange(rows.numel(), device=rows.device), rows] = False
+        self._cached = (rows, rel)
+        return rel
+
+    def counts(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.full(rows).sum(dim=1)
+
+    def gather(self, rows: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return self.full(rows).gather(1, indices)
+
+    def members(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rel = self.full(rows)
+        flags, members = rel.to(torch.uint8).topk(int(rel.sum(dim=1).max()), dim=1)
+        return members, flags.bool()
+
+
+def share_a_label(query_labels: torch.Tensor, gallery_labels: torch.Tensor) -> torch.Tensor:
+    """Default relevance of multi-hot labels: ``[b, L]`` and ``[N, L]`` share a label -> ``[b, N]``."""
+    return (query_labels.to(torch.float32) @ gallery_labels.to(torch.float32).T) > 0
+
+
+def _make_relevance(
+    query_labels: object,
+    gallery: torch.Tensor | None,
+    gallery_labels: object,
+    label_match: LabelMatch | None,
+    search: ExactSearch,
+) -> _Relevance:
+    if gallery is None and gallery_labels is not None:
+        raise PairLossError(
+            "gallery_labels: given without gallery; pass both, or neither for leave-one-out"
+        )
+    if gallery is not None and gallery_labels is None:
+        raise PairLossError("gallery_labels: missing; expected one label per gallery row")
+    if label_match is not None and not callable(label_match):
+        raise PairLossError(f"label_match: expected a callable or None, got {label_match!r}")
+    q_labels = _check_any_labels(query_labels, search.n_queries, "query_labels", label_match)
+    g_labels = (
+        q_labels
+        if gallery is None
+        else _check_any_labels(gallery_labels, search.n_gallery, "gallery_labels", label_match)
+    )
+    device = search.q.device
+    q_labels, g_labels = q_labels.to(device), g_labels.to(device)
+    if label_match is None and q_labels.dim() == 1:
+        if g_labels.dim() != 1:
+            raise PairLossError(
+                f"gallery_labels: has shape {tuple(g_labels.shape)} but query_labels is 1-D; "
+                "expected the same label layout"
+            )
+        return _SameLabel(q_labels, g_labels, search.leave_one_out)
+    if label_match is None and g_labels.shape[1:] != q_labels.shape[1:]:
+        raise PairLossError(
+            f"gallery_labels: has shape {tuple(g_labels.shape)} but query_labels has "
+            f"{tuple(q_labels.shape)}; expected the same number of label columns"
+        )
+    return _MatchedLabels(q_labels, g_labels, search.leave_one_out, label_match)
+
+
+def _check_any_labels(
+    labels: object, n: int, name: str, label_match: LabelMatch | None
+) -> torch.Tensor:
+    labels = check_tensor(labels, name)
+    if label_match is None and labels.dim() == 1:
+        return check_labels(labels, n, name)
+    if label_match is None and labels.dim() != 2:
+        raise PairLossError(
+            f"{name}: got shape {tuple(labels.shape)}; expected [{n}] class labels or "
+            f"[{n}, L] multi-hot labels"
+        )
+    if labels.dim() == 0 or labels.shape[0] != n:
+        raise PairLossError(
+            f"{name}: has shape {tuple(labels.shape)} but there are {n} embedding rows; "
+            "expected one label (row) per embedding"
+        )
+    if label_match is None and not bool(((labels == 0) | (labels == 1)).all()):
+        raise PairLossError(f"{name}: 2-D labels must be multi-hot (0/1 or bool entries)")
+    return labels
