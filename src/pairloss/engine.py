@@ -36,7 +36,7 @@ from .reduction import DATA_DEPENDENT, check_reduction, normalizer, reduce_terms
 from .relations import Relation
 from .similarity import Similarity
 
-DENSE_MAX_CELLS = 1 << 22
+DENSE_MAX_CELLS = 1 << 21
 BLOCK_CELLS = 1 << 21
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, int], list[RowTerms]]

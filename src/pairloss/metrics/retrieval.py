@@ -32,7 +32,6 @@ from .neighbors import ExactSearch
 
 RETRIEVAL_METRICS = ("recall", "precision", "ndcg", "map@r", "r_precision", "map", "mrr")
 DEFAULT_K = (1, 2, 4, 8, 16, 32)
-_FULL_RANK_GROUP = 16
 
 LabelMatch = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -233,9 +232,10 @@ def full_ranking_metrics(
     """Average precision and reciprocal rank over full score rows.
 
     The rank of relevant item ``j`` is ``1 + #{i: s_i > s_j} + #{i: s_i = s_j, i < j}``
-    (score desc, index asc). Only the items scoring at least the lowest relevant score of a row
-    are ordered (rows grouped by that depth, one :func:`torch.topk` per group); the counts then
-    come from a binary search of each relevant score in that sorted prefix.
+    (score desc, index asc). The counts come from one binary search of every score of the row
+    among the row's sorted relevant scores and a histogram of the result: O(N log R) per row,
+    with no sort of the full row. Rows with ties at a relevant score are counted exactly item
+    by item.
 
     Args:
         scores: ``[b, N]`` float64 scores (``-inf`` for items never ranked).
@@ -247,24 +247,29 @@ def full_ranking_metrics(
         items sorted by rank, ``RR = 1 / rank_(1)``.
     """
     rel_scores = scores.gather(1, relevant)
-    lowest = rel_scores.masked_fill(~valid, torch.inf).min(dim=1).values
-    depth = (scores >= lowest[:, None]).sum(dim=1)
-    ahead = torch.empty_like(relevant)
-    for group in depth.argsort().split(_FULL_RANK_GROUP):
-        top = scores[group].topk(int(depth[group].max()), dim=1).values.neg_()
-        key = rel_scores[group].neg()
-        above = torch.searchsorted(top, key, side="left")
-        tied = torch.searchsorted(top, key, side="right") - above > 1
-        ahead[group] = above
-        for row in (tied & valid[group]).any(dim=1).nonzero().flatten().tolist():
-            i = int(group[row])
-            ahead[i] += _tied_before(scores[i], rel_scores[i], relevant[i])
+    keys, order = rel_scores.masked_fill(~valid, torch.inf).sort(dim=1)
+    greater = _count_above(keys, scores, right=False)
+    at_least = _count_above(keys, scores, right=True)
+    ahead = torch.empty_like(relevant).scatter_(1, order, greater)
+    tied = torch.empty_like(relevant).scatter_(1, order, at_least - greater) > 1
+    for i in (tied & valid).any(dim=1).nonzero().flatten().tolist():
+        ahead[i] += _tied_before(scores[i], rel_scores[i], relevant[i])
     rank = torch.where(valid, ahead + 1, scores.shape[1] + 1).sort(dim=1).values
     found = valid.sum(dim=1)
     m = torch.arange(1, relevant.shape[1] + 1, device=scores.device, dtype=torch.float64)
     in_list = m[None, :] <= found[:, None]
     ap = (m / rank * in_list).sum(dim=1) / found
     return ap, 1.0 / rank[:, 0].to(torch.float64)
+
+
+def _count_above(keys: torch.Tensor, scores: torch.Tensor, right: bool) -> torch.Tensor:
+    """For each sorted key ``keys[:, j]``: the number of scores of the row above it (``> key``),
+    or at least it (``>= key``) when ``right``. A histogram of the scores' insertion points."""
+    slot = torch.searchsorted(keys, scores, right=right)
+    hist = torch.zeros(keys.shape[0], keys.shape[1] + 1, dtype=torch.long, device=keys.device)
+    hist.scatter_add_(1, slot, torch.ones_like(slot))
+    above = hist.flip(1).cumsum(1).flip(1)
+    return above[:, 1:]
 
 
 def _tied_before(row: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

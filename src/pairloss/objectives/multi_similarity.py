@@ -25,8 +25,7 @@ def multi_similarity_rows(
     Rows with no pairs give 0. One term per anchor.
     """
     sign = -1.0 if is_distance else 1.0
-    lp, ln = dual_masked_logsumexp(
+    lp, ln, has_pos, has_neg = dual_masked_logsumexp(
         s, pos, neg, -alpha * sign, alpha * sign * base, beta * sign, -beta * sign * base
     )
-    valid = pos.any(dim=1) | neg.any(dim=1)
-    return [RowTerms.per_anchor(lp / alpha + ln / beta, valid)]
+    return [RowTerms.per_anchor(lp / alpha + ln / beta, has_pos | has_neg)]

@@ -71,34 +71,51 @@ def masked_min(x: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tens
     return x.masked_fill(~mask, float("inf")).amin(dim=dim)
 
 
+def _masked_extreme(s: torch.Tensor, mask: torch.Tensor, largest: bool) -> torch.Tensor:
+    """Row max (or min) of ``s`` over ``mask``; -inf (+inf) for empty rows."""
+    if largest:
+        return torch.where(mask, s, float("-inf")).amax(dim=1)
+    return torch.where(mask, s, float("inf")).amin(dim=1)
+
+
 class _DualMaskedLSE(torch.autograd.Function):
-    """Fused forward/backward of :func:`dual_masked_logsumexp` (few passes over the block)."""
+    """Fused forward/backward of :func:`dual_masked_logsumexp`.
+
+    The per-mask row maxima of the exponent come from the masked extremes of ``s`` (the exponent
+    is affine in s), so the shifted exponent k * s + (b - max) is built in one addcmul and
+    exponentiated in place; cells outside both masks get -inf. The backward is one scaled copy of
+    the saved exponentials.
+    """
 
     @staticmethod
     def forward(ctx, s, pos, neg, kp, bp, kn, bn, add_one):
-        z = torch.where(pos, s * kp + bp, s * kn + bn)
-        z.masked_fill_(~(pos | neg), float("-inf"))
-        mp = torch.where(pos, z, float("-inf")).amax(dim=1)
-        mn = torch.where(neg, z, float("-inf")).amax(dim=1)
+        mp = kp * _masked_extreme(s, pos, kp > 0) + bp
+        mn = kn * _masked_extreme(s, neg, kn > 0) + bn
+        has_p, has_n = torch.isfinite(mp), torch.isfinite(mn)
+        mp = torch.where(has_p, mp, 0.0)
+        mn = torch.where(has_n, mn, 0.0)
         if add_one:
             mp, mn = mp.clamp_min(0), mn.clamp_min(0)
-        mp = torch.where(torch.isfinite(mp), mp, 0.0)
-        mn = torch.where(torch.isfinite(mn), mn, 0.0)
-        e = z.sub_(torch.where(pos, mp[:, None], mn[:, None])).exp_()
-        sp = (e * pos).sum(dim=1)
+        k = torch.where(pos, kp, kn).to(s.dtype)
+        shift = torch.where(
+            pos, (bp - mp)[:, None], torch.where(neg, (bn - mn)[:, None], float("-inf"))
+        )
+        e = torch.addcmul(shift, k, s).exp_()
+        sp = torch.where(pos, e, 0.0).sum(dim=1)
         sn = e.sum(dim=1) - sp
         if add_one:
             sp, sn = sp + torch.exp(-mp), sn + torch.exp(-mn)
-        sp_safe = torch.where(sp > 0, sp, 1.0)
-        sn_safe = torch.where(sn > 0, sn, 1.0)
-        lp = torch.where(sp > 0, sp_safe.log() + mp, 0.0)
-        ln = torch.where(sn > 0, sn_safe.log() + mn, 0.0)
-        ctx.save_for_backward(e, pos, sp_safe, sn_safe)
+        sp = torch.where(has_p | add_one, sp, 1.0)
+        sn = torch.where(has_n | add_one, sn, 1.0)
+        lp = torch.where(has_p, sp.log() + mp, 0.0)
+        ln = torch.where(has_n, sn.log() + mn, 0.0)
+        ctx.save_for_backward(e, pos, sp, sn)
         ctx.coefs = (kp, kn)
-        return lp, ln
+        ctx.mark_non_differentiable(has_p, has_n)
+        return lp, ln, has_p, has_n
 
     @staticmethod
-    def backward(ctx, gp, gn):
+    def backward(ctx, gp, gn, _hp, _hn):
         e, pos, sp, sn = ctx.saved_tensors
         kp, kn = ctx.coefs
         cp = (gp * kp / sp)[:, None]
@@ -115,15 +132,16 @@ def dual_masked_logsumexp(
     neg_coef: float,
     neg_bias: float,
     add_one: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row, over two disjoint masks of the same block, in one fused pass:
 
         lse_pos = log([1 +] sum_{pos} e^{pos_coef * s + pos_bias})
         lse_neg = log([1 +] sum_{neg} e^{neg_coef * s + neg_bias})
 
-    Empty masks give 0 (as :func:`masked_logsumexp`). Gradients with respect to ``s`` only;
-    first order. Used by objectives whose exponent is linear in the score (Multi-Similarity,
-    binomial deviance).
+    Returns ``(lse_pos, lse_neg, has_pos, has_neg)``; rows with an empty mask give 0 (as
+    :func:`masked_logsumexp`). Gradients with respect to ``s`` only, first order (the backward
+    reuses the forward's buffer, so it can run once). Used by objectives whose exponent is linear
+    in the score (Multi-Similarity).
     """
     return _DualMaskedLSE.apply(
         s, pos, neg, float(pos_coef), float(pos_bias), float(neg_coef), float(neg_bias), add_one
