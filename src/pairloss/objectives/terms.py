@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 
 
-@dataclass
 class RowTerms:
     """One component of a loss, per anchor row.
 
@@ -15,27 +14,53 @@ class RowTerms:
         values: [b] sum of the component's terms in each row.
         n_terms: [b] how many terms (pairs, triplets, or 1 for a per-anchor loss) each row has.
         n_nonzero: [b] how many of those terms are > 0 (for 'mean over non-zero terms').
+
+    The counts may be given as tensors or as zero-argument callables; a callable is evaluated
+    only if the reduction asks for that count, so no pass over the block is spent on a count
+    that is not used.
     """
 
-    values: torch.Tensor
-    n_terms: torch.Tensor
-    n_nonzero: torch.Tensor
+    __slots__ = ("values", "_n_terms", "_n_nonzero")
+
+    def __init__(
+        self,
+        values: torch.Tensor,
+        n_terms: torch.Tensor | Callable[[], torch.Tensor],
+        n_nonzero: torch.Tensor | Callable[[], torch.Tensor],
+    ) -> None:
+        self.values = values
+        self._n_terms = n_terms
+        self._n_nonzero = n_nonzero
+
+    @property
+    def n_terms(self) -> torch.Tensor:
+        if callable(self._n_terms):
+            self._n_terms = self._n_terms()
+        return self._n_terms
+
+    @property
+    def n_nonzero(self) -> torch.Tensor:
+        if callable(self._n_nonzero):
+            self._n_nonzero = self._n_nonzero()
+        return self._n_nonzero
 
     @staticmethod
     def per_anchor(loss: torch.Tensor, valid: torch.Tensor) -> RowTerms:
         """A loss of one term per anchor; rows that are not ``valid`` contribute 0 and no term."""
         loss = torch.where(valid, loss, torch.zeros_like(loss))
-        ones = valid.to(loss.dtype)
-        return RowTerms(loss, ones, (loss > 0).to(loss.dtype))
+        return RowTerms(
+            loss, lambda: valid.to(loss.dtype), lambda: (loss.detach() > 0).to(loss.dtype)
+        )
 
     @staticmethod
     def per_pair(pair_loss: torch.Tensor, mask: torch.Tensor) -> RowTerms:
         """A loss of one term per masked cell of the row."""
-        pair_loss = torch.where(mask, pair_loss, torch.zeros_like(pair_loss))
+        pair_loss = torch.where(mask, pair_loss, 0.0)
+        dtype = pair_loss.dtype
         return RowTerms(
             pair_loss.sum(dim=1),
-            mask.sum(dim=1).to(pair_loss.dtype),
-            (pair_loss > 0).sum(dim=1).to(pair_loss.dtype),
+            lambda: torch.count_nonzero(mask, dim=1).to(dtype),
+            lambda: torch.count_nonzero(pair_loss.detach() > 0, dim=1).to(dtype),
         )
 
 
