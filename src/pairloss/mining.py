@@ -167,6 +167,11 @@ class BatchEasyHardMiner(Miner):
         self.pos_strategy, self.neg_strategy = pos_strategy, neg_strategy
         self.allowed_pos_range, self.allowed_neg_range = allowed_pos_range, allowed_neg_range
 
+    @property
+    def picks_one_pair(self) -> bool:
+        """True when every row keeps at most one positive and one negative."""
+        return "all" not in (self.pos_strategy, self.neg_strategy)
+
     @staticmethod
     def _in_range(s, mask, rng):
         if rng is None:

@@ -143,8 +143,12 @@ class TripletMarginLoss(PairLossModule):
     def objective(self, s, pos, neg, start, end):
         return self._rows(s, pos, neg, None, None, start, end)
 
-    def _rows(self, s, pos, neg, miner, miner_prep, start, end) -> list[RowTerms]:
+    def _rows(self, s, pos, neg, miner, miner_prep, start, end, one_pair=False) -> list[RowTerms]:
         is_distance = self.distance.is_distance
+        if one_pair and not self.smooth_loss:
+            # at most one positive and one negative per row (e.g. BatchHardMiner): the row's
+            # only triplet, read off with a masked max/min instead of a sort of the row
+            return batch_hard_rows(s, pos, neg, self.margin, False, is_distance)
         window = None if miner is None else miner.window()
         if miner_prep is not None:
             ma, mc = miner_prep
@@ -239,8 +243,10 @@ class TripletMarginLoss(PairLossModule):
                 mc = ma if ref_emb is None else sim.prepare(ref_emb.detach().to(dtype))
             miner_prep = (ma, mc)
 
+        one_pair = triplet_miner is None and getattr(pair_miner, "picks_one_pair", False)
+
         def objective(s, pos, neg, start, end):
-            return self._rows(s, pos, neg, triplet_miner, miner_prep, start, end)
+            return self._rows(s, pos, neg, triplet_miner, miner_prep, start, end, one_pair)
 
         return pair_loss(
             objective,
