@@ -134,6 +134,35 @@ class PairLossModule(nn.Module):
     def objective(self, s, pos, neg, start, end):
         raise NotImplementedError
 
+    def run_objective(
+        self,
+        objective: Objective,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        indices_tuple=None,
+        ref_emb: torch.Tensor | None = None,
+        ref_labels: torch.Tensor | None = None,
+        *,
+        miner: Miner | None | str = "own",
+        extra_params: Sequence[torch.Tensor] = (),
+    ) -> torch.Tensor:
+        """Run ``objective`` with this module's similarity, reduction, engine and parameters
+        (plus ``extra_params``); ``miner`` is the module's own unless given (None: no miner)."""
+        return pair_loss(
+            objective,
+            embeddings,
+            labels,
+            indices_tuple,
+            ref_emb,
+            ref_labels,
+            similarity=self.distance,
+            reduction=self.reduction,
+            miner=self.miner if miner == "own" else miner,
+            params=[*extra_params, *self.parameters()],
+            engine=self.engine,
+            block_size=self.block_size,
+        )
+
     def forward(
         self,
         embeddings: torch.Tensor,
@@ -145,17 +174,6 @@ class PairLossModule(nn.Module):
         """Loss of ``embeddings`` [B, D] with ``labels`` [B] (or explicit pairs/triplets in
         ``indices_tuple``, or a miner's output), optionally against ``ref_emb`` [N, D] with
         ``ref_labels`` [N]. Returns a scalar (or [B] with reduction 'none')."""
-        return pair_loss(
-            self.objective,
-            embeddings,
-            labels,
-            indices_tuple,
-            ref_emb,
-            ref_labels,
-            similarity=self.distance,
-            reduction=self.reduction,
-            miner=self.miner,
-            params=list(self.parameters()),
-            engine=self.engine,
-            block_size=self.block_size,
+        return self.run_objective(
+            self.objective, embeddings, labels, indices_tuple, ref_emb, ref_labels
         )

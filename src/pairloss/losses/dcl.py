@@ -13,7 +13,7 @@ from ..engine import default_block_size
 from ..errors import PairLossError
 from ..objectives.softmax import dcl_rows
 from ..validation import check_positive
-from .base import PairLossModule, build_relation, pair_loss
+from .base import PairLossModule, build_relation
 from .supcon import check_temperature
 
 WeightFn = Callable[[torch.Tensor], torch.Tensor]
@@ -140,19 +140,14 @@ class DCLWLoss(DCLLoss):
             embeddings, labels, indices_tuple, ref_emb, ref_labels
         )
         objective = partial(self._weighted_objective, log_norm)
-        return pair_loss(
+        return self.run_objective(
             objective,
             embeddings,
             labels,
             indices_tuple,
             ref_emb,
             ref_labels,
-            similarity=self.distance,
-            reduction=self.reduction,
-            miner=self.miner,
-            params=[log_norm, *self.parameters()],
-            engine=self.engine,
-            block_size=self.block_size,
+            extra_params=[log_norm],
         )
 
     def _weighted_objective(self, log_norm, s, pos, neg, start, end):

@@ -12,7 +12,7 @@ from ..errors import PairLossError
 from ..objectives.pair_margins import margin_rows
 from ..similarity import LpDistance, Similarity
 from ..validation import check_labels, check_positive
-from .base import PairLossModule, pair_loss
+from .base import PairLossModule
 from .contrastive import check_real
 
 
@@ -143,20 +143,7 @@ class MarginLoss(PairLossModule):
                 )
             labels = labels.to(self.beta.device)
         objective = functools.partial(self.objective, labels=labels)
-        return pair_loss(
-            objective,
-            embeddings,
-            labels,
-            indices_tuple,
-            ref_emb,
-            ref_labels,
-            similarity=self.distance,
-            reduction=self.reduction,
-            miner=self.miner,
-            params=list(self.parameters()),
-            engine=self.engine,
-            block_size=self.block_size,
-        )
+        return self.run_objective(objective, embeddings, labels, indices_tuple, ref_emb, ref_labels)
 
 
 def margin_loss(

@@ -24,7 +24,7 @@ from ..reduction import reduce_terms
 from ..relations import LabelRelation, _check_index
 from ..similarity import EuclideanDistance, LpDistance, Similarity
 from ..validation import check_embeddings, check_labels, check_same_device_dtype
-from .base import PairLossModule, pair_loss
+from .base import PairLossModule
 
 
 def _check_margin(margin: object, name: str = "margin") -> float:
@@ -248,19 +248,14 @@ class TripletMarginLoss(PairLossModule):
         def objective(s, pos, neg, start, end):
             return self._rows(s, pos, neg, triplet_miner, miner_prep, start, end, one_pair)
 
-        return pair_loss(
+        return self.run_objective(
             objective,
             embeddings,
             labels,
             indices_tuple,
             ref_emb,
             ref_labels,
-            similarity=self.distance,
-            reduction=self.reduction,
             miner=pair_miner,
-            params=list(self.parameters()),
-            engine=self.engine,
-            block_size=self.block_size,
         )
 
     def _sample(self, embeddings, labels, ref_emb, ref_labels):
