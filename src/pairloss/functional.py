@@ -1,40 +1,61 @@
 """Functional forms of the losses: ``pairloss.functional.multi_similarity(embeddings, labels)``.
 
-Each takes the same arguments and defaults as its module class.
+Each takes the same arguments and defaults as its module class; the proxy losses also take
+their class weights as ``proxies=`` [C, D].
 """
 
 from .losses import (
+    arcface,
     batch_hard_soft_margin_triplet,
     batch_hard_triplet,
     binomial_deviance,
     circle,
     contrastive,
+    cosface,
     dcl,
     dclw,
     generalized_lifted_structure,
+    large_margin_softmax,
     margin_loss,
     multi_similarity,
+    normalized_softmax,
     npairs,
     ntxent,
+    proxy_anchor,
+    proxy_circle,
+    proxy_nca,
     semi_hard_triplet,
+    soft_triple,
+    sphereface,
+    sub_center_arcface,
     supcon,
     triplet_margin,
 )
 
 __all__ = [
+    "arcface",
     "batch_hard_soft_margin_triplet",
     "batch_hard_triplet",
     "binomial_deviance",
     "circle",
     "contrastive",
+    "cosface",
     "dcl",
     "dclw",
     "generalized_lifted_structure",
+    "large_margin_softmax",
     "margin_loss",
     "multi_similarity",
+    "normalized_softmax",
     "npairs",
     "ntxent",
+    "proxy_anchor",
+    "proxy_circle",
+    "proxy_nca",
     "semi_hard_triplet",
+    "soft_triple",
+    "sphereface",
+    "sub_center_arcface",
     "supcon",
     "triplet_margin",
 ]

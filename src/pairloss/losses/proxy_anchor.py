@@ -1,0 +1,79 @@
+"""Proxy-Anchor loss (Kim et al., "Proxy Anchor Loss for Deep Metric Learning", CVPR 2020)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..objectives.proxy_anchor import proxy_anchor_rows
+from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_number
+
+
+class ProxyAnchorLoss(ProxyLossModule):
+    r"""Proxy-Anchor loss: the class proxies are the anchors, the batch embeddings the partners.
+
+    .. math::
+        L = \frac{1}{|P^+|} \sum_{p \in P^+} \log\Big(1 + \sum_{x \in X_p^+}
+            e^{-\alpha (s(x, p) - \delta)}\Big)
+          + \frac{1}{|P|} \sum_{p \in P} \log\Big(1 + \sum_{x \in X_p^-}
+            e^{\alpha (s(x, p) + \delta)}\Big)
+
+    with s the cosine, P all C proxies, P+ the proxies of classes present in the batch, X_p+ /
+    X_p- the embeddings of / not of p's class. Paper: Kim et al., CVPR 2020, eq. 4. Defaults as
+    pytorch-metric-learning and the paper: ``margin`` (delta) ``=0.1``, ``alpha=32``; proxies
+    [C, D] initialised with Kaiming normal (fan_out), as pytorch-metric-learning.
+
+    The engine runs with anchors = proxies and candidates = embeddings (the blocked engine walks
+    blocks of proxies). Two components with their own normalisers (reduction ``"mean_valid"``:
+    the positive part divided by the number of proxies with a positive, the negative part by C),
+    as pytorch-metric-learning's DivisorReducer. ``reduction="none"`` gives one value per proxy
+    ([C]). ``indices_tuple`` adds (w - 1) to every exponent of sample x, w being its miner weight
+    (pytorch-metric-learning's rule). A batch whose labels all share one class still has
+    negatives against the other C - 1 proxies; with C = 1 only the positive part remains.
+    Proxies get their own learning rate through an optimizer group with ``loss.parameters()``.
+    """
+
+    proxies_as_anchors = True
+    default_reduction = "mean_valid"
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        margin: float = 0.1,
+        alpha: float = 32,
+        init: InitSpec = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(num_classes, embedding_size, 1, init=init, **kwargs)
+        self.margin = check_number(margin, "margin")
+        self.alpha = check_number(alpha, "alpha", 0.0, strict=True)
+
+    def pml_weight_shape(self) -> str:
+        return "CD"
+
+    def default_init(self, w: torch.Tensor) -> None:
+        nn.init.kaiming_normal_(w, mode="fan_out")
+
+    def proxy_objective(self, s, pos, neg, start, end, weights, extra):
+        shift = None if weights is None else (weights - 1)[None, :]
+        return proxy_anchor_rows(s, pos, neg, self.alpha, self.margin, shift)
+
+
+def proxy_anchor(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    indices_tuple=None,
+    ref_emb: torch.Tensor | None = None,
+    ref_labels: torch.Tensor | None = None,
+    *,
+    proxies: torch.Tensor,
+    margin: float = 0.1,
+    alpha: float = 32,
+    **kwargs,
+) -> torch.Tensor:
+    """Functional :class:`ProxyAnchorLoss` with class proxies ``proxies`` [C, D]."""
+    return call_functional(
+        ProxyAnchorLoss, proxies, embeddings, labels, indices_tuple, ref_emb, ref_labels,
+        margin=margin, alpha=alpha, **kwargs,
+    )  # fmt: skip

@@ -1,0 +1,336 @@
+"""The shared base of the proxy losses: learnable class weights (proxies) as the candidates.
+
+A proxy loss is a pair loss whose candidates are the rows of a learnable matrix ``W`` [C * k, D]
+(k proxies per class, a class's proxies adjacent: class c owns rows c*k .. c*k + k - 1) instead
+of in-batch embeddings. The relation is ``LabelRelation(labels, class_of_proxy,
+exclude_self=False)``: an anchor's positives are its own class's proxies, its negatives every
+other class's. The engine computes the gradient with respect to the candidates, so the proxies
+learn through the same dense or blocked walk as the embeddings; in the blocked engine the rows
+are the batch and the columns all proxies, so memory is O(block x C), never B x C.
+
+Proxy-Anchor turns this around (the proxies are the rows, the batch the columns); a subclass
+says so with ``proxies_as_anchors = True``.
+
+Parameters: ``W`` is a float32 :class:`torch.nn.Parameter` that stays float32 under
+``torch.autocast`` and for half-precision embeddings (the engine computes in float32 and the
+parameter is only ever cast out of place; ``module.double()`` makes it float64). Give the proxies
+their own learning rate with an optimizer parameter group::
+
+    opt = torch.optim.SGD([
+        {"params": model.parameters()},
+        {"params": loss_fn.parameters(), "lr": 100 * base_lr},
+    ], lr=base_lr)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..engine import PairProblem, run
+from ..errors import PairLossError
+from ..relations import LabelRelation
+from ..similarity import Similarity
+from ..validation import check_embeddings, check_labels
+from .base import PairLossModule
+
+InitSpec = str | Callable[[torch.Tensor], object] | None
+
+_INITS = ("normal", "xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform")
+
+
+def check_int(value: object, name: str, minimum: int = 1) -> int:
+    """An int >= ``minimum`` (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise PairLossError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_number(value: object, name: str, minimum: float | None = None, strict=False) -> float:
+    """A finite real number, optionally >= (or > when ``strict``) ``minimum``."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise PairLossError(f"{name}: expected a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise PairLossError(f"{name}: expected a finite number, got {value!r}")
+    if minimum is not None and (v <= minimum if strict else v < minimum):
+        raise PairLossError(
+            f"{name}: expected a number {'>' if strict else '>='} {minimum}, got {value!r}"
+        )
+    return v
+
+
+def miner_weights(indices_tuple, n: int, using_ref: bool, device, dtype) -> torch.Tensor | None:
+    """Per-sample weights from a pytorch-metric-learning ``indices_tuple`` (pairs or triplets):
+    how often each batch row appears, divided by the largest count; rows that never appear get
+    0 (pytorch-metric-learning's rule for its proxy losses). With ``using_ref`` only the anchor
+    indices count. ``None`` (or empty index lists) means no weighting."""
+    if indices_tuple is None:
+        return None
+    if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
+        raise PairLossError(
+            "indices_tuple: expected (anchors, positives, negatives) or "
+            "(anchors1, positives, anchors2, negatives) index tensors"
+        )
+    parts = []
+    for t in indices_tuple:
+        if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.is_floating_point():
+            raise PairLossError("indices_tuple: expected 1-D integer index tensors")
+        parts.append(t.to(device).long())
+    if all(p.numel() == 0 for p in parts):
+        return None
+    if using_ref:
+        parts = [parts[0]] if len(parts) == 3 else [parts[0], parts[2]]
+    idx = torch.cat(parts)
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise PairLossError(
+            f"indices_tuple: indices must lie in [0, {n}), got range "
+            f"[{int(idx.min())}, {int(idx.max())}]"
+        )
+    uniq, counts = torch.unique(idx, return_counts=True)
+    w = torch.zeros(n, device=device, dtype=dtype)
+    if counts.numel():
+        w[uniq] = counts.to(dtype) / counts.max().to(dtype)
+    return w
+
+
+class ProxyLossModule(PairLossModule):
+    """Base of the proxy losses: owns ``W`` [num_classes * proxies_per_class, embedding_size].
+
+    Subclasses set ``pml_weight_shape`` (the layout pytorch-metric-learning initialises, for the
+    ``"default"`` init), ``default_init`` and ``proxies_as_anchors``, and implement
+    :meth:`proxy_objective` ``(s, pos, neg, start, end, weights, extra) -> list[RowTerms]``.
+
+    Args:
+        num_classes: C >= 1.
+        embedding_size: D >= 1.
+        proxies_per_class: k >= 1 proxies per class (sub-centres, SoftTriple centres).
+        init: ``"default"`` / ``None`` (pytorch-metric-learning's init for this loss, drawn in
+            its weight layout and transposed, so equal seeds give equal proxies), one of
+            ``"normal"``, ``"xavier_normal"``, ``"xavier_uniform"``, ``"kaiming_normal"``,
+            ``"kaiming_uniform"``, or a callable applied in place to ``W`` [C * k, D].
+        reduction, engine, block_size: as every pair loss.
+    """
+
+    proxies_as_anchors = False
+    uses_ref_for_weights = False
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        proxies_per_class: int = 1,
+        init: InitSpec = None,
+        reduction: str | None = None,
+        engine: str = "auto",
+        block_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            distance=self.default_similarity(),
+            reduction=reduction,
+            miner=None,
+            engine=engine,
+            block_size=block_size,
+        )
+        self.num_classes = check_int(num_classes, "num_classes")
+        self.embedding_size = check_int(embedding_size, "embedding_size")
+        self.proxies_per_class = check_int(proxies_per_class, "proxies_per_class")
+        n = self.num_classes * self.proxies_per_class
+        self.W = nn.Parameter(torch.empty(n, self.embedding_size, dtype=torch.float32))
+        self.reset_parameters(init)
+
+    # ------------------------------------------------------------------ initialisation
+
+    def pml_weight_shape(self) -> str:
+        """'CD' or 'DC': the layout pytorch-metric-learning gives this loss's weight."""
+        return "DC"
+
+    def default_init(self, w: torch.Tensor) -> None:
+        """pytorch-metric-learning's default init, applied to a tensor in its layout."""
+        nn.init.normal_(w)
+
+    def reset_parameters(self, init: InitSpec = None) -> None:
+        """(Re-)initialise ``W`` (see the class docstring for ``init``)."""
+        with torch.no_grad():
+            if init is None or init == "default":
+                if self.pml_weight_shape() == "DC":
+                    tmp = torch.empty(self.W.shape[1], self.W.shape[0], dtype=self.W.dtype)
+                    self.default_init(tmp)
+                    self.W.copy_(tmp.T)
+                else:
+                    self.default_init(self.W)
+            elif callable(init):
+                init(self.W)
+            elif init == "normal":
+                nn.init.normal_(self.W)
+            elif init == "xavier_normal":
+                nn.init.xavier_normal_(self.W)
+            elif init == "xavier_uniform":
+                nn.init.xavier_uniform_(self.W)
+            elif init == "kaiming_normal":
+                nn.init.kaiming_normal_(self.W, mode="fan_out")
+            elif init == "kaiming_uniform":
+                nn.init.kaiming_uniform_(self.W, a=math.sqrt(5), mode="fan_out")
+            else:
+                raise PairLossError(
+                    f"init: expected 'default', a callable or one of {_INITS}, got {init!r}"
+                )
+
+    def proxy_labels(self, device) -> torch.Tensor:
+        """The class of each row of ``W``: [0]*k + [1]*k + ... ([C * k])."""
+        c = torch.arange(self.num_classes, device=device)
+        return c.repeat_interleave(self.proxies_per_class) if self.proxies_per_class > 1 else c
+
+    # ------------------------------------------------------------------ hooks
+
+    def proxy_objective(self, s, pos, neg, start, end, weights, extra):
+        raise NotImplementedError
+
+    def extra_params(self, embeddings: torch.Tensor, w: torch.Tensor) -> tuple:
+        """Tensors the objective reads besides the scores (e.g. norms); they get gradients."""
+        return ()
+
+    def check_reduction_ok(self) -> None:
+        return None
+
+    def objective(self, s, pos, neg, start, end):
+        return self.proxy_objective(s, pos, neg, start, end, None, ())
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        indices_tuple=None,
+        ref_emb: torch.Tensor | None = None,
+        ref_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Loss of ``embeddings`` [B, D] with class ``labels`` [B] in [0, num_classes).
+
+        ``indices_tuple`` (pairs or triplets of batch indices, e.g. a pytorch-metric-learning
+        miner's output) weights each sample by how often it appears (see
+        :func:`miner_weights`). ``ref_emb`` / ``ref_labels`` are refused: the proxies are the
+        references. Returns a scalar (or one value per row with ``reduction="none"``).
+        """
+        return self.compute(self.W, embeddings, labels, indices_tuple, ref_emb, ref_labels)
+
+    def compute(
+        self,
+        proxies: torch.Tensor,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        indices_tuple=None,
+        ref_emb: torch.Tensor | None = None,
+        ref_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`forward` with ``proxies`` [C * k, D] in place of ``self.W`` (the functional
+        forms use it; gradients flow to ``proxies``)."""
+        embeddings = check_embeddings(embeddings, "embeddings")
+        if ref_emb is not None or ref_labels is not None:
+            raise PairLossError(
+                "ref_emb: not supported by proxy losses (the class proxies are the references); "
+                "expected None"
+            )
+        if labels is None:
+            raise PairLossError("labels: required by proxy losses; expected a [batch] tensor")
+        b, d = embeddings.shape
+        if d != self.embedding_size:
+            raise PairLossError(
+                f"embeddings: have {d} features but the proxies have {self.embedding_size}; "
+                "expected embedding_size columns"
+            )
+        labels = check_labels(labels, b, "labels").to(embeddings.device)
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= self.num_classes:
+            raise PairLossError(
+                f"labels: must lie in [0, {self.num_classes}) (num_classes={self.num_classes}), "
+                f"got range [{lo}, {hi}]"
+            )
+        if proxies.device != embeddings.device:
+            raise PairLossError(
+                f"embeddings: are on device {embeddings.device} but the proxies are on "
+                f"{proxies.device}; expected the same device (move the loss with .to())"
+            )
+        self.check_reduction_ok()
+        half = embeddings.dtype in (torch.float16, torch.bfloat16)
+        dtype = torch.float32 if half else embeddings.dtype
+        w = proxies if proxies.dtype == dtype else proxies.to(dtype)
+        x = embeddings if embeddings.dtype == dtype else embeddings.to(dtype)
+        weights = miner_weights(
+            indices_tuple, b, self.uses_ref_for_weights, embeddings.device, dtype
+        )
+        extra = tuple(self.extra_params(x, w))
+        plabels = self.proxy_labels(embeddings.device)
+
+        def objective(s, pos, neg, start, end):
+            return self.proxy_objective(s, pos, neg, start, end, weights, extra)
+
+        if self.proxies_as_anchors:
+            relation = LabelRelation(plabels, labels, exclude_self=False)
+            anchors, candidates = w, x
+        else:
+            relation = LabelRelation(labels, plabels, exclude_self=False)
+            anchors, candidates = x, w
+        problem = PairProblem(
+            objective=objective,
+            similarity=self.distance,
+            relation=relation,
+            reduction=self.reduction,
+            params=tuple(t for t in extra if isinstance(t, torch.Tensor)),
+        )
+        out = run(problem, anchors, candidates, engine=self.engine, block_size=self.block_size)
+        out = self.add_regularizer(out, w)
+        return out.to(embeddings.dtype)
+
+    def add_regularizer(self, loss: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Hook for a loss term on the proxies alone (SoftTriple's centre regulariser)."""
+        return loss
+
+    @staticmethod
+    def default_similarity() -> Similarity:
+        from ..similarity import CosineSimilarity
+
+        return CosineSimilarity()
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, "
+            f"proxies_per_class={self.proxies_per_class}, reduction={self.reduction!r}"
+        )
+
+
+def _no_init(w: torch.Tensor) -> None:
+    return None
+
+
+def call_functional(
+    cls: type[ProxyLossModule],
+    proxies: object,
+    embeddings: torch.Tensor,
+    labels: torch.Tensor | None,
+    indices_tuple,
+    ref_emb: torch.Tensor | None,
+    ref_labels: torch.Tensor | None,
+    per_class: int = 1,
+    **kwargs,
+) -> torch.Tensor:
+    """Run proxy loss ``cls`` with the tensor ``proxies`` [C * k, D] as its weights (the
+    functional forms); gradients flow to ``proxies``."""
+    if not isinstance(proxies, torch.Tensor):
+        raise PairLossError(
+            "proxies: expected a [num_classes * k, embedding_size] tensor, got "
+            f"{type(proxies).__name__}"
+        )
+    proxies = check_embeddings(proxies, "proxies")
+    n, d = proxies.shape
+    if n % per_class:
+        raise PairLossError(
+            f"proxies: has {n} rows, not a multiple of the {per_class} proxies per class"
+        )
+    module = cls(n // per_class, d, init=_no_init, **kwargs)
+    return module.compute(proxies, embeddings, labels, indices_tuple, ref_emb, ref_labels)
