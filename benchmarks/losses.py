@@ -88,7 +88,7 @@ def _measure(queue, library, name, batch, dim, classes, repeats, threads):
         fn = None if library == "products" else _losses(library)[name]()
         base = _rss_mb()
         times = []
-        for _ in range(repeats):
+        for _ in range(repeats + 1):  # the first run warms up and is not timed
             t0 = time.perf_counter()
             if fn is None:
                 with torch.no_grad():
@@ -100,7 +100,7 @@ def _measure(queue, library, name, batch, dim, classes, repeats, threads):
                 loss = fn(x, y)
                 loss.backward()
             times.append(time.perf_counter() - t0)
-        queue.put({"time": statistics.median(times), "peak_mb": _rss_mb() - base})
+        queue.put({"time": statistics.median(times[1:]), "peak_mb": _rss_mb() - base})
     except Exception as exc:  # report, e.g. out of memory
         queue.put({"error": f"{type(exc).__name__}: {str(exc)[:120]}"})
 

@@ -135,8 +135,26 @@ def _blocks(n: int, block: int):
 class _Walk:
     """One pass over the row blocks, optionally accumulating gradients."""
 
-    def __init__(self, problem: PairProblem, prep: _Prepared, block: int):
+    def __init__(self, problem: PairProblem, prep: _Prepared, block: int, shared: bool):
         self.problem, self.prep, self.block = problem, prep, block
+        # candidates are the anchors themselves: one gradient buffer serves both roles
+        self.shared = shared
+
+    def need(self, needs_input_grad: Sequence[bool]) -> tuple[bool, ...]:
+        """(anchors, candidates, *params) flags from a Function's ``needs_input_grad``."""
+        flags = tuple(needs_input_grad[1:])
+        return (flags[0], *flags) if self.shared else flags
+
+    def inputs(self, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The tensors handed to the autograd Function, in the layout :meth:`need` reads."""
+        prep = self.prep
+        head = (prep.anchors,) if self.shared else (prep.anchors, prep.candidates)
+        return (*head, *params)
+
+    def outputs(self, grad_a, grad_c, grad_p) -> tuple:
+        """Gradients in the layout of :meth:`inputs` (None for the walker)."""
+        head = (grad_a,) if self.shared else (grad_a, grad_c)
+        return (None, *head, *grad_p)
 
     def counts(self) -> list[float]:
         """Normaliser counts of every component, from a pass without gradients."""
@@ -162,7 +180,7 @@ class _Walk:
         c = prep.candidates.detach().requires_grad_(need[1])
         params = list(problem.params)
         grad_a = torch.zeros_like(a) if need[0] else None
-        grad_c = torch.zeros_like(c) if need[1] else None
+        grad_c = grad_a if self.shared else (torch.zeros_like(c) if need[1] else None)
         grad_p = [torch.zeros_like(p) if n else None for p, n in zip(params, need[2:])]
         wanted_params = [p for p, n in zip(params, need[2:]) if n]
         values, counts, rows = None, None, []
@@ -218,9 +236,9 @@ class _BlockedScalar(torch.autograd.Function):
     """Scalar-reduced blocked loss: gradients are computed in forward, scaled in backward."""
 
     @staticmethod
-    def forward(ctx, walker: _Walk, anchors, candidates, *params):
+    def forward(ctx, walker: _Walk, anchors, *rest):
         problem = walker.problem
-        need = tuple(ctx.needs_input_grad[1:])
+        need = walker.need(ctx.needs_input_grad)
         n_rows = anchors.shape[0]
         reduction = problem.reduction
         weights = None
@@ -240,8 +258,7 @@ class _BlockedScalar(torch.autograd.Function):
         if weights is None:
             # one common divisor (single component, or mean/sum): apply it to the gradients
             scale = _inv(divisors[0]) if divisors else 0.0
-        ctx.grads = grads
-        ctx.scale = scale
+        ctx.walker, ctx.grads, ctx.scale = walker, grads, scale
         return loss.detach().clone()
 
     @staticmethod
@@ -252,24 +269,25 @@ class _BlockedScalar(torch.autograd.Function):
         def scaled(t):
             return None if t is None else t * g.to(t.dtype)
 
-        return (None, scaled(grad_a), scaled(grad_c), *[scaled(t) for t in grad_p])
+        grad_a = scaled(grad_a)
+        grad_c = grad_a if ctx.walker.shared else scaled(grad_c)
+        return ctx.walker.outputs(grad_a, grad_c, [scaled(t) for t in grad_p])
 
 
 class _BlockedRows(torch.autograd.Function):
     """Per-row (reduction 'none') blocked loss: the backward walks the blocks again."""
 
     @staticmethod
-    def forward(ctx, walker: _Walk, anchors, candidates, *params):
-        _, _, rows, _ = walker.run((False,) * (2 + len(params)), None)
+    def forward(ctx, walker: _Walk, anchors, *rest):
+        _, _, rows, _ = walker.run((False,) * (2 + len(walker.problem.params)), None)
         ctx.walker = walker
-        out = torch.cat(rows) if rows else anchors.new_zeros((0,))
-        return out
+        ctx.need = walker.need(ctx.needs_input_grad)
+        return torch.cat(rows) if rows else anchors.new_zeros((0,))
 
     @staticmethod
     def backward(ctx, grad_output):
-        need = tuple(ctx.needs_input_grad[1:])
-        _, _, _, (grad_a, grad_c, grad_p) = ctx.walker.run(need, None, row_weights=grad_output)
-        return (None, grad_a, grad_c, *grad_p)
+        _, _, _, grads = ctx.walker.run(ctx.need, None, row_weights=grad_output)
+        return ctx.walker.outputs(*grads)
 
 
 def _n_components(walker: _Walk) -> int:
@@ -323,20 +341,20 @@ def run(
     if chosen == "dense":
         out = _dense(problem, prep)
     else:
-        walker = _Walk(problem, prep, block_size or default_block_size(n_cand))
-        params = tuple(problem.params)
+        walker = _Walk(
+            problem, prep, block_size or default_block_size(n_cand), shared=candidates is None
+        )
         fn = _BlockedRows if problem.reduction == "none" else _BlockedScalar
+        inputs = walker.inputs(tuple(problem.params))
         if torch.is_grad_enabled():
-            out = fn.apply(walker, prep.anchors, prep.candidates, *params)
+            out = fn.apply(walker, *inputs)
         else:
-            out = fn.forward(
-                _NoGradCtx(len(params)), walker, prep.anchors, prep.candidates, *params
-            )
+            out = fn.forward(_NoGradCtx(len(inputs)), walker, *inputs)
     return out.to(anchors.dtype)
 
 
 class _NoGradCtx:
     """Stands in for autograd's ctx when no gradient is wanted."""
 
-    def __init__(self, n_params: int):
-        self.needs_input_grad = (False,) * (3 + n_params)
+    def __init__(self, n_inputs: int):
+        self.needs_input_grad = (False,) * (1 + n_inputs)
