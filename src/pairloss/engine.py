@@ -254,24 +254,27 @@ class _BlockedScalar(torch.autograd.Function):
         loss = sum(_div(v, d) for v, d in zip(values, divisors))
         if not isinstance(loss, torch.Tensor):
             loss = anchors.new_zeros(())
-        scale = 1.0
         if weights is None:
             # one common divisor (single component, or mean/sum): apply it to the gradients
             scale = _inv(divisors[0]) if divisors else 0.0
-        ctx.walker, ctx.grads, ctx.scale = walker, grads, scale
+            grad_a, grad_c, grad_p = grads
+            for t in {id(t): t for t in (grad_a, grad_c, *grad_p) if t is not None}.values():
+                t.mul_(scale)
+        ctx.walker, ctx.grads = walker, grads
         return loss.detach().clone()
 
     @staticmethod
     def backward(ctx, grad_output):
         grad_a, grad_c, grad_p = ctx.grads
-        g = grad_output * ctx.scale
+        if bool(grad_output == 1):
+            # the usual loss.backward(): hand the buffers over without a copy (autograd copies
+            # them if it needs to, since this context still holds them)
+            return ctx.walker.outputs(grad_a, grad_c, grad_p)
 
         def scaled(t):
-            return None if t is None else t * g.to(t.dtype)
+            return None if t is None else t * grad_output.to(t.dtype)
 
-        grad_a = scaled(grad_a)
-        grad_c = grad_a if ctx.walker.shared else scaled(grad_c)
-        return ctx.walker.outputs(grad_a, grad_c, [scaled(t) for t in grad_p])
+        return ctx.walker.outputs(scaled(grad_a), scaled(grad_c), [scaled(t) for t in grad_p])
 
 
 class _BlockedRows(torch.autograd.Function):
