@@ -77,27 +77,24 @@ def check_labels(labels: object, n: int, name: str = "labels") -> torch.Tensor:
     return labels
 
 
-def check_same_device_dtype(
-    ref: torch.Tensor, other: torch.Tensor, ref_name: str, name: str
-) -> None:
-    """``other`` must live on ``ref``'s device and share its floating dtype."""
-    if other.device != ref.device:
-        raise PairLossError(
-            f"{name}: is on device {other.device} but {ref_name} is on {ref.device}; "
-            "expected both on the same device"
-        )
-    if other.dtype != ref.dtype:
-        raise PairLossError(
-            f"{name}: has dtype {other.dtype} but {ref_name} has {ref.dtype}; expected the same dtype"
-        )
-
-
 def check_same_device(ref: torch.Tensor, other: torch.Tensor, ref_name: str, name: str) -> None:
     """``other`` must live on ``ref``'s device."""
     if other.device != ref.device:
         raise PairLossError(
             f"{name}: is on device {other.device} but {ref_name} is on {ref.device}; "
             "expected both on the same device"
+        )
+
+
+def check_same_device_dtype(
+    ref: torch.Tensor, other: torch.Tensor, ref_name: str, name: str
+) -> None:
+    """``other`` must live on ``ref``'s device and share its floating dtype."""
+    check_same_device(ref, other, ref_name, name)
+    if other.dtype != ref.dtype:
+        raise PairLossError(
+            f"{name}: has dtype {other.dtype} but {ref_name} has {ref.dtype}; "
+            "expected the same dtype"
         )
 
 

@@ -21,6 +21,19 @@ from ..similarity import Similarity
 from ..validation import check_embeddings, check_labels, check_same_device_dtype
 
 
+def check_reference(embeddings: torch.Tensor, ref_emb: object) -> torch.Tensor:
+    """``ref_emb``: a finite [N, D] matrix on the embeddings' device, dtype and size D."""
+    if isinstance(ref_emb, torch.Tensor):
+        check_same_device_dtype(embeddings, ref_emb, "embeddings", "ref_emb")
+    ref_emb = check_embeddings(ref_emb, "ref_emb")
+    if ref_emb.shape[1] != embeddings.shape[1]:
+        raise PairLossError(
+            f"ref_emb: has {ref_emb.shape[1]} features but embeddings have "
+            f"{embeddings.shape[1]}; expected the same embedding size"
+        )
+    return ref_emb
+
+
 def build_relation(
     embeddings: torch.Tensor,
     labels: torch.Tensor | None,
@@ -32,14 +45,7 @@ def build_relation(
     embeddings = check_embeddings(embeddings, "embeddings")
     n = embeddings.shape[0]
     if ref_emb is not None:
-        if isinstance(ref_emb, torch.Tensor):
-            check_same_device_dtype(embeddings, ref_emb, "embeddings", "ref_emb")
-        ref_emb = check_embeddings(ref_emb, "ref_emb")
-        if ref_emb.shape[1] != embeddings.shape[1]:
-            raise PairLossError(
-                f"ref_emb: has {ref_emb.shape[1]} features but embeddings have "
-                f"{embeddings.shape[1]}; expected the same embedding size"
-            )
+        ref_emb = check_reference(embeddings, ref_emb)
     n_cand = n if ref_emb is None else ref_emb.shape[0]
     if labels is not None:
         labels = check_labels(labels, n, "labels")

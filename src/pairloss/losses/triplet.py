@@ -23,8 +23,8 @@ from ..objectives.triplet import (
 from ..reduction import reduce_terms
 from ..relations import LabelRelation, _check_index
 from ..similarity import EuclideanDistance, LpDistance, Similarity
-from ..validation import check_embeddings, check_labels, check_same_device_dtype
-from .base import PairLossModule
+from ..validation import check_embeddings, check_labels
+from .base import PairLossModule, check_reference
 
 
 def _check_margin(margin: object, name: str = "margin") -> float:
@@ -287,13 +287,7 @@ class TripletMarginLoss(PairLossModule):
 
     def _explicit(self, embeddings, triplets, ref_emb, triplet_miner) -> torch.Tensor:
         if ref_emb is not None:
-            ref_emb = check_embeddings(ref_emb, "ref_emb")
-            check_same_device_dtype(embeddings, ref_emb, "embeddings", "ref_emb")
-            if ref_emb.shape[1] != embeddings.shape[1]:
-                raise PairLossError(
-                    f"ref_emb: has {ref_emb.shape[1]} features but embeddings have "
-                    f"{embeddings.shape[1]}; expected the same embedding size"
-                )
+            ref_emb = check_reference(embeddings, ref_emb)
         a, p, n = (x.to(embeddings.device) for x in triplets)
         dtype = _compute_dtype(embeddings)
         sim = self.distance
