@@ -375,3 +375,16 @@ def test_faiss_backend_missing(monkeypatch):
     x, labels = clustered(10, 3, "balanced", seed=0)
     _error(lambda: retrieval(x, labels, k=1, backend="faiss"), "backend", "pip install faiss-cpu")
     assert retrieval(x, labels, k=1, backend="auto").backend == "torch"
+
+
+def test_full_ranking_breaks_ties_between_relevant_items_by_index():
+    from pairloss.metrics.retrieval import full_ranking_metrics
+
+    # row scores: items 0 and 2 are relevant and tie at 0.5; item 1 scores 0.9
+    scores = torch.tensor([[0.5, 0.9, 0.5, 0.1]], dtype=torch.float64)
+    relevant = torch.tensor([[0, 2]])
+    valid = torch.tensor([[True, True]])
+    ap, rr = full_ranking_metrics(scores, relevant, valid)
+    # ranking by (score desc, index asc): 1, 0, 2, 3 -> relevant at ranks 2 and 3
+    assert torch.allclose(ap, torch.tensor([(1 / 2 + 2 / 3) / 2], dtype=torch.float64))
+    assert torch.allclose(rr, torch.tensor([1 / 2], dtype=torch.float64))

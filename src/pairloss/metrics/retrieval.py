@@ -248,11 +248,17 @@ def full_ranking_metrics(
     """
     rel_scores = scores.gather(1, relevant)
     keys, order = rel_scores.masked_fill(~valid, torch.inf).sort(dim=1)
-    greater = _count_above(keys, scores, right=False)
-    at_least = _count_above(keys, scores, right=True)
+    slot = torch.searchsorted(keys, scores)
+    greater = _count_above(slot, keys.shape[1])
     ahead = torch.empty_like(relevant).scatter_(1, order, greater)
-    tied = torch.empty_like(relevant).scatter_(1, order, at_least - greater) > 1
-    for i in (tied & valid).any(dim=1).nonzero().flatten().tolist():
+    # an item scoring exactly a relevant score sits at that key's slot; a row has ties when
+    # more items do so than it has relevant items (each relevant item matches itself)
+    equal = keys.gather(1, slot.clamp(max=keys.shape[1] - 1)) == scores
+    tied_rows = equal.sum(dim=1) > valid.sum(dim=1)
+    # or when two relevant items share a score
+    same_key = (keys[:, 1:] == keys[:, :-1]) & torch.isfinite(keys[:, 1:])
+    tied_rows |= same_key.any(dim=1)
+    for i in tied_rows.nonzero().flatten().tolist():
         ahead[i] += _tied_before(scores[i], rel_scores[i], relevant[i])
     rank = torch.where(valid, ahead + 1, scores.shape[1] + 1).sort(dim=1).values
     found = valid.sum(dim=1)
@@ -262,13 +268,12 @@ def full_ranking_metrics(
     return ap, 1.0 / rank[:, 0].to(torch.float64)
 
 
-def _count_above(keys: torch.Tensor, scores: torch.Tensor, right: bool) -> torch.Tensor:
-    """For each sorted key ``keys[:, j]``: the number of scores of the row above it (``> key``),
-    or at least it (``>= key``) when ``right``. A histogram of the scores' insertion points."""
-    slot = torch.searchsorted(keys, scores, right=right)
-    hist = torch.zeros(keys.shape[0], keys.shape[1] + 1, dtype=torch.long, device=keys.device)
-    hist.scatter_add_(1, slot, torch.ones_like(slot))
-    above = hist.flip(1).cumsum(1).flip(1)
+def _count_above(slot: torch.Tensor, n_keys: int) -> torch.Tensor:
+    """From each score's insertion point among a row's ``n_keys`` sorted keys (the number of
+    keys strictly below it): for each key, how many scores lie strictly above it."""
+    rows = torch.arange(slot.shape[0], device=slot.device)[:, None] * (n_keys + 1)
+    hist = torch.bincount((slot + rows).flatten(), minlength=slot.shape[0] * (n_keys + 1))
+    above = hist.view(slot.shape[0], n_keys + 1).flip(1).cumsum(1).flip(1)
     return above[:, 1:]
 
 
