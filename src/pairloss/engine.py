@@ -66,7 +66,8 @@ class PairProblem:
     params: Sequence[torch.Tensor] = field(default_factory=tuple)
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype losses compute in: fp32 for fp16/bf16 inputs, the input's dtype otherwise."""
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
@@ -76,13 +77,13 @@ class _Prepared:
     def __init__(
         self, problem: PairProblem, anchors: torch.Tensor, candidates: torch.Tensor | None
     ):
-        dtype = _compute_dtype(anchors)
+        dtype = compute_dtype(anchors)
         sim = problem.similarity
         self.anchors = sim.prepare(anchors.to(dtype))
         self.candidates = self.anchors if candidates is None else sim.prepare(candidates.to(dtype))
         miner_sim = getattr(problem.miner, "similarity", None)
         self.miner_sim = None
-        if problem.miner is not None and miner_sim is not None and not _same(miner_sim, sim):
+        if problem.miner is not None and miner_sim is not None and not miner_sim.same_scores(sim):
             with torch.no_grad():
                 self.miner_sim = miner_sim
                 self.miner_anchors = miner_sim.prepare(anchors.detach().to(dtype))
@@ -91,15 +92,6 @@ class _Prepared:
                     if candidates is None
                     else miner_sim.prepare(candidates.detach().to(dtype))
                 )
-
-
-def _same(a: Similarity, b: Similarity) -> bool:
-    return (
-        type(a) is type(b)
-        and a.normalize_embeddings == b.normalize_embeddings
-        and getattr(a, "power", None) == getattr(b, "power", None)
-        and not list(a.parameters())
-    )
 
 
 def _block_masks(problem: PairProblem, prep: _Prepared, s: torch.Tensor, start: int, end: int):

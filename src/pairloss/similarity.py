@@ -60,6 +60,17 @@ class Similarity(nn.Module):
         c = a if c is None else self.prepare(c)
         return self.matrix(a, c)
 
+    def same_scores(self, other: Similarity) -> bool:
+        """Whether ``other`` gives exactly this similarity's scores (same kind and settings,
+        no learnable parameters), so that one score matrix can serve both."""
+        return self is other or (
+            type(self) is type(other)
+            and self.normalize_embeddings == other.normalize_embeddings
+            and getattr(self, "power", None) == getattr(other, "power", None)
+            and not list(self.parameters())
+            and not list(other.parameters())
+        )
+
     def closer(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Boolean: ``x`` means a closer pair than ``y``."""
         return x < y if self.is_distance else x > y

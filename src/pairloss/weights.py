@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .engine import compute_dtype
 from .errors import PairLossError
 from .losses.base import PairLossModule, build_relation
 from .reduction import reduce_terms
@@ -74,11 +75,7 @@ def pair_weights(
     sim = loss.distance
     miner = loss.miner if loss.miner is not None else mined
     with torch.no_grad():
-        x = (
-            embeddings.float()
-            if embeddings.dtype in (torch.float16, torch.bfloat16)
-            else embeddings
-        )
+        x = embeddings.to(compute_dtype(embeddings))
         r = x if ref_emb is None else ref_emb.to(x.dtype)
         a, c = sim.prepare(x), sim.prepare(r)
         s = sim.matrix(a, c)

@@ -9,7 +9,7 @@ from functools import partial
 
 import torch
 
-from ..engine import default_block_size
+from ..engine import compute_dtype, default_block_size
 from ..errors import PairLossError
 from ..objectives.softmax import dcl_rows
 from ..validation import check_positive
@@ -109,9 +109,7 @@ class DCLWLoss(DCLLoss):
     ) -> torch.Tensor:
         """log E_P[e^{s/sigma}] over the batch's positive pairs (0 when there are none)."""
         relation, _, _, _ = build_relation(embeddings, labels, indices_tuple, ref_emb, ref_labels)
-        dtype = embeddings.dtype
-        if dtype in (torch.float16, torch.bfloat16):
-            dtype = torch.float32
+        dtype = compute_dtype(embeddings)
         sim = self.distance
         a = sim.prepare(embeddings.to(dtype))
         c = a if ref_emb is None else sim.prepare(ref_emb.to(dtype))

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..engine import PairProblem, run
+from ..engine import PairProblem, compute_dtype, run
 from ..errors import PairLossError
 from ..relations import LabelRelation
 from ..similarity import Similarity
@@ -257,8 +257,7 @@ class ProxyLossModule(PairLossModule):
                 f"{proxies.device}; expected the same device (move the loss with .to())"
             )
         self.check_reduction_ok()
-        half = embeddings.dtype in (torch.float16, torch.bfloat16)
-        dtype = torch.float32 if half else embeddings.dtype
+        dtype = compute_dtype(embeddings)
         w = proxies if proxies.dtype == dtype else proxies.to(dtype)
         x = embeddings if embeddings.dtype == dtype else embeddings.to(dtype)
         weights = miner_weights(

@@ -10,6 +10,7 @@ import numbers
 
 import torch
 
+from ..engine import compute_dtype
 from ..errors import PairLossError
 from ..mining import MinedRelation, Miner, TripletMarginMiner
 from ..objectives.terms import RowTerms
@@ -34,22 +35,6 @@ def _check_margin(margin: object, name: str = "margin") -> float:
     if not math.isfinite(value):
         raise PairLossError(f"{name}: expected a finite number, got {margin!r}")
     return value
-
-
-def _same_space(a: Similarity, b: Similarity) -> bool:
-    """Whether two similarities give identical scores (so one sorted row serves both)."""
-    return (
-        a is b
-        or type(a) is type(b)
-        and a.normalize_embeddings == b.normalize_embeddings
-        and getattr(a, "power", None) == getattr(b, "power", None)
-        and not list(a.parameters())
-        and not list(b.parameters())
-    )
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
 def _pairs_to_triplets(a1, p, a2, n):
@@ -235,8 +220,8 @@ class TripletMarginLoss(PairLossModule):
                 "int triplets_per_anchor, or use swap=False"
             )
         miner_prep = None
-        if triplet_miner is not None and not _same_space(triplet_miner.similarity, self.distance):
-            dtype = _compute_dtype(embeddings)
+        if triplet_miner is not None and not triplet_miner.similarity.same_scores(self.distance):
+            dtype = compute_dtype(embeddings)
             with torch.no_grad():
                 sim = triplet_miner.similarity
                 ma = sim.prepare(embeddings.detach().to(dtype))
@@ -289,7 +274,7 @@ class TripletMarginLoss(PairLossModule):
         if ref_emb is not None:
             ref_emb = check_reference(embeddings, ref_emb)
         a, p, n = (x.to(embeddings.device) for x in triplets)
-        dtype = _compute_dtype(embeddings)
+        dtype = compute_dtype(embeddings)
         sim = self.distance
         x = sim.prepare(embeddings.to(dtype))
         c = x if ref_emb is None else sim.prepare(ref_emb.to(dtype))
