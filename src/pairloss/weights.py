@@ -82,7 +82,7 @@ def pair_weights(
         pos, neg = relation.block(0, a.shape[0])
         if miner is not None:
             ms = miner.similarity
-            s_m = s if ms is sim else ms.matrix(ms.prepare(x), ms.prepare(r))
+            s_m = s if ms.same_scores(sim) else ms.matrix(ms.prepare(x), ms.prepare(r))
             pos, neg = miner.transform(s_m, pos, neg)
     s = s.detach().requires_grad_(True)
     with torch.enable_grad():
