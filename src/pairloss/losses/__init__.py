@@ -6,6 +6,7 @@ from .binomial_deviance import BinomialDevianceLoss, binomial_deviance
 from .circle import CircleLoss, circle
 from .contrastive import ContrastiveLoss, contrastive
 from .dcl import DCLLoss, DCLWLoss, dcl, dclw
+from .ge2e import GE2ELoss, ge2e
 from .lifted_structure import GeneralizedLiftedStructureLoss, generalized_lifted_structure
 from .margin import MarginLoss, margin_loss
 from .margin_softmax import (
@@ -22,9 +23,17 @@ from .margin_softmax import (
     sphereface,
     sub_center_arcface,
 )
+from .mean_field import (
+    MeanFieldClassWiseMultiSimilarityLoss,
+    MeanFieldContrastiveLoss,
+    mean_field_class_wise_multi_similarity,
+    mean_field_contrastive,
+)
 from .multi_similarity import MultiSimilarityLoss, multi_similarity
 from .npairs import NPairsLoss, npairs
 from .ntxent import InfoNCELoss, NTXentLoss, ntxent
+from .pfid import PFIDLoss, pfid
+from .prototypes import ICNNLoss, ProtoTripletLoss, icnn, proto_triplet
 from .proxy_anchor import ProxyAnchorLoss, proxy_anchor
 from .proxy_circle import ProxyCircleLoss, proxy_circle
 from .proxy_nca import ProxyNCALoss, proxy_nca
@@ -40,6 +49,7 @@ from .triplet import (
     semi_hard_triplet,
     triplet_margin,
 )
+from .unpg import UNPGLoss, unpg
 
 __all__ = [
     "ArcFaceLoss",
@@ -51,14 +61,20 @@ __all__ = [
     "CosFaceLoss",
     "DCLLoss",
     "DCLWLoss",
+    "GE2ELoss",
     "GeneralizedLiftedStructureLoss",
+    "ICNNLoss",
     "InfoNCELoss",
     "LargeMarginSoftmaxLoss",
     "MarginLoss",
+    "MeanFieldClassWiseMultiSimilarityLoss",
+    "MeanFieldContrastiveLoss",
     "MultiSimilarityLoss",
     "NPairsLoss",
     "NTXentLoss",
     "NormalizedSoftmaxLoss",
+    "PFIDLoss",
+    "ProtoTripletLoss",
     "ProxyAnchorLoss",
     "ProxyCircleLoss",
     "ProxyNCALoss",
@@ -68,6 +84,7 @@ __all__ = [
     "SubCenterArcFaceLoss",
     "SupConLoss",
     "TripletMarginLoss",
+    "UNPGLoss",
     "arcface",
     "batch_hard_soft_margin_triplet",
     "batch_hard_triplet",
@@ -77,13 +94,19 @@ __all__ = [
     "cosface",
     "dcl",
     "dclw",
+    "ge2e",
     "generalized_lifted_structure",
+    "icnn",
     "large_margin_softmax",
     "margin_loss",
+    "mean_field_class_wise_multi_similarity",
+    "mean_field_contrastive",
     "multi_similarity",
     "normalized_softmax",
     "npairs",
     "ntxent",
+    "pfid",
+    "proto_triplet",
     "proxy_anchor",
     "proxy_circle",
     "proxy_nca",
@@ -93,4 +116,5 @@ __all__ = [
     "sub_center_arcface",
     "supcon",
     "triplet_margin",
+    "unpg",
 ]
