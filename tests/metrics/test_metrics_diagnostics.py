@@ -10,6 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from pairloss.errors import PairLossError
+from pairloss.losses.prototypes import icnn_score_terms
 from pairloss.metrics import alignment, icnn_score, similarity_stats, tolerance, uniformity
 
 from ._reference import LAYOUTS, clustered
@@ -88,43 +89,134 @@ def test_similarity_stats_hand_computed_and_sampled_auc():
     assert abs(a.auc - similarity_stats(big, labels).auc) < 0.1
 
 
+E = 1e-7
+
+
+def D(t: float) -> float:  # noqa: N802  the authors' distance between points t apart on a line
+    return math.sqrt(t * t + 1e-6)
+
+
 def test_icnn_hand_computed():
-    # classes A = {0, 1}, B = {10, 12}, C = {100} on a line (normalize=False), k = 1:
-    #   anchor 0: intra 1, inter 10 -> 10/11     anchor 1: intra 1, inter 9 -> 9/10
-    #   anchor 10: intra 2, inter 9 -> 9/11      anchor 12: intra 2, inter 11 -> 11/13
-    #   anchor 100 has no same-class neighbour -> excluded
-    x = torch.tensor([[0.0], [1.0], [10.0], [12.0], [100.0]], dtype=torch.float64)
-    r = icnn_score(x, torch.tensor([0, 0, 1, 1, 2]), k=1, normalize=False)
-    assert r.score == pytest.approx((10 / 11 + 9 / 10 + 9 / 11 + 11 / 13) / 4, abs=1e-6)
-    assert r.intra == pytest.approx(1.5, abs=1e-6) and r.inter == pytest.approx(9.75, abs=1e-6)
-    assert (r.n_anchors, r.n_excluded, r.k) == (4, 1, 1)
-    # k = 2 (only one same-class neighbour each): inter distances are the mean of both
-    # other-class points: anchor 0 -> (10 + 12)/2 = 11, 1 -> (9 + 11)/2 = 10,
-    # 10 -> (10 + 9)/2 = 9.5, 12 -> (12 + 11)/2 = 11.5
-    r2 = icnn_score(x[:4], torch.tensor([0, 0, 1, 1]), k=2, normalize=False)
-    assert r2.inter == pytest.approx((11 + 10 + 9.5 + 11.5) / 4, abs=1e-6)
-    assert r2.intra == pytest.approx(1.5, abs=1e-6)
+    # A = {0, 1}, B = {3, 7} on a line, k = 1, L = 2; neighbours (excluding the sample, points
+    # named by their coordinate):
+    #   0: [1 (A), 3 (B)]  nu = d3   r = d1/d3, P = 1
+    #   1: [0 (A), 3 (B)]  nu = d2   r = d1/d2, P = 1
+    #   3: [1 (A), 0 (A)]  nu = d2   Q = 1, other-class distance d2 (= Delta)
+    #   7: [3 (B), 1 (A)]  nu = d6   r = d4/d6, P = 1
+    x = torch.tensor([[0.0], [1.0], [3.0], [7.0]], dtype=torch.float64)
+    r = icnn_score(x, torch.tensor([0, 0, 1, 1]), k=1)
+    rows = D(1) / (D(3) + E) + D(1) / (D(2) + E) + D(4) / (D(6) + E)
+    intra = 1 - rows / (1 + E) / (3 + E)
+    inter = D(2) / (D(2) + E) / (1 + E) / (1 + E)
+    assert r.intra == pytest.approx(intra, abs=1e-15) and r.intra == pytest.approx(0.5, abs=1e-6)
+    assert r.inter == pytest.approx(inter, abs=1e-15) and r.gamma == 0.75
+    assert r.score == pytest.approx(((intra + inter) / 2 + 0.75) / 2, abs=1e-15)
+    assert (r.k, r.n_neighbors) == (1, 2)
 
 
-def test_icnn_brute_force():
-    x, labels = clustered(40, 3, "unbalanced", seed=4)
+def test_icnn_hand_computed_ratio_clipping_and_small_n():
+    # A = {0, 3}, B = {1}; k = 2 and L clipped to N - 1 = 2:
+    #   0: [1 (B), 3 (A)]  nu = d1, r = [d1, d3]/d1 -> divided by d3/d1: the A ratio is 1
+    #   1: [0 (A), 3 (A)]  P = 0, other-class distances d1, d2
+    #   3: [1 (B), 0 (A)]  nu = d2, r = [d2, d3]/d2 -> the A ratio is 1; other-class d2
+    x = torch.tensor([[0.0], [3.0], [1.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1])
+    r = icnn_score(x, labels, k=2)
+    intra = 1 - 2 / (1 + E) / (2 + E)
+    delta = D(2) + E
+    inter = (D(1) / (1 + E) + (D(1) + D(2)) / (2 + E) + D(2) / (1 + E)) / delta / (3 + E)
+    assert r.intra == pytest.approx(intra, abs=1e-15) and r.inter == pytest.approx(inter, 1e-15)
+    assert r.gamma == pytest.approx(1 / 3, abs=1e-15)
+    assert r.score == pytest.approx(((intra + inter) / 2 + 1 / 3) / 2, abs=1e-15)
+    assert (r.k, r.n_neighbors) == (2, 2)
+    # N <= k: k and L are clipped to N - 1, same result
+    assert icnn_score(x, labels, k=4, n_neighbors=9) == r
+
+
+def test_icnn_degenerate_cases():
+    x, _ = clustered(12, 3, "balanced", seed=0)
+    one = icnn_score(x, torch.zeros(12, dtype=torch.long))  # no other-class neighbour at all
+    assert (one.score, one.intra, one.inter, one.gamma) == (1.0, 1.0, 1.0, 1.0)
+    unique = icnn_score(x, torch.arange(12))  # no same-class neighbour at all
+    assert (unique.intra, unique.gamma) == (1.0, 0.0)
+    assert unique.score == pytest.approx(((1 + unique.inter) / 2) / 2, abs=1e-15)
+    two = icnn_score(x[:2], torch.tensor([0, 1]))
+    assert (two.k, two.n_neighbors, two.gamma, two.intra) == (1, 1, 0.0, 1.0)
+
+
+def _icnn_loop(x, labels, k, n_neighbors=None, eps=E):
+    """The steps of the authors' score written as plain loops (float64, leave-one-out)."""
+    n = x.shape[0]
+    pts = x.tolist()
+    lab = labels.tolist()
+    big_l = min(k + 1 if n_neighbors is None else n_neighbors, n - 1)
+    k = min(k, big_l)
+    intra_sum = inter_sum = 0.0
+    n_p = n_q = p_total = 0
+    delta = 0.0
+    rows = []
+    for i in range(n):
+        dist = []
+        for j in range(n):
+            if j != i:
+                sq = sum((a - b) ** 2 for a, b in zip(pts[i], pts[j], strict=True))
+                dist.append((math.sqrt(sq + 1e-6), lab[j] == lab[i]))
+        nb = sorted(dist)[:big_l]
+        others = [d for d, same in nb if not same]
+        first = nb[:k]
+        r = [d / (min(others) + eps) if others else 0.0 for d, _ in first]
+        r = [v / max(1.0, max(r)) for v in r]
+        p = sum(same for _, same in first)
+        q = k - p
+        intra_sum += sum(v for v, (_, same) in zip(r, first, strict=True) if same) / (p + eps)
+        n_p += p > 0
+        p_total += p
+        d_other = [d for d, same in first if not same]
+        delta = max([delta, *d_other])
+        rows.append((sum(d_other), q))
+        n_q += q > 0
+    for total, q in rows:
+        inter_sum += total / (delta + eps) / (q + eps)
+    intra = 1 - intra_sum / (n_p + eps)
+    inter = inter_sum / (n_q + eps) if n_q else 1.0
+    gamma = p_total / (n * k)
+    score = ((intra + inter) / 2 + gamma) / 2
+    return {"score": score, "intra": intra, "inter": inter, "gamma": gamma}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_icnn_matches_loss_terms_and_loop_reference(layout, seed):
+    x, labels = clustered(45, 4, layout, seed=seed, spread=1.2)
+    for k, n_nb in [(4, None), (3, 7), (1, None), (5, 5)]:
+        terms = icnn_score_terms(x, labels, None, None, k, n_nb, E)
+        loop = _icnn_loop(x, labels, k, n_nb)
+        full = icnn_score(x, labels, k, n_neighbors=n_nb)
+        chunked = icnn_score(x, labels, k, chunk_size=4, n_neighbors=n_nb)
+        assert (full.k, full.n_neighbors) == (k, k + 1 if n_nb is None else n_nb)
+        for name in ("score", "intra", "inter", "gamma"):
+            assert getattr(full, name) == pytest.approx(float(terms[name]), abs=1e-14)
+            assert getattr(full, name) == pytest.approx(loop[name], abs=1e-12)
+            assert getattr(chunked, name) == pytest.approx(getattr(full, name), abs=1e-14)
     xn = x / x.norm(dim=1, keepdim=True)
-    d = torch.cdist(xn, xn)
-    scores, intra_all, inter_all = [], [], []
-    for i in range(40):
-        same = [float(d[i, j]) for j in range(40) if j != i and labels[j] == labels[i]]
-        other = [float(d[i, j]) for j in range(40) if labels[j] != labels[i]]
-        if not same or not other:
-            continue
-        a = sum(sorted(same)[:3]) / len(sorted(same)[:3])
-        e = sum(sorted(other)[:3]) / 3
-        scores.append(e / (a + e))
-        intra_all.append(a)
-        inter_all.append(e)
-    r = icnn_score(x, labels, k=3, chunk_size=6)
-    assert r.score == pytest.approx(sum(scores) / len(scores), abs=1e-9)
-    assert r.intra == pytest.approx(sum(intra_all) / len(intra_all), abs=1e-9)
-    assert r.n_anchors == len(scores)
+    normed = icnn_score(x, labels, normalize=True, chunk_size=7)
+    expected = icnn_score_terms(xn, labels, None, None, 4, None, E)["score"]
+    assert normed.score == pytest.approx(float(expected), abs=1e-14)
+
+
+def test_icnn_chunked_float32_and_separation():
+    x, labels = clustered(300, 8, "unbalanced", seed=5)
+    ref = icnn_score(x, labels)
+    for chunk in (3, 13, 299, 1000):
+        r = icnn_score(x, labels, chunk_size=chunk)
+        assert r.score == pytest.approx(ref.score, abs=1e-14)
+        assert r.inter == pytest.approx(ref.inter, abs=1e-14)
+    r32 = icnn_score(x.float(), labels, chunk_size=17)
+    assert r32.score == pytest.approx(ref.score, abs=1e-5)
+    # tight, well separated clusters score higher than the same labels on noise
+    tight, tight_labels = clustered(120, 8, "balanced", seed=6, spread=0.05)
+    noise = torch.randn(120, 8, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    assert icnn_score(tight, tight_labels).score > icnn_score(noise, tight_labels).score + 0.3
 
 
 def test_to_dict_and_tables():
@@ -132,7 +224,9 @@ def test_to_dict_and_tables():
     s = similarity_stats(x, labels)
     assert set(s.to_dict()) >= {"pos_mean", "neg_std", "overlap", "auc"} and "overlap" in str(s)
     i = icnn_score(x, labels)
-    assert i.to_dict()["icnn"] == i.score and "icnn_intra" in i.table()
+    d = i.to_dict()
+    assert d["icnn"] == i.score and d["icnn_gamma"] == i.gamma and d["n_neighbors"] == 5
+    assert "icnn_intra" in i.table() and "n_neighbors=5" in str(i)
 
 
 def test_bad_input_messages():
@@ -148,7 +242,13 @@ def test_bad_input_messages():
         (lambda: similarity_stats(x, labels, bins=0), "bins"),
         (lambda: similarity_stats(x, labels, max_auc_pairs=0), "max_auc_pairs"),
         (lambda: icnn_score(x, labels, k=0), "k"),
+        (lambda: icnn_score(x, labels, k=True), "k"),
         (lambda: icnn_score(x, labels, chunk_size=-2), "chunk_size"),
+        (lambda: icnn_score(x, labels, k=4, n_neighbors=3), "n_neighbors"),
+        (lambda: icnn_score(x, labels, eps=0), "eps"),
+        (lambda: icnn_score(x[:1], labels[:1]), "at least 2"),
+        (lambda: icnn_score(x, labels[:4]), "labels"),
+        (lambda: icnn_score(x, labels, normalize=1), "normalize"),
         (lambda: alignment(x, labels, normalize="yes"), "normalize"),
     ]
     for fn, name in cases:

@@ -1,5 +1,5 @@
 """Embedding-space diagnostics: alignment, uniformity, tolerance, positive/negative similarity
-statistics and an ICNN (inter/intra-class nearest-neighbour) score.
+statistics and the ICNN (inter/intra-class nearest-neighbour) score of Mendez-Ruiz et al.
 
 Every function works on row blocks of ``O(chunk x N)`` memory (``chunk = 2**24 // N`` rows by
 default), never on a full ``N x N`` matrix; same-class quantities are computed class by class.
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..engine import compute_dtype
 from ..errors import PairLossError
 from ..validation import check_embeddings, check_labels, check_positive
 from ._format import format_table
@@ -23,6 +24,7 @@ from .verification import roc_auc
 
 _BLOCK_ENTRIES = 2**24
 _DEFAULT_AUC_PAIRS = 2**22
+_ICNN_DIST_EPS = 1e-6  # d = sqrt(||a - b||^2 + 1e-6), as in the authors' code
 
 
 @dataclass(frozen=True)
@@ -79,20 +81,23 @@ class IcnnResult:
     """ICNN score (see :func:`icnn_score`).
 
     Attributes:
-        score: mean over anchors of ``inter / (intra + inter)``, in [0, 1].
-        intra: mean over anchors of the mean distance to the nearest same-class neighbours.
-        inter: mean over anchors of the mean distance to the nearest other-class neighbours.
-        k: neighbours per side.
-        n_anchors: anchors evaluated; ``n_excluded`` anchors had no same-class or no
-            other-class neighbour.
+        score: ``((intra + inter) / 2 + gamma) / 2``, in [0, 1] (higher = better separated).
+        intra: ``lambda_intra``, 1 minus the mean normalised distance of the same-class
+            neighbours relative to the nearest other-class one, in [0, 1].
+        inter: ``lambda_inter``, the mean distance to the other-class neighbours over the
+            largest such distance, in [0, 1].
+        gamma: the neighbourhood purity, mean fraction of same-class neighbours, in [0, 1].
+        k: neighbours scored per sample (after clipping to ``N - 1``).
+        n_neighbors: neighbours searched per sample for the nearest other-class one, ``L``
+            (after clipping to ``N - 1``).
     """
 
     score: float
     intra: float
     inter: float
+    gamma: float
     k: int
-    n_anchors: int
-    n_excluded: int
+    n_neighbors: int
 
     def to_dict(self) -> dict[str, float | int]:
         """All fields."""
@@ -100,14 +105,15 @@ class IcnnResult:
             "icnn": self.score,
             "icnn_intra": self.intra,
             "icnn_inter": self.inter,
+            "icnn_gamma": self.gamma,
             "k": self.k,
-            "n_anchors": self.n_anchors,
-            "n_excluded": self.n_excluded,
+            "n_neighbors": self.n_neighbors,
         }
 
     def table(self) -> str:
         """A readable table of the fields."""
-        return format_table(f"ICNN score (k={self.k})", list(self.to_dict().items()))
+        title = f"ICNN score (k={self.k}, n_neighbors={self.n_neighbors})"
+        return format_table(title, list(self.to_dict().items()))
 
     def __str__(self) -> str:
         return self.table()
@@ -270,67 +276,109 @@ def similarity_stats(
 def icnn_score(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
-    k: int = 5,
-    normalize: bool = True,
+    k: int = 4,
+    normalize: bool = False,
     chunk_size: int | None = None,
+    *,
+    n_neighbors: int | None = None,
+    eps: float = 1e-7,
 ) -> IcnnResult:
-    """An inter/intra-class nearest-neighbour (ICNN) score of how well classes separate.
+    r"""The ICNN (inter/intra-class nearest-neighbour) score of Mendez-Ruiz et al. (2023,
+    "SuSana Distancia is all you need: Enforcing class separability in metric learning via two
+    novel distance-based loss functions for few-shot image classification", arXiv:2305.09062),
+    as defined by the authors' public code (their ``modified_score``); the score of which
+    :class:`pairloss.losses.prototypes.ICNNLoss` is ``-log``.
 
-    Named after the ICNN loss of "SuSana Distancia is all you need: Enforcing class separability
-    in metric learning via two novel distance-based loss functions for few-shot image
-    classification" (2023), whose abstract describes it only as "based on an inter and intra
-    class nearest neighbors score, which help us to assess the quality of embeddings". This
-    function implements the following definition, checked only against that abstract (not
-    against the paper's equations or code):
+    Leave-one-out over the ``N`` samples: for each sample ``i``, take its ``L`` nearest other
+    samples (``n_neighbors``, default ``k + 1``) regardless of class, in ascending Euclidean
+    distance ``d_i1 <= ... <= d_iL`` with ``d(a, b) = sqrt(||a - b||^2 + 1e-6)``, and
+    ``s_ij = 1`` when neighbour ``j`` shares the label of ``i``. With ``nu_i`` the distance to
+    the nearest other-class neighbour among the ``L``, and over the first ``k``:
 
-    For each anchor ``i`` (Euclidean distances, after L2 normalisation by default),
+    * ``r_ij = d_ij / (nu_i + eps)`` (0 when none of the ``L`` is of another class), then
+      ``r^_ij = r_ij / max(1, max_{j<=k} r_ij)``;
+    * ``P_i = sum_{j<=k} s_ij`` and ``Q_i = k - P_i``;
+    * ``lambda_intra = 1 - [sum_i (sum_{j<=k} s_ij r^_ij) / (P_i + eps)] / (#{i: P_i > 0} + eps)``;
+    * ``lambda_inter = [sum_i (sum_{j<=k} (1 - s_ij) d_ij / (Delta + eps)) / (Q_i + eps)]
+      / (#{i: Q_i > 0} + eps)``, with ``Delta = max_{i, j<=k} (1 - s_ij) d_ij`` the largest
+      other-class distance among all first-``k`` neighbours; 1 when no sample has an
+      other-class neighbour among its first ``k``;
+    * ``gamma = (1/N) sum_i P_i / k``;
 
-    * ``intra_i`` = mean distance to its ``min(k, n_c - 1)`` nearest same-class neighbours,
-    * ``inter_i`` = mean distance to its ``min(k, N - n_c)`` nearest other-class neighbours,
-    * ``score_i = inter_i / (intra_i + inter_i)`` (0.5 when both are 0),
+    .. math::
+        \mathrm{ICNN} = \frac{1}{2}\left(\frac{\lambda_{intra} + \lambda_{inter}}{2}
+            + \gamma\right) \in [0, 1],
 
-    and the ICNN score is the mean of ``score_i``: 1 when same-class neighbours are much closer
-    than other-class ones, 0.5 when equally close, towards 0 when other classes are closer.
-    Anchors without a same-class or an other-class neighbour are excluded and counted.
+    higher meaning better separated classes. Neighbours are found block by block
+    (``O(chunk x N)`` memory); per-block sums are accumulated in float64 and ``Delta`` is
+    applied at the end.
+
+    Degenerate cases: ``k`` and ``L`` are clipped to the ``N - 1`` available neighbours (so
+    ``N <= k`` gives ``k = L = N - 1``; ``gamma`` then divides by the clipped ``k``; the
+    result reports the clipped values). ``N = 1`` (no neighbour) is an error. With one class there
+    is no other-class neighbour: ``r = 0``, so ``intra = inter = gamma = 1`` and the score is 1.
+    When every label is unique, ``P_i = 0`` everywhere: ``intra = 1`` and ``gamma = 0``.
 
     Args:
-        embeddings: ``[N, D]`` embeddings.
+        embeddings: ``[N, D]`` embeddings, ``N >= 2``.
         labels: ``[N]`` integer labels.
-        k: neighbours per side (default 5).
-        normalize: L2-normalise first (default True).
+        k: neighbours scored per sample (default 4, as in the authors' code).
+        normalize: L2-normalise first (default False: raw distances, as in the authors' code).
         chunk_size: rows per block (default automatic).
+        n_neighbors: ``L``, neighbours searched for the nearest other-class one; None (default)
+            for ``k + 1``, else an int ``>= k``.
+        eps: the constant added to the denominators (default ``1e-7``, as in the authors' code).
     """
     x, labels, chunk = _setup(embeddings, labels, normalize, chunk_size)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise PairLossError(f"k: expected a positive int, got {k!r}")
+    if n_neighbors is not None and (
+        isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int) or n_neighbors < k
+    ):
+        raise PairLossError(f"n_neighbors: expected None or an int >= k={k}, got {n_neighbors!r}")
+    eps = check_positive(eps, "eps")
     n = x.shape[0]
-    k = min(k, n - 1) if n > 1 else 1
-    intra = torch.full((n,), math.nan, dtype=torch.float64)
-    inter = torch.full((n,), math.nan, dtype=torch.float64)
+    if n < 2:
+        raise PairLossError("embeddings: icnn_score needs at least 2 rows")
+    x = x.to(compute_dtype(x))
+    n_nb = min(k + 1 if n_neighbors is None else n_neighbors, n - 1)
+    k = min(k, n_nb)
+    # [intra row sum, #P>0, inter row sum (before / (Delta + eps)), #Q>0, sum P]
+    sums = torch.zeros(5, dtype=torch.float64)
+    delta = torch.zeros((), dtype=torch.float64)
     for rows in _row_blocks(x, chunk):
-        d = _squared_distances(x[rows], x).clamp(min=0).sqrt().to(torch.float64)
-        same = labels[rows, None] == labels[None, :]
-        same[torch.arange(rows.numel()), rows] = False
-        other = labels[rows, None] != labels[None, :]
-        intra[rows] = _mean_smallest(d, same, k)
-        inter[rows] = _mean_smallest(d, other, k)
-    valid = ~(intra.isnan() | inter.isnan())
-    a, e = intra[valid], inter[valid]
-    total = a + e
-    score = torch.where(total > 0, e / total.where(total > 0, 1.0), 0.5)
-    return IcnnResult(_mean(score), _mean(a), _mean(e), k, int(valid.sum()), int((~valid).sum()))
-
-
-def _mean(values: torch.Tensor) -> float:
-    return float(values.mean()) if values.numel() else math.nan
-
-
-def _mean_smallest(d: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
-    """Per row, the mean of the (at most) ``k`` smallest allowed entries (NaN if none)."""
-    masked = d.masked_fill(~allowed, math.inf)
-    values = masked.topk(min(k, d.shape[1]), dim=1, largest=False).values
-    finite = values.isfinite()
-    return values.where(finite, 0.0).sum(dim=1) / finite.sum(dim=1)
+        d = (_squared_distances(x[rows], x).clamp(min=0) + _ICNN_DIST_EPS).sqrt()
+        d[torch.arange(rows.numel(), device=x.device), rows] = math.inf
+        dist, idx = d.topk(n_nb, dim=1, largest=False)
+        other = labels[idx] != labels[rows, None]
+        has_other = other.any(dim=1)
+        nu = dist.masked_fill(~other, math.inf).amin(dim=1).where(has_other, 1.0)
+        dk, ok = dist[:, :k], other[:, :k]
+        sk = (~ok).to(x.dtype)
+        ratio = (dk / (nu + eps)[:, None]).where(has_other[:, None], 0.0)
+        ratio = ratio / ratio.amax(dim=1).clamp(min=1.0)[:, None]
+        p = sk.sum(dim=1)
+        q = k - p
+        d_other = dk * ok.to(x.dtype)
+        part = torch.stack(
+            [
+                ((ratio * sk).sum(dim=1) / (p + eps)).sum(),
+                (p > 0).sum().to(x.dtype),
+                (d_other.sum(dim=1) / (q + eps)).sum(),
+                (q > 0).sum().to(x.dtype),
+                p.sum(),
+            ]
+        )
+        sums += part.to(torch.float64)
+        delta = torch.maximum(delta, d_other.amax().to(torch.float64))
+    intra = 1.0 - float(sums[0]) / (float(sums[1]) + eps)
+    if float(sums[3]) > 0:
+        inter = float(sums[2]) / (float(delta) + eps) / (float(sums[3]) + eps)
+    else:
+        inter = 1.0
+    gamma = float(sums[4]) / (n * k)
+    score = ((intra + inter) / 2 + gamma) / 2
+    return IcnnResult(score, intra, inter, gamma, k, n_nb)
 
 
 def _setup(
