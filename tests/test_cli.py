@@ -24,8 +24,13 @@ def test_every_catalogue_entry_loads():
 
 
 def test_unknown_loss_suggests_close_names():
-    with pytest.raises(PairLossError, match="multi_similarity"):
-        find("multisimilarity")
+    with pytest.raises(PairLossError, match="did you mean multi_similarity"):
+        find("multisim")
+
+
+def test_loss_names_match_catalogue_class_and_spelling_variants():
+    for name in ("multi_similarity", "MultiSimilarityLoss", "Multi-Similarity", "ms"):
+        assert find(name).name == "multi_similarity"
 
 
 def test_console_script_runs():

@@ -3,10 +3,13 @@
 For every loss that both libraries have, on the same inputs: median forward+backward time, peak
 memory beyond the inputs, and the time of the three matrix products that any exact
 implementation must do (S = X X^T, G X, G^T X: the physical limit of a row-decomposable loss).
-Prints ratios. Not a test: run it by hand, e.g.
+Prints ratios. Not a test: run it by hand, as ``pairloss bench`` or
+``python benchmarks/losses.py`` (the same options), e.g.
 
-    python benchmarks/losses.py --batch 4096 --dim 512
-    python benchmarks/losses.py --batch 16384 --dim 512 --only pairloss   # memory at scale
+    pairloss bench --batch 4096 --dim 512
+    pairloss bench --batch 16384 --dim 512 --only pairloss   # memory at scale
+
+The peer library (pytorch-metric-learning) is needed unless ``--only pairloss``.
 
 Peak memory is read from the process's resident set (``ru_maxrss``) in a fresh subprocess per
 measurement, minus the resident set after the inputs were made.
@@ -106,6 +109,7 @@ def _measure(queue, library, name, batch, dim, classes, repeats, threads):
 
 
 def measure(library, name, batch, dim, classes, repeats, threads):
+    """Run one measurement in a fresh spawned process; a dict with time and peak memory."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     p = ctx.Process(
@@ -119,7 +123,8 @@ def measure(library, name, batch, dim, classes, repeats, threads):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    """Parse the options, measure, print the table; 0 on success."""
+    ap = argparse.ArgumentParser(prog="pairloss bench", description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--classes", type=int, default=256)

@@ -198,18 +198,92 @@ LOSSES: tuple[LossEntry, ...] = (
         "Sun et al., CVPR 2020",
         "pairloss.losses.proxy_circle:ProxyCircleLoss",
     ),
+    LossEntry(
+        "unpg",
+        "proxy: margin softmax",
+        "CosFace/ArcFace softmax whose denominator adds the filtered in-batch negative pairs",
+        "Jung et al., BMVC 2022",
+        "pairloss.losses.unpg:UNPGLoss",
+    ),
+    LossEntry(
+        "mean_field_contrastive",
+        "proxy: pairs",
+        "contrastive hinge against class mean fields: [d_iy - m_p]+ + sum_c [m_n - d_ic]+",
+        "Furusawa, ICLR 2024",
+        "pairloss.losses.mean_field:MeanFieldContrastiveLoss",
+    ),
+    LossEntry(
+        "mean_field_class_wise_multi_similarity",
+        "proxy: pairs",
+        "class-wise MS with class-to-class terms carried by the class vectors",
+        "Furusawa, ICLR 2024",
+        "pairloss.losses.mean_field:MeanFieldClassWiseMultiSimilarityLoss",
+    ),
+    LossEntry(
+        "ge2e",
+        "metric: centroids",
+        "S = w cos(e, c_k) + b (own centroid leaves e out); softmax or contrast",
+        "Wan et al., ICASSP 2018",
+        "pairloss.losses.ge2e:GE2ELoss",
+    ),
+    LossEntry(
+        "proto_triplet",
+        "metric: centroids",
+        "[d(q, p_y) - min_{c != y} d(q, p_c) + m]+ against class prototypes",
+        "Mendez-Ruiz et al., 2023",
+        "pairloss.losses.prototypes:ProtoTripletLoss",
+    ),
+    LossEntry(
+        "icnn",
+        "metric: neighbours",
+        "-log ICNN score (intra/inter-class nearest neighbours)",
+        "Mendez-Ruiz et al., 2023",
+        "pairloss.losses.prototypes:ICNNLoss",
+    ),
+    LossEntry(
+        "pfid",
+        "proxy + pairs",
+        "CE(x W^T + b, y) + lambda * contrastive pairs",
+        "Shukla et al., PRICAI 2019",
+        "pairloss.losses.pfid:PFIDLoss",
+    ),
 )
 
 
+ALIASES = {
+    "ms": "multi_similarity",
+    "triplet": "triplet_margin",
+    "lifted": "generalized_lifted_structure",
+}
+
+
+def name_key(name: str, suffix: str = "loss") -> str:
+    """``name`` lower-cased without ``-``, ``_``, spaces and a trailing ``suffix``: the key that
+    makes ``multi_similarity``, ``MultiSimilarityLoss`` and ``multi-similarity`` one name."""
+    key = "".join(ch for ch in name.lower() if ch.isalnum())
+    return key[: -len(suffix)] if key.endswith(suffix) and key != suffix else key
+
+
 def find(name: str) -> LossEntry:
-    """The entry called ``name``; raises PairLossError suggesting close names."""
+    """The entry called ``name``: its catalogue name, its class name or an alias (:data:`ALIASES`),
+    matched by :func:`name_key`; raises PairLossError suggesting close names."""
     import difflib
 
     from .errors import PairLossError
 
-    by_name = {e.name: e for e in LOSSES}
-    if name in by_name:
-        return by_name[name]
-    close = difflib.get_close_matches(name, by_name, n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    if not isinstance(name, str) or not name.strip():
+        raise PairLossError(f"loss: expected a loss name, got {name!r}")
+    by_key = {}
+    for entry in LOSSES:
+        by_key[name_key(entry.name)] = entry
+        by_key[name_key(entry.target.split(":")[1])] = entry
+    for alias, target in ALIASES.items():
+        by_key[name_key(alias)] = by_key[name_key(target)]
+    entry = by_key.get(name_key(name))
+    if entry is not None:
+        return entry
+    names = [e.name for e in LOSSES]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    close += [n for n in names if name_key(name) in name_key(n) and n not in close]
+    hint = f"; did you mean {', '.join(close[:4])}?" if close else ""
     raise PairLossError(f"loss: unknown loss {name!r}{hint} (see `pairloss losses`)")

@@ -1,11 +1,43 @@
-"""The ``pairloss`` command."""
+"""The ``pairloss`` command: ``train``, ``compare``, ``eval``, ``losses`` and ``bench``.
+
+Every error that comes from the user's input (an unknown loss, a missing data set, a bad
+option) is printed as one line ``pairloss: error: ...`` with exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from typing import Any
 
 from .catalogue import LOSSES
+from .errors import PairLossError
+
+# (flag, config field, type, help) shared by ``train`` and ``compare``
+_RUN_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
+    ("--dataset", "dataset", str, "fashion-mnist, att-faces, digits, folder or embeddings"),
+    ("--data-dir", "data_dir", str, "data root (default: $PAIRLOSS_DATA or the data set's place)"),
+    ("--labels", "labels", str, "label file for --dataset embeddings"),
+    ("--miner", "miner", str, "miner name, e.g. multi_similarity or batch_hard"),
+    ("--model", "model", str, "cnn28, face or mlp (default: the data set's)"),
+    ("--embedding-size", "embedding_size", int, "embedding size (default 64)"),
+    ("--epochs", "epochs", int, "epochs (default: the data set's budget)"),
+    ("--batches-per-epoch", "batches_per_epoch", int, "P x K batches per epoch"),
+    ("-P", "p", int, "classes per batch"),
+    ("-K", "k", int, "samples per class in a batch"),
+    ("--lr", "lr", float, "AdamW learning rate (default 1e-3)"),
+    ("--weight-decay", "weight_decay", float, "AdamW weight decay (default 1e-4)"),
+    ("--loss-lr-mult", "loss_lr_mult", float, "learning-rate factor of the loss's parameters"),
+    ("--warmup-epochs", "warmup_epochs", float, "linear warm-up epochs (default 0.5)"),
+    ("--grad-clip", "grad_clip", float, "max gradient norm, 0 = off (default 5)"),
+    ("--seed", "seed", int, "seed (default 0)"),
+    ("--train-classes", "train_classes", int, "zero-shot: number of first classes to train on"),
+    ("--held-out", "held_out", int, "face protocol: identities held out for testing"),
+    ("--eval-every", "eval_every", int, "evaluate every N epochs (default 1)"),
+    ("--max-eval", "max_eval", int, "evaluate on a seeded subset of N test samples (0 = all)"),
+    ("--threads", "threads", int, "torch CPU threads (default: torch's)"),
+)
 
 
 def _losses(args: argparse.Namespace) -> int:
@@ -21,20 +53,137 @@ def _losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace, **extra: Any):
+    from .train.config import make_config, parse_options
+
+    flags = {field: getattr(args, field) for _, field, _, _ in _RUN_FLAGS}
+    flags.update(extra)
+    flags["loss_options"] = parse_options(args.option, "--option")
+    flags["out"] = args.out
+    return make_config(toml=args.config, **flags)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train.evaluate import headline
+    from .train.run import train_run
+
+    config = _config(args, loss=args.loss)
+    result = train_run(config, progress=not args.quiet, resume=args.resume)
+    print(f"final test metrics ({result.seconds:.0f} s):")
+    for key, value in result.metrics.items():
+        print(f"  {key:>14}: {value:.4f}")
+    raw = result.baselines.get("raw input", {})
+    if raw:
+        print(f"raw input baseline: {headline(raw)}")
+    print(f"report: {result.report}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .train.run import compare, leaderboard_table
+
+    config = _config(args)
+    seeds = [config.seed + i for i in range(args.seeds)]
+    rows = compare(config, args.losses, seeds, progress=not args.quiet)
+    print(leaderboard_table(rows))
+    print(f"leaderboard: {config.out}/leaderboard.html")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .train.run import evaluate_file, evaluate_run
+
+    path = Path(args.path)
+    if path.is_dir() or path.suffix == ".pt" and (path.parent / "config.json").is_file():
+        result = evaluate_run(path, args.data_dir)
+    elif path.is_file():
+        result = evaluate_file(path, args.labels, args.protocol)
+    else:
+        raise PairLossError(f"path: {path} does not exist; expected a run folder or a file")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:>14}: {value:.4f}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def _add_run_flags(p: argparse.ArgumentParser, out_default: str) -> None:
+    p.add_argument("--config", default=None, help="TOML file with settings (flags override)")
+    for flag, field, kind, text in _RUN_FLAGS:
+        p.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    p.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="loss option, repeatable (e.g. -o margin=0.5)",
+    )
+    p.add_argument("--out", default=out_default, help=f"output folder (default {out_default})")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pairloss`` command."""
     parser = argparse.ArgumentParser(prog="pairloss", description="Pair-based losses.")
     sub = parser.add_subparsers(dest="command", required=True)
+
     p = sub.add_parser("losses", help="list the losses with family, formula and paper")
     p.add_argument("--family", default=None, help="only losses whose family contains this")
     p.set_defaults(func=_losses)
+
+    p = sub.add_parser("train", help="train an embedding model and write a report")
+    p.add_argument("--loss", default=None, help="loss name (see `pairloss losses`)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    _add_run_flags(p, "runs/train")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("compare", help="train several losses under one protocol and budget")
+    p.add_argument(
+        "--losses",
+        nargs="+",
+        required=True,
+        metavar="LOSS[:KEY=VALUE,...]",
+        help="losses to compare, e.g. multi_similarity contrastive triplet:miner=batch_hard",
+    )
+    p.add_argument("--seeds", type=int, default=1, help="seeds per loss (mean +- std when > 1)")
+    _add_run_flags(p, "runs/compare")
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser("eval", help="evaluate a run folder / checkpoint or an embedding file")
+    p.add_argument("path", help="run folder, its checkpoint.pt, or a .npy/.pt embedding file")
+    p.add_argument("--labels", default=None, help="label file for an embedding file")
+    p.add_argument("--protocol", default="zero-shot", choices=("zero-shot", "face"))
+    p.add_argument("--data-dir", default=None, help="data root for a run folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser(
+        "bench", help="speed and memory against pytorch-metric-learning", add_help=False
+    )
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of the benchmark")
+    p.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pairloss`` command."""
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except PairLossError as exc:
+        print(f"pairloss: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import torch
 from pairloss.data import (
     FASHION_MNIST_DIR,
     class_split,
+    enrol,
     identity_split,
     load_att_faces,
     load_digits,
@@ -450,3 +451,17 @@ def test_identity_split_closed_set_and_errors():
         identity_split(labels, held_out=5)
     with pytest.raises(PairLossError, match="enrolled: classes"):
         identity_split(labels, held_out=[1, 2], enrolled=[0])
+
+
+def test_enrol_gallery_and_probes_of_given_identities():
+    labels = torch.tensor([5, 5, 5, 7, 7, 9, 9, 9, 9])
+    gallery, probe = enrol(labels, [5, 9], per_identity=2, seed=1)
+    assert labels[gallery].tolist() == [5, 5, 9, 9]
+    assert sorted(labels[probe].tolist()) == [5, 9, 9]
+    assert set(gallery.tolist()).isdisjoint(probe.tolist())
+    again = enrol(labels, [5, 9], per_identity=2, seed=1)
+    assert torch.equal(gallery, again[0]) and torch.equal(probe, again[1])
+    with pytest.raises(PairLossError, match="identity 7 has 2 images"):
+        enrol(labels, [7], per_identity=2)
+    with pytest.raises(PairLossError, match="identities"):
+        enrol(labels, [4])

@@ -9,8 +9,9 @@ Readers return uint8 image tensors and int64 label tensors and raise
 - :func:`load_embedding_file` (precomputed embeddings, ``.npy`` or ``.pt``),
 - :func:`load_digits` (scikit-learn's bundled 8 x 8 digits).
 
-Splits: :func:`class_split` (zero-shot, disjoint classes) and :func:`identity_split` (face
-protocol: held-out, enrolled and unknown identities; gallery and probe images).
+Splits: :func:`class_split` (zero-shot, disjoint classes), :func:`identity_split` (face
+protocol: held-out, enrolled and unknown identities; gallery and probe images) and
+:func:`enrol` (gallery and probe images of given identities).
 Sampler: :class:`PKSampler` (P classes x K samples per batch, seeded, distributed-aware).
 """
 
@@ -27,7 +28,7 @@ from .idx import (
 )
 from .pgm import load_att_faces, parse_pgm, read_pgm
 from .sampler import PKSampler
-from .splits import ClassSplit, IdentitySplit, class_split, identity_split
+from .splits import ClassSplit, IdentitySplit, class_split, enrol, identity_split
 
 __all__ = [
     "DATA_ENV",
@@ -38,6 +39,7 @@ __all__ = [
     "PKSampler",
     "class_split",
     "decode_image",
+    "enrol",
     "identity_split",
     "load_att_faces",
     "load_digits",

@@ -116,6 +116,19 @@ def _gallery_probe(
     return torch.cat(gallery).sort().values, torch.cat(probe).sort().values
 
 
+def enrol(
+    labels: object, identities: Iterable[int], per_identity: int = 1, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gallery and probe indices (each sorted) of an evaluation set: for every identity in
+    ``identities``, ``per_identity`` random images (seeded) go to the gallery, the rest are
+    probes. Every identity needs more than ``per_identity`` images."""
+    labels = as_labels(labels)
+    chosen = check_classes(identities, labels.unique(), "identities")
+    per_identity = check_int(per_identity, "per_identity", 1)
+    generator = torch.Generator().manual_seed(check_int(seed, "seed", 0))
+    return _gallery_probe(labels, chosen, per_identity, generator)
+
+
 def identity_split(
     labels: object,
     held_out: int | Iterable[int],
