@@ -1,6 +1,6 @@
 """Speed and memory of pairloss losses against pytorch-metric-learning (see ``pairloss.bench``).
 
-    python benchmarks/losses.py --batch 4096 --dim 512
+python benchmarks/losses.py --batch 4096 --dim 512
 """
 
 import sys
