@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import queue
 import resource
 import sys
 import tempfile
@@ -89,12 +90,25 @@ def child(name: str, path: str, queue) -> None:
 
 def measure(name: str, path: str) -> tuple[str, float, float, dict[str, float]]:
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=child, args=(name, path, queue))
+    results = ctx.Queue()
+    proc = ctx.Process(target=child, args=(name, path, results))
     proc.start()
-    result = queue.get()
+    while True:
+        try:
+            result = results.get(timeout=1.0)
+            break
+        except queue.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(
+                    f"{name}: the child process exited with {proc.exitcode}"
+                ) from None
     proc.join()
     return result
+
+
+def load() -> str:
+    """The 1-minute load average (other jobs on the machine slow every method down)."""
+    return f"{os.getloadavg()[0]:.1f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"n={args.n} dim={args.dim} classes={args.classes} noise={args.noise} "
-        f"torch threads={torch.get_num_threads()} cpus={os.cpu_count()}",
+        f"torch threads={torch.get_num_threads()} cpus={os.cpu_count()} load={load()}",
         flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +134,9 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(measure(name, path))
             _, seconds, mib, values = rows[-1]
             shown = " ".join(f"{k}={v:.4f}" for k, v in values.items())
-            print(f"  done {name}: {seconds:.1f} s, {mib:.0f} MiB  {shown}", flush=True)
+            print(
+                f"  done {name}: {seconds:.1f} s, {mib:.0f} MiB, load {load()}  {shown}", flush=True
+            )
     print_table(rows)
 
 

@@ -3,6 +3,7 @@ plain reference implementation; both backends must agree exactly."""
 
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
 
@@ -19,7 +20,9 @@ from torchmetrics.retrieval import (
 )
 
 from pairloss.errors import PairLossError
-from pairloss.metrics import RetrievalResult, retrieval
+from pairloss.metrics import RetrievalResult, neighbors, retrieval
+from pairloss.metrics.neighbors import ExactSearch
+from pairloss.metrics.retrieval import _make_relevance, relevant_ranks
 
 from ._reference import (
     LAYOUTS,
@@ -271,6 +274,23 @@ def test_backends_agree_exactly(metric, layout):
     assert a.to_dict() == b.to_dict()
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_candidate_lists_and_full_rows_agree(metric, backend, layout, monkeypatch):
+    """Long neighbour lists come from full float64 rows, short ones from re-scored candidates:
+    both give the same metrics (and tie order) on the same data."""
+    x, labels = clustered(300, 16, layout, seed=5, spread=2.0)
+    x = torch.cat([x, x[:20]])  # exact duplicates: ties broken by index
+    labels = torch.cat([labels, labels[:20]])
+    names = ("recall", "precision", "ndcg", "map@r", "r_precision")
+    monkeypatch.setattr(neighbors, "_WIDE_LIST", 10**9)
+    full = retrieval(x, labels, k=KS, metric=metric, backend=backend, metrics=names)
+    monkeypatch.setattr(neighbors, "_WIDE_LIST", 1)
+    lists = retrieval(x, labels, k=KS, metric=metric, backend=backend, metrics=names)
+    assert full.values() == pytest.approx(lists.values(), abs=1e-12)
+
+
 def test_metric_subset_matches_full_run():
     x, labels = clustered(120, 8, "balanced", seed=8)
     full = retrieval(x, labels, k=(1, 3)).values()
@@ -378,13 +398,96 @@ def test_faiss_backend_missing(monkeypatch):
 
 
 def test_full_ranking_breaks_ties_between_relevant_items_by_index():
-    from pairloss.metrics.retrieval import full_ranking_metrics
-
-    # row scores: items 0 and 2 are relevant and tie at 0.5; item 1 scores 0.9
-    scores = torch.tensor([[0.5, 0.9, 0.5, 0.1]], dtype=torch.float64)
-    relevant = torch.tensor([[0, 2]])
-    valid = torch.tensor([[True, True]])
-    ap, rr = full_ranking_metrics(scores, relevant, valid)
+    # dot scores of q = [1]: items 0 and 2 are relevant and tie at 0.5; item 1 scores 0.9
+    q, g = torch.ones(1, 1), torch.tensor([[0.5], [0.9], [0.5], [0.1]])
+    ql, gl = torch.tensor([1]), torch.tensor([1, 0, 1, 0])
+    search = ExactSearch(q, g, "dot", "torch")
+    relevance = _make_relevance(ql, g, gl, None, search)
     # ranking by (score desc, index asc): 1, 0, 2, 3 -> relevant at ranks 2 and 3
-    assert torch.allclose(ap, torch.tensor([(1 / 2 + 2 / 3) / 2], dtype=torch.float64))
-    assert torch.allclose(rr, torch.tensor([1 / 2], dtype=torch.float64))
+    assert relevant_ranks(search, relevance, torch.tensor([0])).tolist() == [[2, 3]]
+    for backend in ("torch", "faiss"):
+        r = retrieval(q, ql, g, gl, k=1, metric="dot", backend=backend)
+        assert r.map == pytest.approx((1 / 2 + 2 / 3) / 2, abs=1e-15) and r.mrr == 0.5
+
+
+def _brute_force_ranks(x, labels, metric):
+    """Ranks of the relevant items of every query (leave-one-out), from the reference ranking."""
+    scores = exact_scores(x, x, metric).tolist()
+    out = []
+    for i, row in enumerate(scores):
+        order = ranking(row, i)
+        out.append([pos + 1 for pos, j in enumerate(order) if labels[j] == labels[i]])
+    return out
+
+
+def _ranks(x, labels, metric, backend="torch", rows=None):
+    search = ExactSearch(x, None, metric, backend)
+    relevance = _make_relevance(labels, None, None, None, search)
+    rows = torch.arange(len(x)) if rows is None else rows
+    ranks = relevant_ranks(search, relevance, rows)
+    return [[r for r in row if r <= len(x) - 1] for row in ranks.tolist()]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "dot"])
+@pytest.mark.parametrize("max_bins", [1, 64, 2**16])
+def test_relevant_ranks_match_brute_force(metric, max_bins, monkeypatch):
+    retrieval_module = importlib.import_module("pairloss.metrics.retrieval")
+    # few buckets put many items next to the relevant ones (exact float64 path), many put few
+    monkeypatch.setattr(retrieval_module, "_MAX_BINS", max_bins)
+    x, labels = clustered(120, 6, "unbalanced", seed=21, spread=3.0)
+    keep = torch.bincount(labels)[labels] > 1
+    x, labels = x[keep], labels[keep]
+    assert _ranks(x, labels, metric) == _brute_force_ranks(x, labels, metric)
+
+
+def test_relevant_ranks_with_float32_near_ties_and_exact_ties():
+    # copies of a few points moved by ~1e-9 (far below the float32 resolution) and exact
+    # duplicates: the float32 scores tie, only the float64 scores and the index order decide
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    x = base[torch.arange(60) % 6] * (1 + 1e-9 * torch.randint(0, 3, (60, 1), generator=g))
+    x[::7] = base[0]
+    labels = torch.randint(0, 3, (60,), generator=g)
+    for metric in ("dot", "euclidean"):
+        assert _ranks(x, labels, metric) == _brute_force_ranks(x, labels, metric), metric
+        expected, _ = reference_retrieval(x, labels, ks=(1, 5), metric=metric)
+        for backend in ("torch", "faiss"):
+            got = retrieval(x, labels, k=(1, 5), metric=metric, backend=backend).values()
+            for name, value in expected.items():
+                assert got[name] == pytest.approx(value, abs=1e-12), (metric, backend, name)
+
+
+def test_relevant_items_deep_in_the_ranking():
+    # hard data: most relevant items lie far outside any short neighbour list
+    x, labels = clustered(300, 8, "balanced", seed=17, spread=6.0)
+    ranks = _ranks(x, labels, "cosine")
+    assert max(r[-1] for r in ranks) > 200
+    assert ranks == _brute_force_ranks(x, labels, "cosine")
+    expected, _ = reference_retrieval(x, labels, ks=(1, 4))
+    for backend in ("torch", "faiss"):
+        for chunk_size in (None, 7):
+            got = retrieval(x, labels, k=(1, 4), backend=backend, chunk_size=chunk_size)
+            for name, value in expected.items():
+                assert got.values()[name] == pytest.approx(value, abs=1e-12), (backend, name)
+
+
+def test_mrr_alone_for_queries_without_a_hit_in_the_list():
+    x, labels = clustered(200, 8, "balanced", seed=19, spread=6.0)
+    expected, _ = reference_retrieval(x, labels, ks=(1,))
+    for backend in ("torch", "faiss"):
+        got = retrieval(x, labels, k=1, backend=backend, metrics=("mrr",))
+        assert got.mrr == pytest.approx(expected["mrr"], abs=1e-12), backend
+        # the k-NN-only metrics and the full run agree with each other
+        subset = retrieval(x, labels, k=(1, 4), backend=backend, metrics=("recall", "map@r"))
+        full = retrieval(x, labels, k=(1, 4), backend=backend)
+        assert same_values(subset.values(), {n: full.values()[n] for n in subset.values()})
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_rank_threads_give_identical_values(workers, monkeypatch):
+    retrieval_module = importlib.import_module("pairloss.metrics.retrieval")
+    x, labels = clustered(150, 8, "unbalanced", seed=23, spread=4.0)
+    expected = retrieval(x, labels, k=(1, 4), chunk_size=9).to_dict()
+    monkeypatch.setattr(retrieval_module, "_WORKERS", workers)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert retrieval(x, labels, k=(1, 4), chunk_size=9).to_dict() == expected

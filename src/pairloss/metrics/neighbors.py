@@ -51,6 +51,7 @@ _FAISS_BLOCK_ROWS = 2048
 _ROW_CHUNK = 65536
 _AUTO_FAISS_MIN_PAIRS = 2**26
 _EXTRA_CANDIDATES = 8
+_WIDE_LIST = 16  # lists of at least N / 16 items come from full float64 rows
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,49 @@ class ExactSearch:
             scores[torch.arange(rows.numel(), device=rows.device), rows] = -torch.inf
         return scores
 
+    def approx_scores(self, rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """float32 scores ``[b, N]`` of the query ``rows`` against the whole gallery, each within
+        :meth:`score_bound` of the exact score (``-inf`` for a query's own entry in
+        leave-one-out mode).
+
+        Args:
+            rows: ``[b]`` query row indices.
+            out: optional float32 buffer with at least ``b`` rows of ``N`` columns, reused across
+                calls (a fresh ``[b, N]`` block per call costs page faults on large galleries).
+        """
+        q = self.q[rows]
+        scores = q @ self.g.T if out is None else torch.mm(q, self.g.T, out=out[: rows.numel()])
+        if self.metric == "euclidean":
+            q_sq = (q**2).sum(1, keepdim=True)
+            scores.mul_(2).sub_(self._g_sq32[None, :]).sub_(q_sq)
+        if self.leave_one_out:
+            scores[torch.arange(rows.numel(), device=rows.device), rows] = -torch.inf
+        return scores
+
+    def score_bound(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[b]`` float64 ``eps``: every float32 score of a query row (from the torch product or
+        the FAISS index) is within ``eps`` of its exact score (see the module docstring)."""
+        return self._eps(rows)
+
+    def gallery64(self) -> torch.Tensor:
+        """The gallery in float64 (created on first use)."""
+        if self._g64 is None:
+            self._g64 = self.g.to(torch.float64)
+        return self._g64
+
+    def exact_block_scores(
+        self, rows: torch.Tensor, which: torch.Tensor, columns: torch.Tensor
+    ) -> torch.Tensor:
+        """float64 exact scores ``[P]`` of the pairs ``(rows[which[p]], columns[p])`` (the
+        arithmetic of the re-scoring in :meth:`topk`, so both give the same values)."""
+        g64 = self.gallery64()
+        q64 = self.q[rows].to(torch.float64)
+        step = max(1, _RESCORE_ENTRIES // 4 // self.q.shape[1])
+        parts = []
+        for i, j in zip(which.split(step), columns.split(step), strict=True):
+            parts.append(candidate_scores(q64[i], g64[j], self.metric))
+        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
+
     def topk(
         self, rows: torch.Tensor, k: int, with_scores: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -279,6 +323,8 @@ class ExactSearch:
                 f"k: got {k}; expected 1 <= k <= {self.n_available}, the number of gallery "
                 "items each query is ranked against"
             )
+        if k * _WIDE_LIST >= self.n_available:
+            return self._full_topk(rows, k, with_scores)
         width = min(k + _EXTRA_CANDIDATES, self.n_available)
         if self.backend == "faiss":
             approx, candidates, lowest = self._faiss_candidates(rows, width)
@@ -306,6 +352,17 @@ class ExactSearch:
         scores = self._rescore(rows[:, None].expand_as(indices).flatten(), indices.flatten())
         return indices, scores.view_as(indices)
 
+    def _full_topk(
+        self, rows: torch.Tensor, k: int, with_scores: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`topk` from full float64 score rows: for lists longer than ``N / 16`` one
+        float64 product per block costs less than re-scoring every listed pair one by one."""
+        indices = torch.empty(rows.numel(), k, dtype=torch.long, device=rows.device)
+        scores = torch.empty(rows.numel(), k, dtype=torch.float64, device=rows.device)
+        for part in self.full_blocks(torch.arange(rows.numel(), device=rows.device)):
+            scores[part], indices[part] = ordered_topk(self.full_scores(rows[part]), k)
+        return indices, scores if with_scores else None
+
     def _eps(self, rows: torch.Tensor) -> torch.Tensor:
         q_norm = self.q[rows].to(torch.float64).norm(dim=1)
         if self.metric == "euclidean":
@@ -326,14 +383,7 @@ class ExactSearch:
     def _torch_candidates(
         self, rows: torch.Tensor, width: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q = self.q[rows]
-        scores = q @ self.g.T
-        if self.metric == "euclidean":
-            q_sq = (q**2).sum(1, keepdim=True)
-            scores = 2 * scores - self._g_sq32[None, :] - q_sq
-        if self.leave_one_out:
-            scores[torch.arange(rows.numel(), device=rows.device), rows] = -torch.inf
-        values, indices = scores.topk(width, dim=1)
+        values, indices = self.approx_scores(rows).topk(width, dim=1)
         values = values.to(torch.float64)
         return values, indices, values[:, -1]
 

@@ -19,7 +19,9 @@ Queries with ``R = 0`` are excluded from every average and counted with a reason
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import queue
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -28,10 +30,13 @@ from ..errors import PairLossError
 from ..validation import check_labels, check_tensor
 from ._checks import check_cutoffs
 from ._format import format_table
-from .neighbors import ExactSearch
+from .neighbors import ExactSearch, rule_order
 
 RETRIEVAL_METRICS = ("recall", "precision", "ndcg", "map@r", "r_precision", "map", "mrr")
 DEFAULT_K = (1, 2, 4, 8, 16, 32)
+_MAX_BINS = 2**16  # buckets per query row when counting the items above each relevant item
+_WORKERS = 2  # threads computing exact ranks (most of their steps are single-threaded)
+_BUCKETS_PER_ITEM = 1  # buckets per kept item of a row (more: fewer items scored exactly)
 
 LabelMatch = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -117,8 +122,7 @@ def retrieval(
     Definitions are in the module docstring (MAP@R and R-Precision after Musgrave et al.,
     "A Metric Learning Reality Check", ECCV 2020). All values are exact: MAP@R and
     R-Precision use each query's exact ``R``; MAP and MRR use the exact rank of every relevant
-    item in the full ranking (from the neighbour list when it holds all relevant items,
-    otherwise from the query's full float64 score row, in blocks of ``O(chunk x N)`` memory).
+    item in the full ranking (see :func:`relevant_ranks`; blocks of ``O(chunk x N)`` memory).
 
     Args:
         query: ``[Q, D]`` floating-point embeddings.
@@ -137,12 +141,12 @@ def retrieval(
             returns a bool ``[b, N]`` relevance matrix.
         chunk_size: query rows per block (default: automatic, see :class:`ExactSearch`).
         metrics: which of ``recall``, ``precision``, ``ndcg``, ``map@r``, ``r_precision``,
-            ``map``, ``mrr`` to compute (default: all). Everything but ``map`` and ``mrr`` comes
-            from one k-NN pass of depth ``max(max(k), max R)``. ``map`` (and ``mrr`` for
-            queries without a hit in that list) also orders the top of the full score row of
-            every query whose relevant items are not all in the list, which dominates the run
-            time on hard data (about 10x a k-NN pass at N = 100k); leave them out when only
-            the k-NN metrics are needed.
+            ``map``, ``mrr`` to compute (default: all). With ``map``, every metric comes from
+            the exact ranks of all relevant items, found in one pass over the float32 score
+            rows (:func:`relevant_ranks`, the torch product whichever the backend) with no
+            k-NN search. Without it, the other metrics come from one k-NN pass of depth
+            ``max(max(k), max R)`` on the backend, and ``mrr`` of the queries without a hit in
+            that list from their exact ranks.
 
     Returns:
         A :class:`RetrievalResult`. Queries without any relevant gallery item (a singleton
@@ -226,105 +230,214 @@ def list_metrics(
     return out
 
 
-def full_ranking_metrics(
-    scores: torch.Tensor, relevant: torch.Tensor, valid: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Average precision and reciprocal rank over full score rows.
+def relevant_ranks(
+    search: ExactSearch,
+    relevance: _Relevance,
+    rows: torch.Tensor,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Exact 1-based rank of every relevant gallery item of each query row in its full ranking.
 
-    The rank of relevant item ``j`` is ``1 + #{i: s_i > s_j} + #{i: s_i = s_j, i < j}``
-    (score desc, index asc). The counts come from one binary search of every score of the row
-    among the row's sorted relevant scores and a histogram of the result: O(N log R) per row,
-    with no sort of the full row. Rows with ties at a relevant score are counted exactly item
-    by item.
+    The rank of relevant item ``j`` is ``1 + #{i: s_i > s_j} + #{i: s_i = s_j, i < j}`` (exact
+    score desc, index asc). The relevant items are scored exactly; one float32 product gives
+    every other score of the block within ``eps`` of its exact value
+    (:meth:`ExactSearch.score_bound`). Items more than ``eps`` below the lowest relevant score
+    cannot rank above any relevant item and are dropped in one comparison pass. The rest go to
+    per-row buckets by a non-decreasing map of their float32 score: an item in a bucket above
+    (below) the buckets within ``eps`` of a relevant score provably ranks above (below) that
+    relevant item and is only counted (one histogram). The few items in those buckets are
+    scored exactly and ordered with the relevant items by the exact rule. Memory is
+    ``O(b x N)``; no row is sorted.
 
     Args:
-        scores: ``[b, N]`` float64 scores (``-inf`` for items never ranked).
-        relevant: ``[b, M]`` gallery indices of the relevant items (padding where not ``valid``).
-        valid: ``[b, M]`` bool, at least one True per row.
+        search: the search over the gallery.
+        relevance: which gallery items are relevant to which query.
+        rows: ``[b]`` query rows, each with at least one relevant gallery item.
+        out: optional float32 ``[>= b, N]`` buffer for the score block.
 
     Returns:
-        ``(ap [b], rr [b])`` in float64: ``AP = (1/R) sum_m m / rank_(m)`` over the relevant
-        items sorted by rank, ``RR = 1 / rank_(1)``.
+        ``[b, M]`` int64 ranks, ascending along each row, padded with ``N + 1`` past the row's
+        ``R`` relevant items (``M`` = the largest ``R``).
     """
-    rel_scores = scores.gather(1, relevant)
-    keys, order = rel_scores.masked_fill(~valid, torch.inf).sort(dim=1)
-    slot = torch.searchsorted(keys, scores)
-    greater = _count_above(slot, keys.shape[1])
-    ahead = torch.empty_like(relevant).scatter_(1, order, greater)
-    # an item scoring exactly a relevant score sits at that key's slot; a row has ties when
-    # more items do so than it has relevant items (each relevant item matches itself)
-    equal = keys.gather(1, slot.clamp(max=keys.shape[1] - 1)) == scores
-    tied_rows = equal.sum(dim=1) > valid.sum(dim=1)
-    # or when two relevant items share a score
-    same_key = (keys[:, 1:] == keys[:, :-1]) & torch.isfinite(keys[:, 1:])
-    tied_rows |= same_key.any(dim=1)
-    for i in tied_rows.nonzero().flatten().tolist():
-        ahead[i] += _tied_before(scores[i], rel_scores[i], relevant[i])
-    rank = torch.where(valid, ahead + 1, scores.shape[1] + 1).sort(dim=1).values
-    found = valid.sum(dim=1)
-    m = torch.arange(1, relevant.shape[1] + 1, device=scores.device, dtype=torch.float64)
+    members, valid = relevance.members(rows)
+    b, n, device = rows.numel(), search.n_gallery, rows.device
+    keys = torch.full(members.shape, -torch.inf, dtype=torch.float64, device=device)
+    which = torch.arange(b, device=device)[:, None].expand_as(members)[valid]
+    keys[valid] = search.exact_block_scores(rows, which, members[valid])
+    eps = search.score_bound(rows)[:, None]
+    scores = search.approx_scores(rows, out)
+    low = _down32(keys.masked_fill(~valid, torch.inf).min(dim=1).values - eps[:, 0])
+    high = _up32(keys.max(dim=1).values + eps[:, 0])
+    kept = (scores >= low[:, None]).view(-1).nonzero().squeeze(1)
+    row = kept // n
+    # buckets 0..n_bins of (score - low) * scale, a non-decreasing function of the score
+    n_bins = int(min(max(_BUCKETS_PER_ITEM * kept.numel() // b, 64), _MAX_BINS))
+    width = n_bins + 1
+    scale = (n_bins / (high - low).clamp(min=torch.finfo(torch.float32).tiny)).to(torch.float32)
+
+    def bucket(x: torch.Tensor, lo: torch.Tensor, sc: torch.Tensor) -> torch.Tensor:
+        return ((x - lo) * sc).clamp_(0, n_bins).long()
+
+    first = bucket(_down32(keys - eps), low[:, None], scale[:, None])
+    last = bucket(_up32(keys + eps), low[:, None], scale[:, None])
+    edges = torch.zeros(b, width + 1, dtype=torch.int32, device=device)
+    edges.scatter_add_(1, first, valid.to(torch.int32))
+    edges.scatter_add_(1, last + 1, -valid.to(torch.int32))
+    flagged = edges.cumsum(dim=1)[:, :width] > 0
+    key = bucket(scores.view(-1)[kept], low[row], scale[row]).add_(row * width)
+    near = flagged.view(-1)[key].nonzero().squeeze(1)
+    # at_most[r, t]: kept items of row r outside the flagged buckets, in bucket t or lower
+    hist = torch.bincount(key, minlength=b * width)
+    hist -= torch.bincount(key[near], minlength=b * width)
+    at_most = hist.view(b, width).cumsum(dim=1)
+    # an item outside the flagged buckets above the bucket of exact + eps scores higher
+    above = at_most[:, -1:] - at_most.gather(1, last)
+    # the other items in the flagged buckets, scored exactly
+    near_row, near_col = row[near], kept[near] - row[near] * n
+    other = ~_pair_relevance(relevance, rows, near_row, near_col)
+    near_row, near_col = near_row[other], near_col[other]
+    per_row = torch.bincount(near_row, minlength=b)
+    slot = torch.arange(near_row.numel(), device=device) - (per_row.cumsum(0) - per_row)[near_row]
+    n_rel = members.shape[1]
+    size = n_rel + (int(per_row.max()) if near_row.numel() else 0)
+    cols = torch.full((b, size), n, dtype=torch.long, device=device)
+    cols[:, :n_rel] = members.masked_fill(~valid, n)
+    cols[near_row, slot + n_rel] = near_col
+    packed = torch.full((b, size), -torch.inf, dtype=torch.float64, device=device)
+    packed[:, :n_rel] = keys
+    packed[near_row, slot + n_rel] = search.exact_block_scores(rows, near_row, near_col)
+    ahead = torch.zeros((b, size), dtype=torch.long, device=device)
+    ahead[:, :n_rel] = above
+    is_relevant = torch.zeros((b, size), dtype=torch.bool, device=device)
+    is_relevant[:, :n_rel] = valid
+    order = rule_order(packed, cols)
+    position = torch.arange(1, size + 1, device=device)
+    ranks = torch.where(is_relevant.gather(1, order), ahead.gather(1, order) + position, n + 1)
+    return ranks.sort(dim=1).values[:, :n_rel]
+
+
+def _pair_relevance(
+    relevance: _Relevance, rows: torch.Tensor, row: torch.Tensor, col: torch.Tensor
+) -> torch.Tensor:
+    """``[P]`` relevance of the pairs ``(rows[row[p]], col[p])``."""
+    if isinstance(relevance, _SameLabel):
+        return relevance.gallery_labels[col] == relevance.query_labels[rows[row]]
+    return relevance.full(rows)[row, col]
+
+
+def ranking_metrics(ranks: torch.Tensor, found: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average precision and reciprocal rank from the ranks of the relevant items.
+
+    Args:
+        ranks: ``[b, M]`` 1-based ranks of the relevant items, ascending (entries past a row's
+            ``R`` relevant items are ignored).
+        found: ``[b]`` the number ``R >= 1`` of relevant items of each row.
+
+    Returns:
+        ``(ap [b], rr [b])`` in float64: ``AP = (1/R) sum_m m / rank_(m)``, ``RR = 1 / rank_(1)``.
+    """
+    m = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=torch.float64)
     in_list = m[None, :] <= found[:, None]
-    ap = (m / rank * in_list).sum(dim=1) / found
-    return ap, 1.0 / rank[:, 0].to(torch.float64)
+    ap = (m / ranks * in_list).sum(dim=1) / found
+    return ap, 1.0 / ranks[:, 0].to(torch.float64)
 
 
-def _count_above(slot: torch.Tensor, n_keys: int) -> torch.Tensor:
-    """From each score's insertion point among a row's ``n_keys`` sorted keys (the number of
-    keys strictly below it): for each key, how many scores lie strictly above it."""
-    rows = torch.arange(slot.shape[0], device=slot.device)[:, None] * (n_keys + 1)
-    hist = torch.bincount((slot + rows).flatten(), minlength=slot.shape[0] * (n_keys + 1))
-    above = hist.view(slot.shape[0], n_keys + 1).flip(1).cumsum(1).flip(1)
-    return above[:, 1:]
+def hits_from_ranks(ranks: torch.Tensor, depth: int) -> torch.Tensor:
+    """``[b, depth]`` bool relevance of ranks ``1..depth`` from the ranks of the relevant items."""
+    hit = torch.zeros(ranks.shape[0], depth + 1, dtype=torch.bool, device=ranks.device)
+    hit.scatter_(1, (ranks - 1).clamp(max=depth), True)
+    return hit[:, :depth]
 
 
-def _tied_before(row: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """For each ``(value, index)``: items of ``row`` with an equal score and a smaller index."""
-    cols = torch.arange(row.numel(), device=row.device)
-    return ((row[None, :] == values[:, None]) & (cols[None, :] < indices[:, None])).sum(dim=1)
+def _down32(x: torch.Tensor) -> torch.Tensor:
+    """float32 values ``<= x`` (float64), within one float32 step."""
+    y = x.to(torch.float32)
+    return torch.where(y.to(torch.float64) > x, torch.nextafter(y, y.new_tensor(-torch.inf)), y)
+
+
+def _up32(x: torch.Tensor) -> torch.Tensor:
+    """float32 values ``>= x`` (float64), within one float32 step."""
+    y = x.to(torch.float32)
+    return torch.where(y.to(torch.float64) < x, torch.nextafter(y, y.new_tensor(torch.inf)), y)
 
 
 def _per_query_values(
     search: ExactSearch, relevance: _Relevance, ks: tuple[int, ...], wanted: tuple[str, ...]
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     needs_r = bool({"map@r", "r_precision", "map"} & set(wanted))
-    per_query: dict[str, torch.Tensor] = {}
+    names = _list_names(ks, wanted)
+    per_query = {name: torch.zeros(search.n_queries, dtype=torch.float64) for name in names}
     counts = torch.empty(search.n_queries, dtype=torch.long, device=search.q.device)
+    missed = []
     for rows in search.blocks():
         n_rel = relevance.counts(rows)
         counts[rows] = n_rel
+        if "map" in wanted:
+            continue  # every metric comes from the exact ranks below
         depth = max(ks[-1], int(n_rel.max())) if needs_r else ks[-1]
         indices, _ = search.topk(rows, depth, with_scores=False)
         hit = relevance.gather(rows, indices)
-        values = list_metrics(hit, n_rel.clamp(min=1), ks, wanted)
-        _fill_from_full_ranking(search, relevance, rows, hit, n_rel, values, wanted)
-        for name, v in values.items():
-            if name not in per_query:
-                per_query[name] = torch.empty(search.n_queries, dtype=torch.float64)
+        for name, v in list_metrics(hit, n_rel.clamp(min=1), ks, wanted).items():
             per_query[name][rows.cpu()] = v.cpu()
+        if "mrr" in wanted:
+            missed.append(rows[~hit.any(dim=1) & (n_rel > 0)])
+    if "map" in wanted:
+        ranked = (counts > 0).nonzero().flatten()
+    else:
+        ranked = torch.cat(missed) if missed else counts[:0]
+    for rows, values in _ranked_values(search, relevance, ranked, counts, ks, wanted):
+        for name, v in values.items():
+            if "map" in wanted or name == "mrr":
+                per_query[name][rows.cpu()] = v.cpu()
     return per_query, counts.cpu()
 
 
-def _fill_from_full_ranking(
+def _ranked_values(
     search: ExactSearch,
     relevance: _Relevance,
     rows: torch.Tensor,
-    hit: torch.Tensor,
-    n_rel: torch.Tensor,
-    values: dict[str, torch.Tensor],
+    counts: torch.Tensor,
+    ks: tuple[int, ...],
     wanted: tuple[str, ...],
-) -> None:
-    """Recompute ``map``/``mrr`` of the rows whose list misses relevant items."""
-    if "map" not in wanted and "mrr" not in wanted:
+) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """``(rows_part, {name: values})`` from the exact ranks of all relevant items, for parts of
+    ``rows`` of at most ``search.full_rows`` rows, computed by up to :data:`_WORKERS` threads
+    (each with its own score block: most steps of a part run on one core)."""
+    parts = list(search.full_blocks(rows))
+    if not parts:
         return
-    found = hit.sum(dim=1)
-    incomplete = found < n_rel if "map" in wanted else found == 0
-    for part in search.full_blocks((incomplete & (n_rel > 0)).nonzero().flatten()):
-        relevant, valid = relevance.members(rows[part])
-        ap, rr = full_ranking_metrics(search.full_scores(rows[part]), relevant, valid)
-        if "map" in values:
-            values["map"][part] = ap
-        if "mrr" in values:
-            values["mrr"][part] = rr
+    workers = max(1, min(_WORKERS, torch.get_num_threads(), len(parts)))
+    search.gallery64()  # created once, before any thread needs it
+    buffers: queue.SimpleQueue[torch.Tensor] = queue.SimpleQueue()
+    listed = tuple(name for name in wanted if name not in ("map", "mrr"))
+    names = _list_names(ks, wanted)
+
+    def task(part: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        try:
+            buffer = buffers.get_nowait()
+        except queue.Empty:
+            buffer = torch.empty(search.full_rows, search.n_gallery, device=search.q.device)
+        try:
+            ranks = relevant_ranks(search, relevance, part, buffer)
+        finally:
+            buffers.put(buffer)
+        found = counts[part]
+        values = list_metrics(
+            hits_from_ranks(ranks, max(ks[-1], int(found.max()))), found, ks, listed
+        )
+        values["map"], values["mrr"] = ranking_metrics(ranks, found)
+        return part, {name: values[name] for name in names}
+
+    if workers == 1:
+        yield from map(task, parts)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(task, parts)
+
+
+def _list_names(ks: tuple[int, ...], wanted: tuple[str, ...]) -> list[str]:
+    names = [f"{m}@{kk}" for kk in ks for m in ("recall", "precision", "ndcg") if m in wanted]
+    return names + [m for m in ("map@r", "r_precision", "map", "mrr") if m in wanted]
 
 
 def _average(values: torch.Tensor, valid: torch.Tensor, groups: torch.Tensor | None) -> float:
@@ -426,8 +539,9 @@ class _MatchedLabels(_Relevance):
 
     def full(self, rows: torch.Tensor) -> torch.Tensor:
         """``[b, N]`` relevance of the whole gallery for each query row (cached per block)."""
-        if self._cached is not None and self._cached[0] is rows:
-            return self._cached[1]
+        cached = self._cached  # one read: other threads may replace it
+        if cached is not None and cached[0] is rows:
+            return cached[1]
         rel = self.match(self.query_labels[rows], self.gallery_labels)
         expected = (rows.numel(), self.gallery_labels.shape[0])
         if not isinstance(rel, torch.Tensor) or tuple(rel.shape) != expected:
