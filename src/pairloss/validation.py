@@ -107,3 +107,10 @@ def check_positive(value: float, name: str, strict: bool = True) -> float:
     if v != v or (v <= 0 if strict else v < 0):
         raise PairLossError(f"{name}: expected a number {'>' if strict else '>='} 0, got {value!r}")
     return v
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` if it is a bool; else a :class:`PairLossError` naming ``name``."""
+    if not isinstance(value, bool):
+        raise PairLossError(f"{name}: expected a bool, got {value!r}")
+    return value

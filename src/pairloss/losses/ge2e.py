@@ -9,7 +9,7 @@ from torch import nn
 
 from ..engine import compute_dtype
 from ..errors import PairLossError
-from ..validation import check_embeddings, check_labels
+from ..validation import check_bool, check_embeddings, check_labels
 from .proxy_base import check_number
 
 LOSS_METHODS = ("softmax", "contrast")
@@ -27,12 +27,6 @@ def _check_reduction(reduction: object) -> str:
     if reduction not in GE2E_REDUCTIONS:
         raise PairLossError(f"reduction: expected one of {GE2E_REDUCTIONS}, got {reduction!r}")
     return reduction  # type: ignore[return-value]
-
-
-def _check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise PairLossError(f"{name}: expected a bool, got {value!r}")
-    return value
 
 
 def _scalar(
@@ -183,7 +177,7 @@ class GE2ELoss(nn.Module):
         init_w = check_number(init_w, "init_w", 0.0, strict=True)
         init_b = check_number(init_b, "init_b")
         self.reduction = _check_reduction(reduction)
-        self.normalize_embeddings = _check_bool(normalize_embeddings, "normalize_embeddings")
+        self.normalize_embeddings = check_bool(normalize_embeddings, "normalize_embeddings")
         self.w = nn.Parameter(torch.tensor(init_w, dtype=torch.float32))
         self.b = nn.Parameter(torch.tensor(init_b, dtype=torch.float32))
 
@@ -223,5 +217,5 @@ def ge2e(
     return _compute(
         embeddings, labels, indices_tuple, ref_emb, ref_labels, w, b,
         _check_method(loss_method), _check_reduction(reduction),
-        _check_bool(normalize_embeddings, "normalize_embeddings"),
+        check_bool(normalize_embeddings, "normalize_embeddings"),
     )  # fmt: skip

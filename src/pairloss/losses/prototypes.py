@@ -17,18 +17,12 @@ from torch import nn
 
 from ..engine import compute_dtype
 from ..errors import PairLossError
-from ..validation import check_embeddings, check_labels
+from ..validation import check_bool, check_embeddings, check_labels
 from .base import check_reference
 from .proxy_base import check_int, check_number
 
 DIST_EPS = 1e-6
 PROTO_REDUCTIONS = ("mean", "sum", "none")
-
-
-def _check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise PairLossError(f"{name}: expected a bool, got {value!r}")
-    return value
 
 
 def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -143,7 +137,7 @@ class ProtoTripletLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.margin = check_number(margin, "margin")
-        self.normalize_embeddings = _check_bool(normalize_embeddings, "normalize_embeddings")
+        self.normalize_embeddings = check_bool(normalize_embeddings, "normalize_embeddings")
         if reduction not in PROTO_REDUCTIONS:
             raise PairLossError(f"reduction: expected one of {PROTO_REDUCTIONS}, got {reduction!r}")
         self.reduction = reduction
@@ -304,7 +298,7 @@ class ICNNLoss(nn.Module):
                 f"n_neighbors: expected None or an int >= k={self.k}, got {n_neighbors!r}"
             )
         self.eps = check_number(eps, "eps", 0.0, strict=True)
-        self.normalize_embeddings = _check_bool(normalize_embeddings, "normalize_embeddings")
+        self.normalize_embeddings = check_bool(normalize_embeddings, "normalize_embeddings")
 
     def score(
         self,
