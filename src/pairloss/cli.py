@@ -69,12 +69,12 @@ def _train(args: argparse.Namespace) -> int:
 
     config = _config(args, loss=args.loss)
     result = train_run(config, progress=not args.quiet, resume=args.resume)
-    print(f"final test metrics ({result.seconds:.0f} s):")
+    print(f"final test metrics of the embedding ({result.seconds:.0f} s):")
     for key, value in result.metrics.items():
         print(f"  {key:>14}: {value:.4f}")
-    raw = result.baselines.get("raw input", {})
-    if raw:
-        print(f"raw input baseline: {headline(raw)}")
+    print("all representations on the test split:")
+    for name, values in result.baselines.items():
+        print(f"  {name:>18}: {headline(values)}")
     print(f"report: {result.report}")
     return 0
 

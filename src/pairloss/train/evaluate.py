@@ -29,12 +29,17 @@ HISTOGRAM_ROWS = 2000
 
 
 @torch.no_grad()
-def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """``model`` applied to ``x`` in batches, in eval mode, float32 on the CPU: ``[N, E]``."""
+def embed(
+    model: nn.Module, x: torch.Tensor, batch_size: int = 512, backbone: bool = False
+) -> torch.Tensor:
+    """``model`` applied to ``x`` in batches, in eval mode, float32 on the CPU: ``[N, E]``;
+    with ``backbone=True`` the representation before the model's projection head
+    (``model.backbone``)."""
+    fn = model.backbone if backbone else model
     was_training = model.training
     model.eval()
     try:
-        out = [model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)]
+        out = [fn(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 0)

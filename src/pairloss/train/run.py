@@ -41,7 +41,9 @@ class RunResult:
     Attributes:
         out: the run folder.
         metrics: the last epoch's test metrics.
-        baselines: metrics of the raw inputs, their PCA and the untrained model.
+        baselines: metrics of the raw inputs, their PCA, the untrained model, the trained
+            model (``trained``, = ``metrics``) and the trained model's representation before
+            its projection head (``trained backbone``, when the model has ``backbone``).
         history: one record per epoch.
         seconds: wall time of the whole run (loading, training, evaluation, report).
         report: path of ``report.html``.
@@ -148,6 +150,11 @@ def train_run(
     trained = embed(model, test_x)
     final = evaluate_embeddings(trained, test_y, task.protocol, config.seed)
     baselines["trained"] = final
+    if hasattr(model, "backbone"):
+        features = embed(model, test_x, backbone=True)
+        baselines["trained backbone"] = evaluate_embeddings(
+            features, test_y, task.protocol, config.seed
+        )
     report = write_report(
         out / "report.html",
         title=f"pairloss: {config.loss} on {config.dataset}",
