@@ -42,8 +42,34 @@ def test_unnormalised_output_is_not_unit_length():
 def test_small_cnn_multichannel_and_width():
     out = SmallCNN(embedding_size=8, in_channels=3)(torch.rand(2, 3, 28, 28))
     assert out.shape == (2, 8)
-    wide = SmallCNN(embedding_size=8, width=32)
-    assert wide.head.in_features == 128 and wide(torch.rand(2, 28, 28)).shape == (2, 8)
+    narrow = SmallCNN(embedding_size=8, width=16)
+    assert narrow.head.in_features == 32 * 7 * 7 and narrow(torch.rand(2, 28, 28)).shape == (2, 8)
+    other = SmallCNN(embedding_size=8, input_size=(32, 24))
+    assert other.backbone(torch.rand(2, 32, 24)).shape == (2, 64 * 8 * 6)
+    with pytest.raises(PairLossError, match="expected 32x24 images"):
+        other(torch.rand(2, 28, 28))
+    with pytest.raises(PairLossError, match="multiples of 4"):
+        SmallCNN(input_size=(30, 28))
+
+
+@pytest.mark.parametrize(
+    "model, x",
+    [
+        (SmallCNN(8), torch.rand(3, 28, 28)),
+        (FaceCNN(8), torch.rand(3, 112, 92)),
+        (MLPHead(12, 8, hidden=(6,)), torch.rand(3, 12)),
+        (MLPHead(12, 8, hidden=()), torch.rand(3, 12)),
+    ],
+)
+def test_forward_is_the_head_applied_to_the_backbone(model, x):
+    model.eval()
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(_last_layer(model)(model.backbone(x)), dim=1)
+        torch.testing.assert_close(model(x), expected)
+
+
+def _last_layer(model):
+    return model.net[-1] if isinstance(model, MLPHead) else model.head
 
 
 @pytest.mark.parametrize("hw", [(112, 92), (56, 46), (64, 64)])
