@@ -8,11 +8,24 @@ Prints ratios. Not a test: run it by hand, as ``pairloss bench`` or
 
     pairloss bench --batch 4096 --dim 512
     pairloss bench --batch 16384 --dim 512 --only pairloss   # memory at scale
+    pairloss bench --family proxy --batch 4096 --dim 512 --classes 100000
+
+Two families of losses:
+
+- ``--family pair`` (the default): the in-batch pair losses; the inputs are clustered
+  embeddings X [B, D] whose labels take ``--classes`` values.
+- ``--family proxy``: the proxy and margin-softmax losses (ArcFace, CosFace, ProxyAnchor,
+  ProxyNCA, NormalizedSoftmax); the inputs are X [B, D] with labels in [0, C), C =
+  ``--classes``, and each loss owns C class weights W [C, D]. Both libraries start from the same
+  weights (the same seeded draw written into each library's layout: pytorch-metric-learning keeps
+  ArcFace / CosFace / NormalizedSoftmax weights as [D, C] and ProxyAnchor / ProxyNCA proxies as
+  [C, D]). The three products are X W^T [B, C], G W [B, D] and G^T X [C, D].
 
 The peer library (pytorch-metric-learning) is needed unless ``--only pairloss``.
 
 Peak memory is read from the process's resident set (``ru_maxrss``) in a fresh subprocess per
-measurement, minus the resident set after the inputs were made.
+measurement, minus the resident set after the inputs (and the loss's weights) and their
+gradients were made.
 """
 
 from __future__ import annotations
@@ -27,8 +40,15 @@ import time
 
 import torch
 
+FAMILIES = ("pair", "proxy")
+DEFAULT_CLASSES = {"pair": 256, "proxy": 10_000}
+PROXY_SEED = 1
+_FILL_ROWS = 4096
 
-def _losses(which: str):
+
+def _losses(which: str, family: str = "pair"):
+    if family == "proxy":
+        return _proxy_losses(which)
     import pairloss
     from pairloss import miners
 
@@ -70,6 +90,65 @@ def _losses(which: str):
     }
 
 
+def fill_proxies(w: torch.Tensor) -> None:
+    """Fill ``w`` [C, D] (any strides, e.g. the transpose of a [D, C] weight) in place with the
+    benchmark's seeded N(0, 1) draw, a few thousand rows at a time (no second [C, D] copy)."""
+    g = torch.Generator().manual_seed(PROXY_SEED)
+    with torch.no_grad():
+        for start in range(0, w.shape[0], _FILL_ROWS):
+            end = min(w.shape[0], start + _FILL_ROWS)
+            w[start:end].copy_(torch.randn(end - start, w.shape[1], generator=g))
+
+
+def _pml_proxy(cls, attr: str, layout: str):
+    """A factory ``(C, D) -> loss`` for a pytorch-metric-learning proxy loss whose weight
+    ``attr`` is stored as ``layout`` ("CD" or "DC"), filled by :func:`fill_proxies`."""
+
+    def make(classes: int, dim: int):
+        loss = cls(num_classes=classes, embedding_size=dim)
+        w = getattr(loss, attr).data
+        view = w.T if layout == "DC" else w
+        if tuple(view.shape) != (classes, dim):
+            raise RuntimeError(
+                f"{cls.__name__}.{attr}: expected layout {layout}, got shape {tuple(w.shape)}"
+            )
+        fill_proxies(view)
+        return loss
+
+    return make
+
+
+def _proxy_losses(which: str):
+    """Factories ``(C, D) -> loss module`` of the proxy family, both with the same weights."""
+    import pairloss
+
+    if which == "pairloss":
+        init = fill_proxies
+        return {
+            "ArcFace": lambda c, d: pairloss.ArcFaceLoss(c, d, init=init),
+            "CosFace": lambda c, d: pairloss.CosFaceLoss(c, d, init=init),
+            "ProxyAnchor": lambda c, d: pairloss.ProxyAnchorLoss(c, d, init=init),
+            "ProxyNCA": lambda c, d: pairloss.ProxyNCALoss(c, d, init=init),
+            "NormalizedSoftmax": lambda c, d: pairloss.NormalizedSoftmaxLoss(c, d, init=init),
+        }
+    from pytorch_metric_learning import losses as L
+
+    return {
+        "ArcFace": _pml_proxy(L.ArcFaceLoss, "W", "DC"),
+        "CosFace": _pml_proxy(L.CosFaceLoss, "W", "DC"),
+        "ProxyAnchor": _pml_proxy(L.ProxyAnchorLoss, "proxies", "CD"),
+        "ProxyNCA": _pml_proxy(L.ProxyNCALoss, "proxies", "CD"),
+        "NormalizedSoftmax": _pml_proxy(L.NormalizedSoftmaxLoss, "W", "DC"),
+    }
+
+
+def _proxy_inputs(batch: int, dim: int, classes: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, classes, (batch,), generator=g)
+    x = torch.randn(batch, dim, generator=g)
+    return x, y
+
+
 def _inputs(batch: int, dim: int, classes: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, classes, (batch,), generator=g)
@@ -82,38 +161,58 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _measure(queue, library, name, batch, dim, classes, repeats, threads):
+def _measure(queue, library, name, batch, dim, classes, repeats, threads, family="pair"):
     torch.set_num_threads(threads)
     try:
-        x, y = _inputs(batch, dim, classes)
+        proxy = family == "proxy"
+        x, y = (_proxy_inputs if proxy else _inputs)(batch, dim, classes)
         x.requires_grad_(True)
         x.grad = torch.zeros_like(x)
-        fn = None if library == "products" else _losses(library)[name]()
+        fn = w = None
+        if library == "products":
+            # the candidates of the three products: X itself, or the class weights W [C, D]
+            w = x.detach()
+            if proxy:
+                w = torch.empty(classes, dim)
+                fill_proxies(w)
+        elif proxy:
+            fn = _losses(library, family)[name](classes, dim)
+            for p in fn.parameters():
+                p.grad = torch.zeros_like(p)
+        else:
+            fn = _losses(library)[name]()
         base = _rss_mb()
         times = []
+        value = None
         for _ in range(repeats + 1):  # the first run warms up and is not timed
             t0 = time.perf_counter()
             if fn is None:
                 with torch.no_grad():
-                    s = x @ x.T
-                    _ = s @ x
+                    s = x @ w.T
+                    _ = s @ w
                     _ = s.T @ x
                     del s
             else:
                 loss = fn(x, y)
                 loss.backward()
+                value = loss.detach()
             times.append(time.perf_counter() - t0)
-        queue.put({"time": statistics.median(times[1:]), "peak_mb": _rss_mb() - base})
+        out = {"time": statistics.median(times[1:]), "peak_mb": _rss_mb() - base}
+        if proxy and value is not None:
+            out["value"] = float(value)
+        queue.put(out)
     except Exception as exc:  # report, e.g. out of memory
         queue.put({"error": f"{type(exc).__name__}: {str(exc)[:120]}"})
 
 
-def measure(library, name, batch, dim, classes, repeats, threads):
-    """Run one measurement in a fresh spawned process; a dict with time and peak memory."""
+def measure(library, name, batch, dim, classes, repeats, threads, family="pair"):
+    """Run one measurement in a fresh spawned process; a dict with time and peak memory (and,
+    for the proxy family, the loss value)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     p = ctx.Process(
-        target=_measure, args=(queue, library, name, batch, dim, classes, repeats, threads)
+        target=_measure,
+        args=(queue, library, name, batch, dim, classes, repeats, threads, family),
     )
     p.start()
     p.join()
@@ -127,27 +226,53 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="pairloss bench", description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--classes", type=int, default=256)
+    ap.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="pair",
+        help="pair: in-batch pair losses; proxy: proxy and margin-softmax losses",
+    )
+    ap.add_argument(
+        "--classes",
+        type=int,
+        default=None,
+        help="pair family: classes of the labels (default 256); proxy family: C, the number of "
+        "classes and of class weights (default 10000)",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--losses", nargs="*", default=None, help="names to run (default: all)")
     ap.add_argument("--only", choices=["pairloss", "both"], default="both")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     args = ap.parse_args(argv)
-    names = args.losses or list(_losses("pairloss"))
+    if args.classes is None:
+        args.classes = DEFAULT_CLASSES[args.family]
+    family = args.family
+    names = args.losses or list(_losses("pairloss", family))
     common = (args.batch, args.dim, args.classes, args.repeats, args.threads)
-    limit = measure("products", None, *common)
-    print(
-        f"B={args.batch} D={args.dim} classes={args.classes} threads={args.threads}: "
-        f"three products {limit['time'] * 1e3:.0f} ms"
-    )
+    limit = measure("products", None, *common, family=family)
+    if "error" in limit:
+        print(f"three products: {limit['error']}")
+        return 1
+    if family == "proxy":
+        print(
+            f"B={args.batch} D={args.dim} C={args.classes} threads={args.threads}: "
+            f"three products (X W^T, G W, G^T X) {limit['time'] * 1e3:.0f} ms"
+        )
+    else:
+        print(
+            f"B={args.batch} D={args.dim} classes={args.classes} threads={args.threads}: "
+            f"three products {limit['time'] * 1e3:.0f} ms"
+        )
     head = f"{'loss':26s} {'pairloss ms':>11s} {'x limit':>7s} {'peak MB':>8s}"
     if args.only == "both":
         head += f" {'PML ms':>9s} {'PML MB':>8s} {'time ratio':>10s} {'mem ratio':>9s}"
+        if family == "proxy":
+            head += f" {'loss rel diff':>13s}"  # same inputs and weights: same loss value
     print(head)
     rows = []
     for name in names:
-        ours = measure("pairloss", name, *common)
+        ours = measure("pairloss", name, *common, family=family)
         row = {"loss": name, "pairloss": ours, "limit_ms": limit["time"] * 1e3}
         if "error" in ours:
             line = f"{name:26s} {ours['error']}"
@@ -157,7 +282,7 @@ def main(argv=None) -> int:
                 f"{ours['peak_mb']:8.0f}"
             )
         if args.only == "both":
-            theirs = measure("pml", name, *common)
+            theirs = measure("pml", name, *common, family=family)
             row["pml"] = theirs
             if "error" in theirs:
                 line += f"  PML: {theirs['error']}"
@@ -167,6 +292,9 @@ def main(argv=None) -> int:
                     f"{theirs['time'] / ours['time']:9.2f}x "
                     f"{theirs['peak_mb'] / max(ours['peak_mb'], 1):8.1f}x"
                 )
+                if "value" in ours and "value" in theirs:
+                    diff = abs(ours["value"] - theirs["value"])
+                    line += f" {diff / max(abs(theirs['value']), 1e-30):13.1e}"
         print(line, flush=True)
         rows.append(row)
     if args.json:
