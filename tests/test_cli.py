@@ -41,3 +41,10 @@ def test_console_script_runs():
         check=True,
     ).stdout
     assert "triplet_margin" in out and "multi_similarity" not in out
+
+
+def test_bench_subcommand_passes_its_options_to_the_benchmark(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--family", "proxy", "--help"])
+    assert exit_info.value.code == 0
+    assert "--family" in capsys.readouterr().out

@@ -110,12 +110,6 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main
-
-    return bench_main(args.bench_args)
-
-
 def _add_run_flags(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--config", default=None, help="TOML file with settings (flags override)")
     for flag, field, kind, text in _RUN_FLAGS:
@@ -167,16 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser(
-        "bench", help="speed and memory against pytorch-metric-learning", add_help=False
+    sub.add_parser(
+        "bench",
+        help="speed and memory against pytorch-metric-learning (`pairloss bench --help`)",
+        add_help=False,
     )
-    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of the benchmark")
-    p.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pairloss`` command."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # every later argument belongs to the benchmark's own parser
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
