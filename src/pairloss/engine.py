@@ -38,6 +38,7 @@ from .similarity import Similarity
 
 DENSE_MAX_CELLS = 1 << 21
 BLOCK_CELLS = 1 << 21
+MIN_BLOCK_ROWS = 128
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, int], list[RowTerms]]
 
@@ -311,8 +312,11 @@ def choose_engine(n_anchors: int, n_candidates: int, engine: str) -> str:
 
 
 def default_block_size(n_candidates: int) -> int:
-    """Rows per block so that one block holds about ``BLOCK_CELLS`` scores."""
-    return max(1, BLOCK_CELLS // max(1, n_candidates))
+    """Rows per block so that one block holds about ``BLOCK_CELLS`` scores, and at least
+    ``MIN_BLOCK_ROWS``: with very many candidates (e.g. 100,000 class proxies) every block reads
+    all candidates and writes a full candidate gradient, so a few hundred thousand cells more per
+    block cost less than many thin, memory-bound blocks."""
+    return max(MIN_BLOCK_ROWS, BLOCK_CELLS // max(1, n_candidates))
 
 
 def run(
