@@ -24,18 +24,31 @@ def group_max(s: torch.Tensor, pos: torch.Tensor, k: int) -> tuple[torch.Tensor,
     return s.view(b, -1, k).amax(dim=2), pos.view(b, -1, k).any(dim=2)
 
 
+def target_column(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[b, 1]`` column of each row's target (the first when several, 0 when none) and ``[b]``
+    whether the row has one: the target is read with a gather instead of a pass over the row."""
+    column = target.to(torch.uint8).argmax(dim=1, keepdim=True)
+    return column, target.gather(1, column).squeeze(1)
+
+
 def target_value(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The entry of each row at its (single) target column; 0 for rows without one."""
-    return torch.where(target, x, torch.zeros_like(x)).sum(dim=1)
+    column, has = target_column(target)
+    return torch.where(has, x.gather(1, column).squeeze(1), 0.0)
 
 
 def softmax_ce_rows(
-    logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    target_logit: torch.Tensor | None = None,
 ) -> list[RowTerms]:
     """Per row: ``logsumexp(logits) - logits[target]`` (cross-entropy against one target
     column), times the row weight when ``weights`` [b] is given. Max-shifted: no overflow for
-    large scales."""
-    loss = torch.logsumexp(logits, dim=1) - target_value(logits, target)
+    large scales. ``target_logit`` [b] gives the target's logit when the caller has it."""
+    if target_logit is None:
+        target_logit = target_value(logits, target)
+    loss = torch.logsumexp(logits, dim=1) - target_logit
     if weights is not None:
         loss = loss * weights
     return [RowTerms.per_anchor(loss, target.any(dim=1))]
@@ -103,20 +116,27 @@ def margin_softmax_rows(
     (the feature and weight norms of the large-margin softmax). ``weights`` [b] weight the rows.
     """
     cos, target = group_max(s, pos, sub_centers)
-    if kind != "none":
-        cos_t = target_value(cos, target)
-        if kind == "cosface":
-            psi = cos_t - margin
-        elif kind == "arcface":
-            psi = arcface_target(cos_t, margin, easy_margin)
-        elif kind == "multiplicative":
-            psi = multiplicative_target(cos_t, int(margin))
-        else:
-            raise ValueError(kind)
-        cos = torch.where(target, psi[:, None], cos)
-    logits = cos * scale
+    factor: float | torch.Tensor = scale
     if row_scale is not None:
-        logits = logits * row_scale[:, None]
+        factor = factor * row_scale[:, None]
     if col_scale is not None:
-        logits = logits * col_scale[None, :]
-    return softmax_ce_rows(logits, target, weights)
+        factor = factor * col_scale[None, :]
+    logits = cos * factor
+    if kind == "none":
+        return softmax_ce_rows(logits, target, weights)
+    column, has = target_column(target)
+    cos_t = cos.gather(1, column).squeeze(1)
+    if kind == "cosface":
+        psi = cos_t - margin
+    elif kind == "arcface":
+        psi = arcface_target(cos_t, margin, easy_margin)
+    elif kind == "multiplicative":
+        psi = multiplicative_target(cos_t, int(margin))
+    else:
+        raise ValueError(kind)
+    target_factor = factor if not isinstance(factor, torch.Tensor) else factor.expand_as(cos)
+    if isinstance(target_factor, torch.Tensor):
+        target_factor = target_factor.gather(1, column).squeeze(1)
+    psi_logit = torch.where(has, psi * target_factor, logits.gather(1, column).squeeze(1))
+    logits = logits.scatter(1, column, psi_logit[:, None])
+    return softmax_ce_rows(logits, target, weights, target_logit=psi_logit)
