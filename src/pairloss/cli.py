@@ -54,13 +54,16 @@ def _losses(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace, **extra: Any):
-    from .train.config import make_config, parse_options
+    from .train.config import TrainConfig, make_config, parse_options
 
     flags = {field: getattr(args, field) for _, field, _, _ in _RUN_FLAGS}
     flags.update(extra)
     flags["loss_options"] = parse_options(args.option, "--option")
     flags["out"] = args.out
-    return make_config(toml=args.config, **flags)
+    config = make_config(toml=args.config, **flags)
+    if args.out is None and config.out == TrainConfig.out:  # neither flag nor file chose one
+        config = config.replace(out=args.default_out)
+    return config
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -122,7 +125,8 @@ def _add_run_flags(p: argparse.ArgumentParser, out_default: str) -> None:
         metavar="KEY=VALUE",
         help="loss option, repeatable (e.g. -o margin=0.5)",
     )
-    p.add_argument("--out", default=out_default, help=f"output folder (default {out_default})")
+    p.add_argument("--out", default=None, help=f"output folder (default {out_default})")
+    p.set_defaults(default_out=out_default)
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
 

@@ -229,3 +229,17 @@ def test_cli_train_eval_and_errors(tmp_path, capsys):
     assert "did you mean fashion-mnist" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_output_folder_from_flag_file_or_default(tmp_path):
+    from pairloss.cli import _config, build_parser
+
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'dataset = "digits"\nout = "{tmp_path / "from_file"}"\n')
+    parse = build_parser().parse_args
+    assert _config(parse(["train", "--config", str(toml)])).out == str(tmp_path / "from_file")
+    flag = parse(["train", "--config", str(toml), "--out", str(tmp_path / "flag")])
+    assert _config(flag).out == str(tmp_path / "flag")
+    assert _config(parse(["compare", "--losses", "ms", "--dataset", "digits"])).out == (
+        "runs/compare"
+    )
