@@ -124,9 +124,9 @@ def similarity_sample(
     pick = torch.randperm(len(labels), generator=gen)[:rows]
     x = nn.functional.normalize(emb[pick].double(), dim=1)
     y = labels[pick]
-    i, j = torch.triu_indices(len(y), len(y), offset=1)
-    s = (x[i] * x[j]).sum(dim=1)
-    same = y[i] == y[j]
+    upper = torch.ones(len(y), len(y), dtype=torch.bool).triu(diagonal=1)
+    s = (x @ x.T)[upper]
+    same = (y[:, None] == y[None, :])[upper]
     stats = metrics.similarity_stats(emb, labels, seed=seed)
     return {"pos": s[same].numpy(), "neg": s[~same].numpy(), "auc": stats.auc}
 
