@@ -22,13 +22,14 @@ from .errors import PairLossError
 from .objectives.terms import RowTerms
 
 REDUCTIONS = ("mean", "mean_valid", "mean_terms", "mean_nonzero", "sum", "none")
+ROW_REDUCTIONS = ("mean", "sum", "none")  # losses with one value per row and no term counts
 DATA_DEPENDENT = ("mean_valid", "mean_terms", "mean_nonzero")
 
 
-def check_reduction(reduction: str) -> str:
-    """Return ``reduction`` if it is one of :data:`REDUCTIONS`, else raise."""
-    if reduction not in REDUCTIONS:
-        raise PairLossError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+def check_reduction(reduction: str, allowed: tuple[str, ...] = REDUCTIONS) -> str:
+    """Return ``reduction`` if it is one of ``allowed`` (default :data:`REDUCTIONS`), else raise."""
+    if reduction not in allowed:
+        raise PairLossError(f"reduction: expected one of {allowed}, got {reduction!r}")
     return reduction
 
 

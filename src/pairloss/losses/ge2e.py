@@ -9,11 +9,12 @@ from torch import nn
 
 from ..engine import compute_dtype
 from ..errors import PairLossError
+from ..objectives.terms import RowTerms
+from ..reduction import ROW_REDUCTIONS, check_reduction, reduce_terms
 from ..validation import check_bool, check_embeddings, check_labels
 from .proxy_base import check_number
 
 LOSS_METHODS = ("softmax", "contrast")
-GE2E_REDUCTIONS = ("mean", "sum", "none")
 W_MIN = 1e-6
 
 
@@ -21,12 +22,6 @@ def _check_method(loss_method: object) -> str:
     if loss_method not in LOSS_METHODS:
         raise PairLossError(f"loss_method: expected one of {LOSS_METHODS}, got {loss_method!r}")
     return loss_method  # type: ignore[return-value]
-
-
-def _check_reduction(reduction: object) -> str:
-    if reduction not in GE2E_REDUCTIONS:
-        raise PairLossError(f"reduction: expected one of {GE2E_REDUCTIONS}, got {reduction!r}")
-    return reduction  # type: ignore[return-value]
 
 
 def _scalar(
@@ -85,12 +80,6 @@ def ge2e_rows(
     return term + torch.sigmoid(s_other)
 
 
-def _reduce(rows: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "none":
-        return rows
-    return rows.sum() if reduction == "sum" else rows.mean()
-
-
 def _compute(
     embeddings: torch.Tensor,
     labels: torch.Tensor | None,
@@ -122,7 +111,9 @@ def _compute(
     w_t = _scalar(w, "w", dtype, x.device, positive=True)
     b_t = _scalar(b, "b", dtype, x.device)
     rows = ge2e_rows(x, labels, w_t, b_t, loss_method, normalize_embeddings)
-    return _reduce(rows, reduction).to(embeddings.dtype)
+    every_row = torch.ones_like(rows, dtype=torch.bool)
+    terms = [RowTerms.per_anchor(rows, every_row)]
+    return reduce_terms(terms, reduction, rows.shape[0]).to(embeddings.dtype)
 
 
 class GE2ELoss(nn.Module):
@@ -176,7 +167,7 @@ class GE2ELoss(nn.Module):
         self.loss_method = _check_method(loss_method)
         init_w = check_number(init_w, "init_w", 0.0, strict=True)
         init_b = check_number(init_b, "init_b")
-        self.reduction = _check_reduction(reduction)
+        self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
         self.normalize_embeddings = check_bool(normalize_embeddings, "normalize_embeddings")
         self.w = nn.Parameter(torch.tensor(init_w, dtype=torch.float32))
         self.b = nn.Parameter(torch.tensor(init_b, dtype=torch.float32))
@@ -216,6 +207,6 @@ def ge2e(
     (learnable) one-element tensors; ``w`` is clamped to at least ``1e-6``."""
     return _compute(
         embeddings, labels, indices_tuple, ref_emb, ref_labels, w, b,
-        _check_method(loss_method), _check_reduction(reduction),
+        _check_method(loss_method), check_reduction(reduction, ROW_REDUCTIONS),
         check_bool(normalize_embeddings, "normalize_embeddings"),
     )  # fmt: skip

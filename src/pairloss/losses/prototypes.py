@@ -17,12 +17,13 @@ from torch import nn
 
 from ..engine import compute_dtype
 from ..errors import PairLossError
+from ..objectives.terms import RowTerms
+from ..reduction import ROW_REDUCTIONS, check_reduction, reduce_terms
 from ..validation import check_bool, check_embeddings, check_labels
 from .base import check_reference
 from .proxy_base import check_int, check_number
 
 DIST_EPS = 1e-6
-PROTO_REDUCTIONS = ("mean", "sum", "none")
 
 
 def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -138,9 +139,7 @@ class ProtoTripletLoss(nn.Module):
         super().__init__()
         self.margin = check_number(margin, "margin")
         self.normalize_embeddings = check_bool(normalize_embeddings, "normalize_embeddings")
-        if reduction not in PROTO_REDUCTIONS:
-            raise PairLossError(f"reduction: expected one of {PROTO_REDUCTIONS}, got {reduction!r}")
-        self.reduction = reduction
+        self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
 
     def forward(
         self,
@@ -157,13 +156,9 @@ class ProtoTripletLoss(nn.Module):
             self.normalize_embeddings, "ProtoTripletLoss",
         )  # fmt: skip
         rows, valid = proto_triplet_rows(x, labels, ref, ref_labels, self.margin)
-        if self.reduction == "none":
-            out = rows
-        elif self.reduction == "sum":
-            out = rows.sum()
-        else:
-            n_valid = int(valid.sum())
-            out = rows.sum() / n_valid if n_valid else rows.sum() * 0.0
+        # "mean" averages over the queries that have an own and another prototype
+        reduction = "mean_valid" if self.reduction == "mean" else self.reduction
+        out = reduce_terms([RowTerms.per_anchor(rows, valid)], reduction, rows.shape[0])
         return out.to(orig.dtype)
 
     def extra_repr(self) -> str:
