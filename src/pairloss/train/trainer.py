@@ -143,6 +143,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * config.epochs
         warmup = round(config.warmup_epochs * self.steps_per_epoch)
         self.optimizer = make_optimizer(model, loss, config)
+        self.trained = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: warmup_cosine(step, warmup, self.total_steps)
         )
@@ -202,8 +203,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         value.backward()
         if self.config.grad_clip > 0:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+            nn.utils.clip_grad_norm_(self.trained, self.config.grad_clip)
         self.optimizer.step()
         self.schedule.step()
         return float(value.detach())
