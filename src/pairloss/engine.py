@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import PairLossError
-from .objectives.terms import RowTerms
+from .objectives.terms import RowScale, RowTerms
 from .reduction import DATA_DEPENDENT, check_reduction, normalizer, reduce_terms, row_counts
-from .relations import Relation
+from .relations import BlockPairs, Relation
 from .similarity import Similarity
 
 DENSE_MAX_CELLS = 1 << 21
@@ -41,6 +41,9 @@ BLOCK_CELLS = 1 << 21
 MIN_BLOCK_ROWS = 128
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, int], list[RowTerms]]
+FusedObjective = Callable[
+    [torch.Tensor, BlockPairs, torch.Tensor | None, RowScale | None], list[RowTerms]
+]
 
 
 @dataclass
@@ -57,6 +60,11 @@ class PairProblem:
         miner: optional relation transform ``miner.transform(s_miner, pos, neg)``.
         params: learnable tensors that the objective or the similarity read (they receive
             gradients from the blocked engine too).
+        fused: optional hand-differentiated form of ``objective`` for the blocked engine:
+            ``fused(s, pairs, grad, scale) -> list[RowTerms]`` reads the block's scores ``s``
+            [b, N] and its :class:`~pairloss.relations.BlockPairs`, and, when ``grad`` (a [b, N]
+            buffer) is given, writes into it dL/ds of ``sum_k sum_i scale(k)[i] * values_k[i]``.
+            It must give the same terms as ``objective``.
     """
 
     objective: Objective
@@ -65,6 +73,7 @@ class PairProblem:
     reduction: str = "mean"
     miner: object | None = None
     params: Sequence[torch.Tensor] = field(default_factory=tuple)
+    fused: FusedObjective | None = None
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -225,6 +234,72 @@ class _Walk:
         return values or [], counts, rows, (grad_a, grad_c, grad_p)
 
 
+def _accumulate(total: list | None, new: list) -> list:
+    return new if total is None else [x + y for x, y in zip(total, new)]
+
+
+class _FusedWalk(_Walk):
+    """The walk for objectives with a hand-written gradient (:attr:`PairProblem.fused`).
+
+    Per block: one matrix product into a reused buffer gives the dot products, the similarity's
+    :class:`~pairloss.similarity.DotForm` turns them into scores in place, the fused objective
+    writes dL/ds into a second reused buffer, and the two gradient products are accumulated in
+    place (``G Y`` into the block's anchor rows, ``G^T X`` into the candidates). No autograd
+    graph is built and no temporary of the block's size is allocated by the engine.
+    """
+
+    def _blocks_of_scores(self):
+        a, c = self.prep.anchors.detach(), self.prep.candidates.detach()
+        form = self.problem.similarity.dot_form()
+        rows = min(self.block, a.shape[0])
+        buffer = a.new_empty((rows, c.shape[0]))
+        for start, end in _blocks(a.shape[0], self.block):
+            s = torch.mm(a[start:end], c.T, out=buffer[: end - start])
+            yield start, end, form.scores_(s), form
+
+    def counts(self) -> list[float]:
+        totals = None
+        for start, end, s, _ in self._blocks_of_scores():
+            terms = self.problem.fused(s, self.problem.relation.pairs(start, end), None, None)
+            totals = _accumulate(
+                totals, [float(row_counts(t, self.problem.reduction)) for t in terms]
+            )
+        return totals or []
+
+    def run(self, need: tuple[bool, ...], weights: Sequence[float] | None, row_weights=None):
+        problem = self.problem
+        a, c = self.prep.anchors.detach(), self.prep.candidates.detach()
+        want = need[0] or need[1]
+        grad_a = torch.zeros_like(a) if need[0] else None
+        grad_c = grad_a if self.shared else (torch.zeros_like(c) if need[1] else None)
+        grad_buffer = a.new_empty((min(self.block, a.shape[0]), c.shape[0])) if want else None
+        values, counts, rows = None, None, []
+        for start, end, s, form in self._blocks_of_scores():
+            b = end - start
+            grad = grad_buffer[:b] if want else None
+            scale = None
+            if want:
+                rw = None if row_weights is None else row_weights[start:end]
+                scale = RowScale(b, None if weights is None else list(weights), rw, s)
+            terms = problem.fused(s, problem.relation.pairs(start, end), grad, scale)
+            values = _accumulate(values, [t.values.sum() for t in terms])
+            if problem.reduction == "none":
+                rows.append(sum(t.values for t in terms))
+            elif problem.reduction in DATA_DEPENDENT:
+                counts = _accumulate(counts, [row_counts(t, problem.reduction) for t in terms])
+            if want:
+                g = form.dot_grad_(grad, s)
+                if need[0]:
+                    if self.shared:
+                        grad_a[start:end].addmm_(g, c)
+                    else:
+                        torch.mm(g, c, out=grad_a[start:end])
+                if need[1]:
+                    grad_c.addmm_(g.T, a[start:end])
+        grad_p = [None] * len(problem.params)
+        return values or [], counts, rows, (grad_a, grad_c, grad_p)
+
+
 class _BlockedScalar(torch.autograd.Function):
     """Scalar-reduced blocked loss: gradients are computed in forward, scaled in backward."""
 
@@ -340,7 +415,8 @@ def run(
     if chosen == "dense":
         out = _dense(problem, prep)
     else:
-        walker = _Walk(
+        walk = _FusedWalk if _fusable(problem) else _Walk
+        walker = walk(
             problem, prep, block_size or default_block_size(n_cand), shared=candidates is None
         )
         fn = _BlockedRows if problem.reduction == "none" else _BlockedScalar
@@ -350,6 +426,19 @@ def run(
         else:
             out = fn.forward(_NoGradCtx(len(inputs)), walker, *inputs)
     return out.to(anchors.dtype)
+
+
+def _fusable(problem: PairProblem) -> bool:
+    """Whether the blocked engine can run ``problem.fused``: a fused form exists, no miner,
+    scores that are a function of dot products, a sparse relation, and no parameter that wants
+    a gradient (the fused objectives differentiate with respect to the scores only)."""
+    if problem.fused is None or problem.miner is not None:
+        return False
+    if problem.similarity.dot_form() is None:
+        return False
+    if torch.is_grad_enabled() and any(p.requires_grad for p in problem.params):
+        return False
+    return problem.relation.pairs(0, 0) is not None
 
 
 class _NoGradCtx:

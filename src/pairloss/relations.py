@@ -8,20 +8,92 @@ are neither positive nor negative.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .errors import PairLossError
 
+# above this fraction of positive cells a sparse list of positives costs more than a mask
+SPARSE_MAX_POS_FRACTION = 0.25
+
+
+@dataclass
+class BlockPairs:
+    """The relation of one block of ``b`` anchor rows against ``n`` candidates, stored sparsely:
+    the few positive cells as a list, every other cell negative except the ``void`` ones
+    (self-comparisons). The fused objectives read this form instead of two [b, n] masks.
+
+    Attributes:
+        pos_flat: [P] flat indices ``row * n + col`` of the positive cells, grouped by row.
+        pos_rows: [P] the row (0..b-1) of each positive cell.
+        void_flat: [V] flat indices of the cells that are neither positive nor negative.
+        n_pos: [b] positives per row.
+        n_neg: [b] negatives per row.
+    """
+
+    pos_flat: torch.Tensor
+    pos_rows: torch.Tensor
+    void_flat: torch.Tensor
+    n_pos: torch.Tensor
+    n_neg: torch.Tensor
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.n_pos.shape[0])
+
 
 class Relation:
     """Base class. ``n_anchors`` rows, ``n_candidates`` columns; ``block(start, end)`` returns
-    boolean masks ``(pos, neg)`` of shape [end - start, n_candidates]."""
+    boolean masks ``(pos, neg)`` of shape [end - start, n_candidates]; ``pairs(start, end)``
+    returns the same relation as :class:`BlockPairs`, or None where that form does not apply
+    (then the engine uses the masks)."""
 
     n_anchors: int
     n_candidates: int
 
     def block(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def pairs(self, start: int, end: int) -> BlockPairs | None:
+        return None
+
+
+def _self_cells(start: int, end: int, n_candidates: int, device) -> torch.Tensor:
+    """Flat indices (within the block) of the cells (i, i) of anchor rows start..end-1."""
+    rows = torch.arange(end - start, device=device)
+    rows = rows[rows + start < n_candidates]
+    return rows * n_candidates + rows + start
+
+
+def _block_pairs(
+    ptr: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    start: int,
+    end: int,
+    n: int,
+    exclude_self: bool,
+) -> BlockPairs:
+    """Slice the row-grouped positive cells (``ptr`` [B + 1] row offsets) to one block."""
+    lo, hi = int(ptr[start]), int(ptr[end])
+    block_rows = rows[lo:hi] - start
+    n_pos = ptr[start + 1 : end + 1] - ptr[start:end]
+    void = (
+        _self_cells(start, end, n, cols.device)
+        if exclude_self
+        else torch.zeros(0, dtype=torch.long, device=cols.device)
+    )
+    n_void = torch.zeros_like(n_pos)
+    if exclude_self:
+        n_void[: void.shape[0]] = 1
+    return BlockPairs(
+        pos_flat=block_rows * n + cols[lo:hi],
+        pos_rows=block_rows,
+        void_flat=void,
+        n_pos=n_pos,
+        n_neg=n - n_pos - n_void,
+    )
 
 
 def _drop_self(pos: torch.Tensor, neg: torch.Tensor, start: int) -> None:
@@ -63,6 +135,43 @@ class LabelRelation(Relation):
                 f"{self.n_candidates}), got {tuple(ignore.shape)}"
             )
         self.ignore = None if ignore is None else ignore.bool()
+        self._cells: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None | bool = False
+
+    def _positive_cells(self):
+        """(ptr, rows, cols) of all positive cells grouped by anchor row, or None when they are
+        too many for a sparse list. Built once from the candidates sorted by label."""
+        if self._cells is not False:
+            return self._cells
+        labels, ref = self.labels, self.ref_labels
+        order = torch.argsort(ref, stable=True)
+        sorted_ref = ref[order]
+        lo = torch.searchsorted(sorted_ref, labels)
+        counts = torch.searchsorted(sorted_ref, labels, right=True) - lo
+        total = int(counts.sum())
+        if total > SPARSE_MAX_POS_FRACTION * self.n_anchors * self.n_candidates:
+            self._cells = None
+            return None
+        rows = torch.repeat_interleave(torch.arange(self.n_anchors, device=labels.device), counts)
+        first = torch.cumsum(counts, 0) - counts
+        offsets = torch.arange(total, device=labels.device) - first[rows]
+        cols = order[lo[rows] + offsets]
+        if self.exclude_self:
+            keep = cols != rows
+            rows, cols = rows[keep], cols[keep]
+            counts = torch.bincount(rows, minlength=self.n_anchors)
+        ptr = torch.zeros(self.n_anchors + 1, dtype=torch.long, device=labels.device)
+        torch.cumsum(counts, 0, out=ptr[1:])
+        self._cells = (ptr, rows, cols)
+        return self._cells
+
+    def pairs(self, start: int, end: int) -> BlockPairs | None:
+        if self.ignore is not None:
+            return None
+        cells = self._positive_cells()
+        if cells is None:
+            return None
+        ptr, rows, cols = cells
+        return _block_pairs(ptr, rows, cols, start, end, self.n_candidates, self.exclude_self)
 
     def block(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         same = self.labels[start:end, None] == self.ref_labels[None, :]
@@ -89,6 +198,12 @@ class DiagonalRelation(Relation):
         cols = torch.arange(self.n_candidates, device=self.device)[None, :]
         pos = rows == cols
         return pos, ~pos
+
+    def pairs(self, start: int, end: int) -> BlockPairs | None:
+        n = self.n_candidates
+        diagonal = torch.arange(min(self.n_anchors, n), device=self.device)
+        ptr = torch.arange(self.n_anchors + 1, device=self.device).clamp_max(n)
+        return _block_pairs(ptr, diagonal, diagonal, start, end, n, False)
 
 
 def _check_index(idx: torch.Tensor, size: int, name: str) -> torch.Tensor:

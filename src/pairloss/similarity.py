@@ -28,6 +28,36 @@ def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, x, torch.ones_like(x)).sqrt() * positive
 
 
+class DotForm:
+    """A score that is an elementwise function of the dot product of prepared vectors,
+    s = f(a . c), applied in place on a block: :meth:`scores_` turns a block of dot products
+    into scores and :meth:`dot_grad_` turns dL/ds into dL/d(a . c). The identity here."""
+
+    def scores_(self, dots: torch.Tensor) -> torch.Tensor:
+        return dots
+
+    def dot_grad_(self, grad: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+class _UnitSphereDistance(DotForm):
+    """d = sqrt(2 - 2 a . c) for unit vectors (``power=2``: d^2 = 2 - 2 a . c), clamped at 0
+    with a zero gradient at d = 0, as :class:`LpDistance` computes it."""
+
+    def __init__(self, power: int) -> None:
+        self.power = power
+
+    def scores_(self, dots: torch.Tensor) -> torch.Tensor:
+        dots.mul_(-2).add_(2).clamp_min_(0)
+        return dots if self.power == 2 else dots.sqrt_()
+
+    def dot_grad_(self, grad: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.power == 2:
+            return grad.mul_(-2)
+        # dd/d(a.c) = -1/d, and 0 where d = 0
+        return grad.div_(scores).neg_().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+
+
 class Similarity(nn.Module):
     """Base class: ``forward(a, c)`` = ``matrix(prepare(a), prepare(c))``, shape [A, N].
 
@@ -60,6 +90,11 @@ class Similarity(nn.Module):
         c = a if c is None else self.prepare(c)
         return self.matrix(a, c)
 
+    def dot_form(self) -> DotForm | None:
+        """The score as an elementwise function of prepared dot products, when it is one and
+        has no learnable parameters (the fused engine path needs it); None otherwise."""
+        return None
+
     def same_scores(self, other: Similarity) -> bool:
         """Whether ``other`` gives exactly this similarity's scores (same kind and settings,
         no learnable parameters), so that one score matrix can serve both."""
@@ -89,6 +124,9 @@ class DotProductSimilarity(Similarity):
 
     def matrix(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return a @ c.T
+
+    def dot_form(self) -> DotForm | None:
+        return DotForm()
 
     def paired(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return (a * c).sum(dim=1)
@@ -130,6 +168,9 @@ class LpDistance(Similarity):
     def _finish(self, sq: torch.Tensor) -> torch.Tensor:
         sq = sq.clamp_min(0)
         return sq if self.power == 2 else _safe_sqrt(sq)
+
+    def dot_form(self) -> DotForm | None:
+        return _UnitSphereDistance(self.power) if self.normalize_embeddings else None
 
     def matrix(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         if self.normalize_embeddings:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..engine import Objective, PairProblem, run
+from ..engine import FusedObjective, Objective, PairProblem, run
 from ..errors import PairLossError
 from ..mining import MinedRelation, Miner
 from ..reduction import check_reduction
@@ -88,8 +88,10 @@ def pair_loss(
     params: Sequence[torch.Tensor] = (),
     engine: str = "auto",
     block_size: int | None = None,
+    fused: FusedObjective | None = None,
 ) -> torch.Tensor:
-    """Run ``objective`` on the pairs that the PML-style arguments describe."""
+    """Run ``objective`` (and its hand-differentiated form ``fused``, if any) on the pairs that
+    the PML-style arguments describe."""
     check_reduction(reduction)
     relation, mined, _, _ = build_relation(embeddings, labels, indices_tuple, ref_emb, ref_labels)
     problem = PairProblem(
@@ -99,6 +101,7 @@ def pair_loss(
         reduction=reduction,
         miner=miner if miner is not None else mined,
         params=tuple(p for p in params if isinstance(p, torch.Tensor)),
+        fused=fused,
     )
     return run(problem, embeddings, ref_emb, engine=engine, block_size=block_size)
 
@@ -107,7 +110,8 @@ class PairLossModule(nn.Module):
     """Base class of the embedding losses.
 
     Subclasses set ``default_similarity`` / ``default_reduction`` and implement
-    :meth:`objective`. Common arguments: ``distance`` (a :class:`~pairloss.similarity.Similarity`
+    :meth:`objective`; they may set ``fused`` to a hand-differentiated form of it (see
+    :class:`pairloss.engine.PairProblem`), which the blocked engine then runs. Common arguments: ``distance`` (a :class:`~pairloss.similarity.Similarity`
     or a name), ``reduction``, ``miner`` (applied inside the engine on every call),
     ``engine`` ("auto", "dense", "blocked") and ``block_size``.
     """
@@ -137,6 +141,8 @@ class PairLossModule(nn.Module):
 
         return CosineSimilarity()
 
+    fused: FusedObjective | None = None
+
     def objective(self, s, pos, neg, start, end):
         raise NotImplementedError
 
@@ -151,6 +157,7 @@ class PairLossModule(nn.Module):
         *,
         miner: Miner | None | str = "own",
         extra_params: Sequence[torch.Tensor] = (),
+        fused: FusedObjective | None = None,
     ) -> torch.Tensor:
         """Run ``objective`` with this module's similarity, reduction, engine and parameters
         (plus ``extra_params``); ``miner`` is the module's own unless given (None: no miner)."""
@@ -167,6 +174,7 @@ class PairLossModule(nn.Module):
             params=[*extra_params, *self.parameters()],
             engine=self.engine,
             block_size=self.block_size,
+            fused=fused,
         )
 
     def forward(
@@ -181,5 +189,11 @@ class PairLossModule(nn.Module):
         ``indices_tuple``, or a miner's output), optionally against ``ref_emb`` [N, D] with
         ``ref_labels`` [N]. Returns a scalar (or [B] with reduction 'none')."""
         return self.run_objective(
-            self.objective, embeddings, labels, indices_tuple, ref_emb, ref_labels
+            self.objective,
+            embeddings,
+            labels,
+            indices_tuple,
+            ref_emb,
+            ref_labels,
+            fused=self.fused,
         )

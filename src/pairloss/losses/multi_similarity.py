@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..objectives.multi_similarity import multi_similarity_rows
+from ..objectives.multi_similarity import multi_similarity_fused, multi_similarity_rows
 from .base import PairLossModule
 
 
@@ -36,6 +36,11 @@ class MultiSimilarityLoss(PairLossModule):
     def objective(self, s, pos, neg, start, end):
         return multi_similarity_rows(
             s, pos, neg, self.alpha, self.beta, self.base, self.distance.is_distance
+        )
+
+    def fused(self, s, pairs, grad, scale):
+        return multi_similarity_fused(
+            s, pairs, grad, scale, self.alpha, self.beta, self.base, self.distance.is_distance
         )
 
 

@@ -64,6 +64,41 @@ class RowTerms:
         )
 
 
+class RowScale:
+    """How much each row of each component counts in the gradient a fused objective writes:
+    ``scale(k)`` is the [b] multiplier of component ``k`` (its weight in the loss times the
+    upstream gradient of each row)."""
+
+    def __init__(
+        self,
+        n_rows: int,
+        weights: list[float] | None,
+        row_weights: torch.Tensor | None,
+        like: torch.Tensor,
+    ) -> None:
+        self.n_rows, self.weights, self.row_weights, self.like = n_rows, weights, row_weights, like
+
+    def __call__(self, k: int) -> torch.Tensor:
+        w = 1.0 if self.weights is None else self.weights[k]
+        if self.row_weights is not None:
+            return self.row_weights.to(self.like.dtype) * w
+        return self.like.new_full((self.n_rows,), w)
+
+
+def segment_max(
+    values: torch.Tensor, rows: torch.Tensor, n_rows: int, floor: float
+) -> torch.Tensor:
+    """Per row, the max of ``values`` whose row index is ``rows`` (``floor`` for empty rows and
+    as a lower bound)."""
+    out = values.new_full((n_rows,), floor)
+    return out.scatter_reduce_(0, rows, values, reduce="amax", include_self=True)
+
+
+def segment_sum(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """Per row, the sum of ``values`` whose row index is ``rows``."""
+    return values.new_zeros(n_rows).index_add_(0, rows, values)
+
+
 def masked_logsumexp(
     x: torch.Tensor, mask: torch.Tensor, add_one: bool = False, dim: int = -1
 ) -> torch.Tensor:
