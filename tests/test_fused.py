@@ -18,6 +18,9 @@ CASES = [
     ("MultiSimilarityLoss", {"distance": LpDistance()}),
     ("MultiSimilarityLoss", {"distance": LpDistance(power=2)}),
     ("MultiSimilarityLoss", {"distance": DotProductSimilarity(normalize_embeddings=False)}),
+    # softmax family cases
+    # pair-margin family cases
+    # triplet family cases
 ]
 SPARSE_LAYOUTS = ("balanced", "unbalanced", "singletons")
 
@@ -185,3 +188,16 @@ def test_label_relation_with_dense_positives_has_no_sparse_form():
     assert LabelRelation(torch.zeros(10, dtype=torch.long)).pairs(0, 10) is None
     ignore = torch.zeros(10, 10, dtype=torch.bool)
     assert LabelRelation(torch.arange(10), ignore=ignore).pairs(0, 10) is None
+
+
+def test_miner_given_as_indices_tuple_is_applied(fused_calls):
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(60, 6, generator=g, dtype=torch.float64)
+    y = torch.arange(60) // 4
+    miner = pairloss.miners.MultiSimilarityMiner()
+    loss = pairloss.MultiSimilarityLoss
+    dense = loss(engine="dense")(x, y, miner(x, y))
+    blocked = loss(engine="blocked", block_size=8)(x, y, miner(x, y))
+    assert not fused_calls
+    torch.testing.assert_close(blocked, dense, rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(dense, loss(engine="dense")(x, y))

@@ -429,10 +429,11 @@ def run(
 
 
 def _fusable(problem: PairProblem) -> bool:
-    """Whether the blocked engine can run ``problem.fused``: a fused form exists, no miner,
-    scores that are a function of dot products, a sparse relation, and no parameter that wants
-    a gradient (the fused objectives differentiate with respect to the scores only)."""
-    if problem.fused is None or problem.miner is not None:
+    """Whether the blocked engine can run ``problem.fused``: a fused form exists (a loss only
+    gives one for settings it covers, its miner included: the fused form applies the miner
+    itself), scores that are a function of dot products, a sparse relation, and no parameter
+    that wants a gradient (the fused objectives differentiate with respect to the scores only)."""
+    if problem.fused is None:
         return False
     if problem.similarity.dot_form() is None:
         return False

@@ -94,6 +94,8 @@ def pair_loss(
     the PML-style arguments describe."""
     check_reduction(reduction)
     relation, mined, _, _ = build_relation(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+    if miner is None and mined is not None:
+        fused = None  # the fused form was chosen for no miner; a miner came as indices_tuple
     problem = PairProblem(
         objective=objective,
         similarity=similarity,
@@ -195,5 +197,11 @@ class PairLossModule(nn.Module):
             indices_tuple,
             ref_emb,
             ref_labels,
-            fused=self.fused,
+            fused=self.fused_form(self.miner),
         )
+
+    def fused_form(self, miner: Miner | None) -> FusedObjective | None:
+        """The hand-differentiated objective for the blocked engine in this setting, or None.
+        By default ``fused`` when there is no miner (a subclass whose fused form applies its
+        miner overrides this)."""
+        return self.fused if miner is None else None
