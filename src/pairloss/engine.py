@@ -65,6 +65,9 @@ class PairProblem:
             [b, N] and its :class:`~pairloss.relations.BlockPairs`, and, when ``grad`` (a [b, N]
             buffer) is given, writes into it dL/ds of ``sum_k sum_i scale(k)[i] * values_k[i]``.
             It must give the same terms as ``objective``.
+        counts: optional ``f() -> list[float]``, the reduction's normaliser of each component
+            when it is known without the scores (it then saves the blocked engine its counting
+            walk for several components with data-dependent normalisers).
     """
 
     objective: Objective
@@ -74,6 +77,7 @@ class PairProblem:
     miner: object | None = None
     params: Sequence[torch.Tensor] = field(default_factory=tuple)
     fused: FusedObjective | None = None
+    counts: Callable[[], list[float]] | None = None
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -313,7 +317,8 @@ class _BlockedScalar(torch.autograd.Function):
         if reduction in DATA_DEPENDENT and any(need) and _n_components(walker) > 1:
             # several components with their own data-dependent normalisers: count them first,
             # so that one walk can combine the components' gradients
-            weights = [_inv(normalizer(ct, reduction, n_rows)) for ct in walker.counts()]
+            known = problem.counts() if problem.counts is not None else walker.counts()
+            weights = [_inv(normalizer(ct, reduction, n_rows)) for ct in known]
         values, counts, _, grads = walker.run(need, weights)
         divisors = [
             normalizer(counts[k] if counts is not None else 0.0, reduction, n_rows)

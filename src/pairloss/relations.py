@@ -30,6 +30,7 @@ class BlockPairs:
         void_flat: [V] flat indices of the cells that are neither positive nor negative.
         n_pos: [b] positives per row.
         n_neg: [b] negatives per row.
+        start: the anchor index of the block's first row.
     """
 
     pos_flat: torch.Tensor
@@ -37,6 +38,7 @@ class BlockPairs:
     void_flat: torch.Tensor
     n_pos: torch.Tensor
     n_neg: torch.Tensor
+    start: int = 0
 
     @property
     def n_rows(self) -> int:
@@ -93,6 +95,7 @@ def _block_pairs(
         void_flat=void,
         n_pos=n_pos,
         n_neg=n - n_pos - n_void,
+        start=start,
     )
 
 

@@ -18,7 +18,7 @@ import math
 import torch
 
 from ..errors import PairLossError
-from ..objectives.margin_softmax import margin_softmax_rows
+from ..objectives.margin_softmax import arcface_target, margin_softmax_rows, softmax_ce_fused
 from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_int, check_number
 
 
@@ -45,6 +45,24 @@ class _MarginSoftmax(ProxyLossModule):
 
     def row_col_scales(self, extra, start, end):
         return None, None
+
+    def target_logit(self, cos: torch.Tensor) -> torch.Tensor:
+        """The true class's logit from its cosine (the margin applied), elementwise."""
+        if self.kind == "cosface":
+            return self.scale * (cos - self.margin_value)
+        if self.kind == "arcface":
+            return self.scale * arcface_target(cos, self.margin_value, self.easy_margin)
+        return self.scale * cos
+
+    def proxy_fused_form(self, weights, extra):
+        if self.proxies_per_class != 1 or self.kind not in ("none", "cosface", "arcface"):
+            return None
+
+        def fused(s, pairs, grad, scale):
+            w = None if weights is None else weights[pairs.start : pairs.start + pairs.n_rows]
+            return softmax_ce_fused(s, pairs, grad, scale, self.scale, self.target_logit, w)
+
+        return fused
 
     def proxy_objective(self, s, pos, neg, start, end, weights, extra):
         row, col = self.row_col_scales(extra, start, end)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..objectives.proxy_anchor import proxy_anchor_rows
+from ..objectives.proxy_anchor import proxy_anchor_fused, proxy_anchor_rows
 from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_number
 
 
@@ -54,6 +54,21 @@ class ProxyAnchorLoss(ProxyLossModule):
 
     def default_init(self, w: torch.Tensor) -> None:
         nn.init.kaiming_normal_(w, mode="fan_out")
+
+    def proxy_fused_form(self, weights, extra):
+        if weights is not None:
+            return None
+
+        def fused(s, pairs, grad, scale):
+            return proxy_anchor_fused(s, pairs, grad, scale, self.alpha, self.margin)
+
+        return fused
+
+    def known_counts(self, labels):
+        if self.reduction not in ("mean_valid", "mean_terms"):
+            return None
+        # proxies with a positive = classes present in the batch; every proxy has a negative term
+        return lambda: [float(torch.unique(labels).numel()), float(self.num_classes)]
 
     def proxy_objective(self, s, pos, neg, start, end, weights, extra):
         shift = None if weights is None else (weights - 1)[None, :]

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..engine import PairProblem, compute_dtype, run
+from ..engine import FusedObjective, PairProblem, compute_dtype, run
 from ..errors import PairLossError
 from ..relations import LabelRelation
 from ..similarity import Similarity
@@ -190,6 +190,16 @@ class ProxyLossModule(PairLossModule):
     def proxy_objective(self, s, pos, neg, start, end, weights, extra):
         raise NotImplementedError
 
+    def proxy_fused_form(self, weights: torch.Tensor | None, extra: tuple) -> FusedObjective | None:
+        """The hand-differentiated objective for the blocked engine (see
+        :class:`pairloss.engine.PairProblem`) in this setting, or None (the default)."""
+        return None
+
+    def known_counts(self, labels: torch.Tensor) -> Callable[[], list[float]] | None:
+        """The reduction's normaliser of each component when the labels alone give it, or
+        None (the default)."""
+        return None
+
     def extra_params(self, embeddings: torch.Tensor, w: torch.Tensor) -> tuple:
         """Tensors the objective reads besides the scores (e.g. norms); they get gradients."""
         return ()
@@ -281,6 +291,8 @@ class ProxyLossModule(PairLossModule):
             relation=relation,
             reduction=self.reduction,
             params=tuple(t for t in extra if isinstance(t, torch.Tensor)),
+            fused=self.proxy_fused_form(weights, extra),
+            counts=self.known_counts(labels),
         )
         out = run(problem, anchors, candidates, engine=self.engine, block_size=self.block_size)
         out = self.add_regularizer(out, w)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..objectives.margin_softmax import softmax_ce_rows
+from ..objectives.margin_softmax import softmax_ce_fused, softmax_ce_rows
 from ..similarity import LpDistance, Similarity
 from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_number
 
@@ -46,6 +46,15 @@ class ProxyNCALoss(ProxyLossModule):
     @staticmethod
     def default_similarity() -> Similarity:
         return LpDistance(power=2)
+
+    def proxy_fused_form(self, weights, extra):
+        t = self.softmax_scale
+
+        def fused(s, pairs, grad, scale):
+            w = None if weights is None else weights[pairs.start : pairs.start + pairs.n_rows]
+            return softmax_ce_fused(s, pairs, grad, scale, -t, lambda d: -t * d, w)
+
+        return fused
 
     def proxy_objective(self, s, pos, neg, start, end, weights, extra):
         w = None if weights is None else weights[start:end]

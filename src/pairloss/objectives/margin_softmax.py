@@ -10,10 +10,12 @@ term.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
-from .terms import RowTerms
+from ..relations import BlockPairs
+from .terms import RowScale, RowTerms, stable_shift
 
 
 def group_max(s: torch.Tensor, pos: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,3 +142,56 @@ def margin_softmax_rows(
     psi_logit = torch.where(has, psi * target_factor, logits.gather(1, column).squeeze(1))
     logits = logits.scatter(1, column, psi_logit[:, None])
     return softmax_ce_rows(logits, target, weights, target_logit=psi_logit)
+
+
+def softmax_ce_fused(
+    s: torch.Tensor,
+    pairs: BlockPairs,
+    grad: torch.Tensor | None,
+    scale: RowScale | None,
+    coef: float,
+    target_logit: Callable[[torch.Tensor], torch.Tensor],
+    weights: torch.Tensor | None = None,
+) -> list[RowTerms]:
+    """Cross-entropy of each row against its one target cell, on the sparse form of a block:
+
+        loss_i = log(e^{psi_i} + sum_{c != y_i} e^{coef * s_ic}) - psi_i,
+        psi_i = target_logit(s_{i y_i})
+
+    (times ``weights`` [b] when given), with dL/ds written into ``grad`` (see
+    :class:`pairloss.engine.PairProblem`). The target is read and replaced through its flat
+    index; the rest of the row is one exponential pass. ``target_logit`` acts elementwise on the
+    targets' scores (a few values per block), so its derivative is taken by autograd there.
+    The same terms as :func:`softmax_ce_rows` on ``coef * s`` with the target logit replaced.
+    """
+    b = s.shape[0]
+    rows = pairs.pos_rows
+    work = grad if grad is not None else torch.empty_like(s)
+    with torch.enable_grad():
+        st = s.view(-1)[pairs.pos_flat].detach().requires_grad_(grad is not None)
+        logit = target_logit(st)
+        d_logit = torch.autograd.grad(logit.sum(), st)[0] if grad is not None else None
+    logit = logit.detach()
+    has_target = pairs.n_pos > 0
+    floor = torch.full((b,), float("-inf"), dtype=s.dtype, device=s.device)
+    floor.index_copy_(0, rows, logit)
+    m = stable_shift(s, pairs, coef, 0.0, work, floor)
+    m = torch.where(torch.isfinite(m), m, 0.0)
+    e = torch.add((-m)[:, None], s, alpha=coef, out=work).exp_()
+    e_target = torch.exp(logit - m[rows])
+    flat = e.view(-1)
+    flat.index_copy_(0, pairs.pos_flat, e_target).index_fill_(0, pairs.void_flat, 0.0)
+    z = e.sum(dim=1)
+    row_logit = torch.zeros_like(m).index_copy_(0, rows, logit)
+    loss = torch.where(has_target, z.log() + m - row_logit, 0.0)
+    if weights is not None:
+        loss = loss * weights
+    if grad is not None:
+        c = torch.where(has_target, scale(0), 0.0)
+        if weights is not None:
+            c = c * weights
+        safe_z = torch.where(has_target, z, 1.0)
+        work.mul_((c * coef / safe_z)[:, None])
+        grad_target = c[rows] * (e_target / safe_z[rows] - 1.0) * d_logit
+        flat.index_copy_(0, pairs.pos_flat, grad_target)
+    return [RowTerms.per_anchor(loss, has_target)]

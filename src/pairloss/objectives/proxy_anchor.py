@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from .terms import RowTerms, dual_masked_logsumexp, masked_logsumexp
+from ..relations import BlockPairs
+from .terms import FusedDualLSE, RowScale, RowTerms, dual_masked_logsumexp, masked_logsumexp
 
 
 def proxy_anchor_rows(
@@ -33,3 +34,22 @@ def proxy_anchor_rows(
         ln = masked_logsumexp(alpha * (s + margin) + col_shift, neg, add_one=True)
     every = torch.ones_like(lp, dtype=torch.bool)
     return [RowTerms.per_anchor(lp, pos.any(dim=1)), RowTerms.per_anchor(ln, every)]
+
+
+def proxy_anchor_fused(
+    s: torch.Tensor,
+    pairs: BlockPairs,
+    grad: torch.Tensor | None,
+    scale: RowScale | None,
+    alpha: float,
+    margin: float,
+) -> list[RowTerms]:
+    """:func:`proxy_anchor_rows` (without miner weights) on the sparse form of a block of
+    proxies, with dL/ds written into ``grad`` (see :class:`pairloss.engine.PairProblem`): each
+    proxy's few positives from their list, its negatives one exponential pass."""
+    work = grad if grad is not None else torch.empty_like(s)
+    lse = FusedDualLSE(s, pairs, -alpha, alpha * margin, alpha, alpha * margin, work)
+    if grad is not None:
+        lse.write_grad(torch.where(lse.has_pos, scale(0), 0.0), scale(1))
+    every = torch.ones_like(lse.has_pos)
+    return [RowTerms.per_anchor(lse.lp, lse.has_pos), RowTerms.per_anchor(lse.ln, every)]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from ..relations import BlockPairs
 
 
 class RowTerms:
@@ -97,6 +101,87 @@ def segment_max(
 def segment_sum(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
     """Per row, the sum of ``values`` whose row index is ``rows``."""
     return values.new_zeros(n_rows).index_add_(0, rows, values)
+
+
+# a log-sum-exp shift at most this far above the true maximum keeps every term that matters out
+# of underflow (e^-60 is above float32's smallest normal, e^-87, by far more than its precision)
+SAFE_SHIFT = {torch.float32: 60.0, torch.float64: 600.0}
+
+
+def stable_shift(
+    s: torch.Tensor,
+    pairs: BlockPairs,
+    coef: float,
+    bias: float,
+    work: torch.Tensor,
+    floor: torch.Tensor | float,
+) -> torch.Tensor:
+    """Per row, a shift m >= max(floor, max over the negative cells of coef * s + bias) for a
+    stable log-sum-exp whose true maximum is known to be at least ``floor`` [b] (0 for
+    log(1 + ...), the target logit for a softmax).
+
+    The row's extreme over all cells bounds the negatives' maximum from above at the cost of one
+    reduction; where that bound lies more than :data:`SAFE_SHIFT` above ``floor`` (terms that
+    matter could underflow) the exact extreme over the negatives is taken instead, on the
+    scratch buffer ``work`` [b, N] (positive and void cells hidden by ``index_fill_``)."""
+    extreme = s.amax(dim=1) if coef > 0 else s.amin(dim=1)
+    floor_t = torch.as_tensor(floor, dtype=s.dtype, device=s.device).expand(s.shape[0])
+    shift = torch.maximum(coef * extreme + bias, floor_t)
+    if bool((shift - floor_t > SAFE_SHIFT.get(s.dtype, 60.0)).any()):
+        hidden = float("-inf") if coef > 0 else float("inf")
+        work.copy_(s)
+        flat = work.view(-1)
+        flat.index_fill_(0, pairs.pos_flat, hidden).index_fill_(0, pairs.void_flat, hidden)
+        exact = work.amax(dim=1) if coef > 0 else work.amin(dim=1)
+        exact = coef * exact + bias
+        shift = torch.where(torch.isfinite(exact), torch.maximum(exact, floor_t), floor_t)
+    return shift
+
+
+class FusedDualLSE:
+    """The sparse-positive form of :func:`dual_masked_logsumexp` for one block:
+
+        lp = log(1 + sum_{pos} e^{kp s + bp}),  ln = log(1 + sum_{neg} e^{kn s + bn})
+
+    The positives come from their list (a gather); the negatives are one exponential pass over
+    the row held in ``work`` [b, N], with the positive and void cells zeroed. :meth:`write_grad`
+    turns ``work`` into dL/ds given dL/dlp and dL/dln per row. Rows with an empty set give 0.
+    """
+
+    def __init__(
+        self,
+        s: torch.Tensor,
+        pairs: BlockPairs,
+        kp: float,
+        bp: float,
+        kn: float,
+        bn: float,
+        work: torch.Tensor,
+    ) -> None:
+        b = s.shape[0]
+        self.pairs, self.kp, self.kn, self.work = pairs, kp, kn, work
+        mn = stable_shift(s, pairs, kn, bn, work, 0.0)
+        e = torch.add((bn - mn)[:, None], s, alpha=kn, out=work).exp_()
+        flat = e.view(-1)
+        flat.index_fill_(0, pairs.pos_flat, 0.0).index_fill_(0, pairs.void_flat, 0.0)
+        self.sn = e.sum(dim=1) + torch.exp(-mn)
+        self.has_neg = pairs.n_neg > 0
+        self.ln = torch.where(self.has_neg, self.sn.log() + mn, 0.0)
+        rows = pairs.pos_rows
+        xp = s.view(-1)[pairs.pos_flat] * kp + bp
+        mp = segment_max(xp, rows, b, 0.0)
+        self.ep = torch.exp(xp - mp[rows])
+        self.sp = segment_sum(self.ep, rows, b) + torch.exp(-mp)
+        self.has_pos = pairs.n_pos > 0
+        self.lp = torch.where(self.has_pos, self.sp.log() + mp, 0.0)
+
+    def write_grad(self, d_lp: torch.Tensor, d_ln: torch.Tensor) -> torch.Tensor:
+        """dL/ds into ``work`` for per-row dL/dlp ``d_lp`` [b] and dL/dln ``d_ln`` [b]."""
+        rows = self.pairs.pos_rows
+        self.work.mul_((d_ln * self.kn / self.sn)[:, None])
+        grad_pos = self.ep * (d_lp * self.kp / self.sp)[rows]
+        self.work.view(-1).index_copy_(0, self.pairs.pos_flat, grad_pos)
+        return self.work
 
 
 def masked_logsumexp(
