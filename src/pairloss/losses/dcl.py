@@ -11,7 +11,7 @@ import torch
 
 from ..engine import compute_dtype, default_block_size
 from ..errors import PairLossError
-from ..objectives.softmax import dcl_rows
+from ..objectives.softmax import dcl_fused, dcl_rows
 from ..validation import check_positive
 from .base import PairLossModule, build_relation
 from .supcon import check_temperature
@@ -71,6 +71,13 @@ class DCLLoss(PairLossModule):
     def objective(self, s, pos, neg, start, end):
         weight = None if self.weight_fn is None else self.weight_fn(self.distance.signed(s))
         return dcl_rows(s, pos, neg, self.temperature, self.distance.is_distance, weight)
+
+    def fused(self, s, pairs, grad, scale):
+        return dcl_fused(s, pairs, grad, scale, self.temperature, self.distance.is_distance)
+
+    def fused_form(self, miner):
+        """The fused form covers unit weights only (no ``weight_fn``) and no miner."""
+        return None if self.weight_fn is not None else super().fused_form(miner)
 
 
 class DCLWLoss(DCLLoss):
@@ -153,6 +160,10 @@ class DCLWLoss(DCLLoss):
         z = self.distance.signed(s) / self.sigma - log_norm.to(s.dtype)
         weight = 2 - torch.exp(torch.where(pos, z, torch.zeros_like(z)))
         return dcl_rows(s, pos, neg, self.temperature, self.distance.is_distance, weight)
+
+    def fused_form(self, miner):
+        """None: the weight's batch statistic wants a gradient the fused form does not give."""
+        return None
 
     def objective(self, s, pos, neg, start, end):
         raise PairLossError(

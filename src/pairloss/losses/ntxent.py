@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..objectives.softmax import ntxent_rows
+from ..objectives.softmax import ntxent_fused, ntxent_rows
 from .base import PairLossModule
 from .supcon import check_temperature
 
@@ -45,6 +45,9 @@ class NTXentLoss(PairLossModule):
 
     def objective(self, s, pos, neg, start, end):
         return ntxent_rows(s, pos, neg, self.temperature, self.distance.is_distance)
+
+    def fused(self, s, pairs, grad, scale):
+        return ntxent_fused(s, pairs, grad, scale, self.temperature, self.distance.is_distance)
 
 
 class InfoNCELoss(NTXentLoss):

@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..errors import PairLossError
-from ..objectives.softmax import supcon_rows
+from ..objectives.softmax import supcon_fused, supcon_rows
 from ..validation import check_positive
 from .base import PairLossModule
 
@@ -55,6 +55,9 @@ class SupConLoss(PairLossModule):
 
     def objective(self, s, pos, neg, start, end):
         return supcon_rows(s, pos, neg, self.temperature, self.distance.is_distance)
+
+    def fused(self, s, pairs, grad, scale):
+        return supcon_fused(s, pairs, grad, scale, self.temperature, self.distance.is_distance)
 
 
 def supcon(
