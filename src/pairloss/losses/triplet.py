@@ -12,11 +12,13 @@ import torch
 
 from ..engine import compute_dtype
 from ..errors import PairLossError
-from ..mining import MinedRelation, Miner, TripletMarginMiner
+from ..mining import BatchEasyHardMiner, MinedRelation, Miner, TripletMarginMiner
 from ..objectives.terms import RowTerms
 from ..objectives.triplet import (
     batch_all_chunked_rows,
+    batch_all_hinge_fused,
     batch_all_hinge_rows,
+    batch_hard_fused,
     batch_hard_rows,
     distance_like,
     triplet_values,
@@ -56,6 +58,18 @@ def _unique(rows: torch.Tensor, cols: torch.Tensor, n_cols: int) -> bool:
     return torch.unique(cells).numel() == cells.numel()
 
 
+def _picks_hardest(miner: Miner) -> bool:
+    """Whether ``miner`` keeps exactly each anchor's farthest positive and closest negative
+    (:class:`~pairloss.mining.BatchHardMiner`, or BatchEasyHardMiner("hard", "hard") without
+    allowed ranges)."""
+    return (
+        isinstance(miner, BatchEasyHardMiner)
+        and miner.pos_strategy == miner.neg_strategy == "hard"
+        and miner.allowed_pos_range is None
+        and miner.allowed_neg_range is None
+    )
+
+
 class TripletMarginLoss(PairLossModule):
     r"""Triplet margin loss over triplets (a, p, n): label(p) = label(a) != label(n).
 
@@ -73,6 +87,9 @@ class TripletMarginLoss(PairLossModule):
     - labels only (``triplets_per_anchor="all"``): every valid triplet ("batch all"). They are
       never enumerated: per anchor the negatives are sorted and prefix-summed, and each positive's
       violating negatives are found by binary search, O(B N log N) time and O(block x N) memory.
+      The blocked engine's hand-differentiated form sorts only each anchor's positive thresholds
+      and searches the few negatives that a cheap screen leaves
+      (:func:`~pairloss.objectives.triplet.batch_all_hinge_fused`).
       ``smooth_loss=True`` uses chunks of positive columns instead (O(block x N x chunk)).
     - a pair miner (``miner=`` or its output as ``indices_tuple``, e.g.
       :class:`~pairloss.mining.BatchHardMiner`): all triplets over the mined positive and
@@ -127,6 +144,29 @@ class TripletMarginLoss(PairLossModule):
     # the plain batch-all objective (no triplet window), e.g. for direct engine use
     def objective(self, s, pos, neg, start, end):
         return self._rows(s, pos, neg, None, None, start, end)
+
+    def fused(self, s, pairs, grad, scale):
+        """Hand-differentiated batch-all hinge (not for ``smooth_loss``: see
+        :meth:`fused_form`)."""
+        return batch_all_hinge_fused(s, pairs, grad, scale, self.margin, self.distance.is_distance)
+
+    def _batch_hard_fused(self, s, pairs, grad, scale):
+        # the miner keeps the first of tied extremes, so the gradient goes to that one cell
+        return batch_hard_fused(
+            s, pairs, grad, scale, self.margin, False, self.distance.is_distance, False
+        )
+
+    def fused_form(self, miner: Miner | None):
+        """Batch-all hinge without a miner; batch-hard (one triplet per anchor) with a
+        :class:`~pairloss.mining.BatchHardMiner` that scores in the loss's own similarity.
+        None for ``smooth_loss`` and every other miner (they take the mask objective)."""
+        if self.smooth_loss:
+            return None
+        if miner is None:
+            return self.fused
+        if _picks_hardest(miner) and miner.similarity.same_scores(self.distance):
+            return self._batch_hard_fused
+        return None
 
     def _rows(self, s, pos, neg, miner, miner_prep, start, end, one_pair=False) -> list[RowTerms]:
         is_distance = self.distance.is_distance
@@ -241,6 +281,7 @@ class TripletMarginLoss(PairLossModule):
             ref_emb,
             ref_labels,
             miner=pair_miner,
+            fused=None if triplet_miner is not None else self.fused_form(pair_miner),
         )
 
     def _sample(self, embeddings, labels, ref_emb, ref_labels):
@@ -406,6 +447,11 @@ class BatchHardTripletLoss(PairLossModule):
 
     def objective(self, s, pos, neg, start, end):
         return batch_hard_rows(s, pos, neg, self.margin, self.soft, self.distance.is_distance)
+
+    def fused(self, s, pairs, grad, scale):
+        return batch_hard_fused(
+            s, pairs, grad, scale, self.margin, self.soft, self.distance.is_distance
+        )
 
 
 def batch_hard_triplet(

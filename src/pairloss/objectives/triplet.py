@@ -11,10 +11,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .terms import RowTerms, masked_max, masked_min
+from ..relations import BlockPairs
+from .terms import RowScale, RowTerms, masked_max, masked_min, segment_max, segment_sum
 
 #: Upper bound on the cells of one [b, chunk, N] slab in the chunked batch-all path.
 CHUNK_CELLS = 1 << 22
+#: The fused batch-all path screens each row in strided groups of this many cells (columns
+#: j, j + N / SCREEN, j + 2 N / SCREEN, ...) by their minimum before any per-cell search.
+SCREEN = 16
+#: Above this fraction of screened-in cells the fused batch-all path searches the whole block.
+DENSE_FRACTION = 0.25
+#: F.softplus returns x (with derivative 1) above this argument.
+SOFTPLUS_THRESHOLD = 20.0
 
 Window = tuple[float, float]
 
@@ -204,3 +212,287 @@ def triplet_values(
     """Per-triplet loss of explicit triplets from distance-like scores."""
     v = t_ap - t_an + margin
     return F.softplus(v) if smooth else F.relu(v)
+
+
+def _distance_like_into(s: torch.Tensor, work: torch.Tensor, is_distance: bool) -> torch.Tensor:
+    """``work`` (a [b, N] buffer) filled with the distance-like scores of ``s``."""
+    return work.copy_(s) if is_distance else torch.neg(s, out=work)
+
+
+def _hide(t: torch.Tensor, pairs: BlockPairs) -> torch.Tensor:
+    """Set the positive and self cells of ``t`` to +inf in place (no negative is there)."""
+    inf = float("inf")
+    t.view(-1).index_fill_(0, pairs.pos_flat, inf).index_fill_(0, pairs.void_flat, inf)
+    return t
+
+
+def _sorted_thresholds(
+    thresholds: torch.Tensor, pairs: BlockPairs, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's thresholds (one per positive, in ``pairs`` order) sorted ascending in a
+    [b, k] matrix whose first ``k - n_pos`` slots hold -inf. Returns (sorted thresholds, the
+    sort permutation, each positive's unsorted slot, which sorted slots are real)."""
+    b, rows, n_pos = pairs.n_rows, pairs.pos_rows, pairs.n_pos
+    start = torch.cumsum(n_pos, 0) - n_pos
+    slot = torch.arange(rows.shape[0], device=rows.device) - start[rows]
+    padded = thresholds.new_full((b, k), float("-inf"))
+    padded[rows, slot] = thresholds
+    ordered, perm = padded.sort(dim=1)
+    real = torch.arange(k, device=rows.device)[None, :] >= (k - n_pos)[:, None]
+    return ordered, perm, slot, real
+
+
+def _screened_cells(
+    t: torch.Tensor, top: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] | None:
+    """The cells of ``t`` [b, N] that may lie below their row's ``top`` [b], as pieces
+    ``(values [R, W] (a copy), rows [R] or None for all rows, flat cell indices [R, W])``; None
+    when they are so many that the whole block is cheaper to search.
+
+    Each row is cut into strided groups of :data:`SCREEN` cells (columns j + i * N // SCREEN);
+    one pass of minima over the groups keeps the groups whose minimum is below ``top``. The
+    N mod SCREEN last columns are always kept."""
+    b, n = t.shape
+    width = n // SCREEN
+    main = width * SCREEN
+    if width == 0:
+        return None
+    groups = t[:, :main].unflatten(1, (SCREEN, width))  # [b, SCREEN, width], a view
+    hit = (groups.amin(dim=1) < top[:, None]).view(-1).nonzero().squeeze(1)
+    if hit.shape[0] * SCREEN + b * (n - main) > DENSE_FRACTION * b * n:
+        return None
+    rows, j = hit // width, hit % width
+    steps = torch.arange(SCREEN, device=t.device) * width
+    pieces = [(groups[rows, :, j], rows, (rows * n + j)[:, None] + steps)]
+    if main < n:
+        cols = torch.arange(main, n, device=t.device)
+        cells = torch.arange(b, device=t.device)[:, None] * n + cols
+        pieces.append((t[:, main:].contiguous(), None, cells))
+    return pieces
+
+
+def batch_all_hinge_fused(
+    s: torch.Tensor,
+    pairs: BlockPairs,
+    grad: torch.Tensor | None,
+    scale: RowScale | None,
+    margin: float,
+    is_distance: bool,
+) -> list[RowTerms]:
+    """:func:`batch_all_hinge_rows` without a triplet window, on the sparse form of a block,
+    with its gradient written into ``grad`` (see :class:`pairloss.engine.PairProblem`).
+
+    Per anchor i with thresholds h_p = t_ip + margin (one per positive, few: sparse) the loss is
+    sum_p sum_n [h_p - t_in]_+, and a triplet counts (is non-zero) iff t_in < h_p. The
+    thresholds are sorted per row (padded with -inf to the block's largest positive count k).
+    For a negative cell, c = k - #{h <= t_in} is the number of its active triplets, so
+    dL/dt_in = -c; bucketing the negatives by #{h <= t_in} (counts and centred sums) and
+    taking prefix sums over the buckets gives, for each positive, the number A_p of its active
+    negatives and their sum: L_i = sum_p A_p h_p - sum of those t_in, dL/dt_ip = A_p,
+    n_nonzero = sum_p A_p, n_terms = |P(i)| |N(i)|. Exact, with the same comparison as the
+    mask objective, and no sort of the N columns.
+
+    Dense work: one copy of the block into ``grad`` (positive and self cells at +inf), one pass
+    of group minima that screens out the cells no threshold reaches, and zeroing ``grad``; the
+    binary searches and scatters run on the screened-in cells only (on the whole block when more
+    than :data:`DENSE_FRACTION` of it is screened in). Memory O(b N).
+    """
+    b, n = s.shape
+    dtype = s.dtype
+    n_terms = (pairs.n_pos * pairs.n_neg).to(dtype)
+    k = int(pairs.n_pos.max()) if b else 0
+    if k == 0 or n == 0:
+        if grad is not None:
+            grad.zero_()
+        zero = s.new_zeros(b)
+        return [RowTerms(zero, n_terms, zero)]
+    sign = 1.0 if is_distance else -1.0
+    work = grad if grad is not None else torch.empty_like(s)
+    t = _distance_like_into(s, work, is_distance)
+    thresholds = t.view(-1)[pairs.pos_flat] + margin
+    _hide(t, pairs)
+    ordered, perm, slot, real = _sorted_thresholds(thresholds, pairs, k)
+    top = ordered[:, -1]
+    ref = torch.where(torch.isfinite(top), top, 0.0)  # centres the sums (rounding)
+    coef = None if grad is None else scale(0) * sign
+    counts = s.new_zeros(b * (k + 1))
+    sums = s.new_zeros(b * (k + 1))
+    offsets = torch.arange(b, device=s.device) * (k + 1)
+    pieces = _screened_cells(t, top)
+    if pieces is None:
+        # search the whole block in place: t -> centred values -> dL/ds
+        idx = torch.searchsorted(ordered, t, right=True)
+        bucket = idx.add_(offsets[:, None])
+        counts.index_add_(0, bucket.view(-1), t.new_ones(1).expand(b * n))
+        sums.index_add_(0, bucket.view(-1), t.sub_(ref[:, None]).view(-1))
+        if grad is not None:
+            torch.sub(bucket, (offsets + k)[:, None], out=bucket)
+            grad.copy_(bucket).mul_(coef[:, None])
+    else:
+        if grad is not None:
+            grad.zero_()
+        for values, rows, cells in pieces:
+            bounds = ordered if rows is None else ordered[rows]
+            idx = torch.searchsorted(bounds, values, right=True)
+            row_offsets = offsets[:, None] if rows is None else offsets[rows][:, None]
+            centre = ref[:, None] if rows is None else ref[rows][:, None]
+            bucket = (idx + row_offsets).view(-1)
+            counts.index_add_(0, bucket, values.new_ones(1).expand(bucket.shape[0]))
+            sums.index_add_(0, bucket, (values - centre).view(-1))
+            if grad is not None:
+                row_coef = coef[:, None] if rows is None else coef[rows][:, None]
+                grad.view(-1)[cells.view(-1)] = ((idx - k).to(dtype) * row_coef).view(-1)
+    active = counts.view(b, k + 1)[:, :k].cumsum(dim=1)  # A per sorted threshold
+    below = sums.view(b, k + 1)[:, :k].cumsum(dim=1)
+    per_slot = torch.where(real, active * (ordered - ref[:, None]) - below, 0.0)
+    values = per_slot.sum(dim=1)
+    n_nonzero = active.sum(dim=1)
+    if grad is not None:
+        unsorted = torch.empty_like(active).scatter_(1, perm, active)
+        rows = pairs.pos_rows
+        grad.view(-1).index_copy_(0, pairs.pos_flat, unsorted[rows, slot] * coef[rows])
+    return [RowTerms(values, n_terms, n_nonzero)]
+
+
+def _softplus_slope(x: torch.Tensor) -> torch.Tensor:
+    """d softplus(x) / dx as F.softplus computes it (1 above its threshold)."""
+    e = torch.exp(x.clamp_max(SOFTPLUS_THRESHOLD))
+    return torch.where(x > SOFTPLUS_THRESHOLD, 1.0, e / (e + 1))
+
+
+def _first_in_row(hit: torch.Tensor, flat: torch.Tensor, rows: torch.Tensor, b: int):
+    """Per row, the smallest of ``flat`` where ``hit`` (-1 for rows with none)."""
+    big = torch.iinfo(flat.dtype).max
+    out = flat.new_full((b,), big)
+    out.scatter_reduce_(0, rows, torch.where(hit, flat, big), reduce="amin")
+    return torch.where(out == big, -1, out)
+
+
+def _first_equal(t: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """Per row of ``t``, the first column equal to ``low``."""
+    return (t == low[:, None]).to(torch.uint8).argmax(dim=1)
+
+
+def _row_min(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row minima of ``t`` [b, N] (N > 0), the first column reaching each (as ``t.min(dim=1)``)
+    and the rows where more than one cell reaches a finite minimum.
+
+    One pass of minima over the strided groups of :data:`SCREEN` cells (cheaper than
+    ``min(dim=1)`` with its indices), then the winning group's cells; rows with a tie (two
+    groups, or two cells of the winning group) are settled exactly, row by row."""
+    b, n = t.shape
+    width = n // SCREEN
+    main = width * SCREEN
+    if width == 0:
+        low, col = t.min(dim=1)
+        tied = ((t == low[:, None]).sum(dim=1) > 1) & torch.isfinite(low)
+        return low, col, tied.nonzero().squeeze(1)
+    groups = t[:, :main].unflatten(1, (SCREEN, width))
+    mins = groups.amin(dim=1)  # [b, width]
+    if main < n:
+        mins = torch.cat([mins, t[:, main:]], dim=1)
+    low, g = mins.min(dim=1)
+    in_group = g < width
+    j = g.clamp_max(width - 1)
+    cells = groups[torch.arange(b, device=t.device), :, j]  # [b, SCREEN]
+    hit = cells == low[:, None]
+    col = torch.where(in_group, j + hit.to(torch.uint8).argmax(dim=1) * width, main + g - width)
+    n_equal = (mins == low[:, None]).sum(dim=1) + torch.where(in_group, hit.sum(dim=1) - 1, 0)
+    tied = ((n_equal > 1) & torch.isfinite(low)).nonzero().squeeze(1)
+    if tied.numel():
+        col[tied] = _first_equal(t[tied], low[tied])
+    return low, col, tied
+
+
+def _negative_cells(
+    t: torch.Tensor,
+    low: torch.Tensor,
+    col: torch.Tensor,
+    tied: torch.Tensor,
+    live: torch.Tensor,
+    split_ties: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cells of the ``live`` rows that receive the hardest negative's gradient: (flat
+    cells, their rows, cells per row). One per row (the first column ``col``) unless
+    ``split_ties``, then every cell of a ``tied`` row that equals its minimum ``low``."""
+    n = t.shape[1]
+    count = torch.ones_like(low)
+    single = torch.zeros_like(low, dtype=torch.bool)
+    single[live] = True
+    if split_ties and tied.numel():
+        tied = tied[single[tied]]
+    if not split_ties or tied.numel() == 0:
+        return live * n + col[live], live, count
+    same = t[tied] == low[tied][:, None]
+    r, c = same.nonzero(as_tuple=True)
+    count[tied] = same.sum(dim=1).to(low.dtype)
+    single[tied] = False
+    rows = single.nonzero().squeeze(1)
+    cells = torch.cat([rows * n + col[rows], tied[r] * n + c])
+    return cells, torch.cat([rows, tied[r]]), count
+
+
+def batch_hard_fused(
+    s: torch.Tensor,
+    pairs: BlockPairs,
+    grad: torch.Tensor | None,
+    scale: RowScale | None,
+    margin: float,
+    soft: bool,
+    is_distance: bool,
+    split_ties: bool = True,
+) -> list[RowTerms]:
+    """:func:`batch_hard_rows` on the sparse form of a block, with its gradient written into
+    ``grad`` (see :class:`pairloss.engine.PairProblem`).
+
+    The hardest positive of each row is a segment max over the (sparse) positives; the hardest
+    negative is the row minimum of a copy of the block (in ``grad``) whose positive and self
+    cells are +inf. The gradient has two non-zero cells per row (more only with ties): ``grad``
+    is zeroed and they are written sparsely. ``split_ties`` shares a tied extreme's gradient
+    equally among the tied cells (as the mask objective's max/min); otherwise it goes to the
+    first tied column (as :class:`~pairloss.mining.BatchHardMiner`, which keeps one cell per
+    row). The column of each row minimum comes from :func:`_row_min`.
+    """
+    b, n = s.shape
+    dtype = s.dtype
+    inf = float("inf")
+    sign = 1.0 if is_distance else -1.0
+    valid = (pairs.n_pos > 0) & (pairs.n_neg > 0)
+    work = grad if grad is not None else torch.empty_like(s)
+    t = _distance_like_into(s, work, is_distance)
+    rows = pairs.pos_rows
+    t_pos = t.view(-1)[pairs.pos_flat]
+    hardest_pos = segment_max(t_pos, rows, b, -inf)
+    _hide(t, pairs)
+    if n == 0:
+        hardest_neg = s.new_full((b,), inf)
+        neg_col = tied = torch.zeros(0, dtype=torch.long, device=s.device)
+    elif grad is None:
+        hardest_neg = t.amin(dim=1)
+    else:
+        hardest_neg, neg_col, tied = _row_min(t)
+    zero = torch.zeros_like(hardest_pos)
+    gap = torch.where(valid, hardest_pos, zero) - torch.where(valid, hardest_neg, zero)
+    loss = F.softplus(gap) if soft else F.relu(gap + margin)
+    values = torch.where(valid, loss, zero)
+    terms = RowTerms(values, lambda: valid.to(dtype), lambda: (values > 0).to(dtype))
+    if grad is None:
+        return [terms]
+    slope = _softplus_slope(gap) if soft else ((gap + margin) > 0).to(dtype)
+    coef = torch.where(valid, scale(0) * slope * sign, zero)  # dL/ds at the hardest positive
+    live = valid.nonzero().squeeze(1)
+    tied_pos = t_pos == hardest_pos[rows]
+    if split_ties:
+        pos_cells = pairs.pos_flat[tied_pos]
+        n_tied = segment_sum(tied_pos.to(dtype), rows, b).clamp_min(1)
+        pos_share = (coef / n_tied)[rows[tied_pos]]
+    else:
+        pos_cells = _first_in_row(tied_pos, pairs.pos_flat, rows, b)[live]
+        pos_share = coef[live]
+    neg_cells, neg_rows, n_tied = _negative_cells(t, hardest_neg, neg_col, tied, live, split_ties)
+    neg_share = (coef / n_tied)[neg_rows]
+    grad.zero_()
+    flat = grad.view(-1)
+    flat[pos_cells] = pos_share
+    flat[neg_cells] = -neg_share
+    return [terms]
