@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..objectives.pair_margins import binomial_deviance_rows
+from ..objectives.pair_margins import binomial_deviance_fused, binomial_deviance_rows
 from ..validation import check_positive
 from .base import PairLossModule
 from .contrastive import check_real
@@ -53,6 +53,19 @@ class BinomialDevianceLoss(PairLossModule):
     def objective(self, s, pos, neg, start, end):
         return binomial_deviance_rows(
             s, pos, neg, self.alpha, self.beta, self.base, self.distance.is_distance
+        )
+
+    def fused(self, s, pairs, grad, scale):
+        return binomial_deviance_fused(
+            s,
+            pairs,
+            grad,
+            scale,
+            self.alpha,
+            self.beta,
+            self.base,
+            self.distance.is_distance,
+            need_nonzero=self.reduction == "mean_nonzero",
         )
 
 

@@ -8,7 +8,7 @@ import math
 import torch
 
 from ..errors import PairLossError
-from ..objectives.circle import circle_rows
+from ..objectives.circle import circle_fused, circle_rows
 from ..validation import check_positive
 from .base import PairLossModule
 
@@ -61,6 +61,9 @@ class CircleLoss(PairLossModule):
 
     def objective(self, s, pos, neg, start, end):
         return circle_rows(s, pos, neg, self.m, self.gamma)
+
+    def fused(self, s, pairs, grad, scale):
+        return circle_fused(s, pairs, grad, scale, self.m, self.gamma)
 
 
 def circle(

@@ -8,7 +8,7 @@ import math
 import torch
 
 from ..errors import PairLossError
-from ..objectives.pair_margins import contrastive_rows
+from ..objectives.pair_margins import contrastive_fused, contrastive_rows
 from ..similarity import LpDistance, Similarity
 from .base import PairLossModule
 
@@ -65,6 +65,11 @@ class ContrastiveLoss(PairLossModule):
     def objective(self, s, pos, neg, start, end):
         return contrastive_rows(
             s, pos, neg, self.pos_margin, self.neg_margin, self.distance.is_distance
+        )
+
+    def fused(self, s, pairs, grad, scale):
+        return contrastive_fused(
+            s, pairs, grad, scale, self.pos_margin, self.neg_margin, self.distance.is_distance
         )
 
 

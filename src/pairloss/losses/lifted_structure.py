@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..objectives.pair_margins import generalized_lifted_rows
+from ..objectives.pair_margins import generalized_lifted_fused, generalized_lifted_rows
 from ..similarity import LpDistance, Similarity
 from .base import PairLossModule
 from .contrastive import check_real
@@ -49,6 +49,11 @@ class GeneralizedLiftedStructureLoss(PairLossModule):
     def objective(self, s, pos, neg, start, end):
         return generalized_lifted_rows(
             s, pos, neg, self.pos_margin, self.neg_margin, self.distance.is_distance
+        )
+
+    def fused(self, s, pairs, grad, scale):
+        return generalized_lifted_fused(
+            s, pairs, grad, scale, self.pos_margin, self.neg_margin, self.distance.is_distance
         )
 
 

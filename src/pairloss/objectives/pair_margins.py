@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from .terms import RowTerms, masked_logsumexp
+from ..relations import BlockPairs
+from .terms import RowScale, RowTerms, masked_logsumexp, segment_max, segment_sum
+
+# above this exponent log(1 + e^z) is z to working precision (e^-z below z's rounding), and
+# e^z still far from overflow: the cut-off of the in-place softplus of a dense block
+SOFTPLUS_LINEAR = {torch.float64: 40.0, torch.float32: 20.0}
 
 
 def _gap(x: torch.Tensor, y: torch.Tensor | float, is_distance: bool) -> torch.Tensor:
@@ -45,6 +50,92 @@ def contrastive_rows(
     return [RowTerms.per_pair(loss, pos), RowTerms.per_pair(loss, neg)]
 
 
+def _hide_non_negatives_(work: torch.Tensor, pairs: BlockPairs, fill: float) -> torch.Tensor:
+    """Write ``fill`` into the positive and self cells of a [b, N] block (in place)."""
+    flat = work.view(-1)
+    flat.index_fill_(0, pairs.pos_flat, fill).index_fill_(0, pairs.void_flat, fill)
+    return work
+
+
+def negative_logsumexp_(
+    work: torch.Tensor, pairs: BlockPairs, coef: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row, log sum_{n in N(i)} e^{coef w_in} of the values ``w`` held in ``work`` [b, N]
+    (every cell; the positive and self cells are dropped here), in place: the exponents are
+    shifted by their exact row maximum over the negatives and exponentiated in one pass, so
+    afterwards ``work`` holds e^{coef w - max} on the negatives and 0 elsewhere. Returns
+    ``(lse, total, has_neg)`` with ``total`` the row sums of ``work`` (1 on rows without
+    negatives, whose ``lse`` is 0)."""
+    _hide_non_negatives_(work, pairs, float("-inf") if coef > 0 else float("inf"))
+    has = pairs.n_neg > 0
+    extreme = work.amax(dim=1) if coef > 0 else work.amin(dim=1)
+    top = torch.where(has, coef * extreme, 0.0)
+    total = torch.add(-top[:, None], work, alpha=coef, out=work).exp_().sum(dim=1)
+    total = torch.where(has, total, 1.0)
+    return torch.where(has, total.log() + top, 0.0), total, has
+
+
+def positive_logsumexp(
+    x: torch.Tensor, rows: torch.Tensor, n_pos: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row, log sum_{p in P(i)} e^{x_ip} of the exponents ``x`` [P] of the positive cells
+    (grouped by ``rows``), max-shifted. Returns ``(lse, e, total, has_pos)``: ``e`` [P] the
+    shifted exponentials, ``total`` their row sums (1 on rows without positives, whose ``lse`` is
+    0)."""
+    has = n_pos > 0
+    top = segment_max(x, rows, n_pos.shape[0], float("-inf"))
+    top = torch.where(has, top, 0.0)
+    e = torch.exp(x - top[rows])
+    total = torch.where(has, segment_sum(e, rows, n_pos.shape[0]), 1.0)
+    return torch.where(has, total.log() + top, 0.0), e, total, has
+
+
+def contrastive_fused(
+    s: torch.Tensor,
+    pairs: BlockPairs,
+    grad: torch.Tensor | None,
+    scale: RowScale | None,
+    pos_margin: float,
+    neg_margin: float,
+    is_distance: bool = True,
+) -> list[RowTerms]:
+    """:func:`contrastive_rows` on the sparse form of a block, with its gradient written into
+    ``grad`` (see :class:`pairloss.engine.PairProblem`).
+
+    Positive terms [d - pos_margin]+ are gathered from the list of positive cells. Negative
+    terms [neg_margin - d]+ are one in-place pass over the row (positive and self cells zeroed);
+    their non-zero count and gradient (-1 on every active cell; +1 for similarities) come from
+    the sign of that buffer. The same with similarities, margins flipped.
+    """
+    sign = 1.0 if is_distance else -1.0  # slope of a positive term in s; negatives: -sign
+    b, dtype = s.shape[0], s.dtype
+    rows = pairs.pos_rows
+    xp = (s.view(-1)[pairs.pos_flat] - pos_margin) * sign
+    lp = torch.relu(xp)
+    active_p = (xp > 0).to(dtype)
+    pos_terms = RowTerms(
+        segment_sum(lp, rows, b),
+        pairs.n_pos.to(dtype),
+        lambda: segment_sum(active_p, rows, b),
+    )
+
+    work = grad if grad is not None else torch.empty_like(s)
+    torch.add(s.new_tensor(sign * neg_margin), s, alpha=-sign, out=work).clamp_min_(0)
+    _hide_non_negatives_(work, pairs, 0.0)
+    neg_values = work.sum(dim=1)
+    if grad is None:
+        neg_terms = RowTerms(
+            neg_values,
+            pairs.n_neg.to(dtype),
+            lambda: work.sign_().sum(dim=1),  # the terms are >= 0 (and work is scratch)
+        )
+        return [pos_terms, neg_terms]
+    neg_nonzero = work.sign_().sum(dim=1)  # 1 on active cells, 0 elsewhere
+    work.mul_((scale(1) * -sign)[:, None])
+    grad.view(-1).index_copy_(0, pairs.pos_flat, active_p * (scale(0) * sign)[rows])
+    return [pos_terms, RowTerms(neg_values, pairs.n_neg.to(dtype), neg_nonzero)]
+
+
 def generalized_lifted_rows(
     s: torch.Tensor,
     pos: torch.Tensor,
@@ -63,6 +154,45 @@ def generalized_lifted_rows(
     neg_lse = masked_logsumexp(_gap(neg_margin, s, is_distance), neg)
     valid = pos.any(dim=1) | neg.any(dim=1)
     return [RowTerms.per_anchor(torch.relu(pos_lse + neg_lse), valid)]
+
+
+def generalized_lifted_fused(
+    s: torch.Tensor,
+    pairs: BlockPairs,
+    grad: torch.Tensor | None,
+    scale: RowScale | None,
+    pos_margin: float,
+    neg_margin: float,
+    is_distance: bool = True,
+) -> list[RowTerms]:
+    """:func:`generalized_lifted_rows` on the sparse form of a block, with its gradient written
+    into ``grad`` (see :class:`pairloss.engine.PairProblem`).
+
+    The positive log-sum-exp is taken over the gathered positive cells; the negative one is a
+    dense in-place pass (exponents -d, shifted by their exact maximum over the negatives, then
+    + neg_margin). The gradient of [lse_p + lse_n]+ is the softmax weight of each cell times the
+    slope of its exponent (d: +1 on positives, -1 on negatives; flipped for similarities), on
+    the rows where the bracket is > 0.
+    """
+    sign = 1.0 if is_distance else -1.0  # slope of a positive exponent in s; negatives: -sign
+    dtype = s.dtype
+    rows = pairs.pos_rows
+    xp = (s.view(-1)[pairs.pos_flat] - pos_margin) * sign
+    lp, ep, sp, has_pos = positive_logsumexp(xp, rows, pairs.n_pos)
+
+    work = grad if grad is not None else torch.empty_like(s)
+    work.copy_(s)  # the negative exponent is -sign * s, plus the constant sign * neg_margin
+    ln, sn, has_neg = negative_logsumexp_(work, pairs, -sign)
+    ln = torch.where(has_neg, ln + sign * neg_margin, 0.0)
+
+    total = lp + ln
+    valid = has_pos | has_neg
+    values = torch.where(valid, torch.relu(total), 0.0)
+    if grad is not None:
+        g = scale(0) * (valid & (total > 0)).to(dtype)
+        work.mul_((g * -sign / sn)[:, None])
+        grad.view(-1).index_copy_(0, pairs.pos_flat, ep * (g * sign / sp)[rows])
+    return [RowTerms(values, lambda: valid.to(dtype), lambda: (values > 0).to(dtype))]
 
 
 def margin_rows(
@@ -134,3 +264,57 @@ def binomial_deviance_rows(
     x = _gap(base, s, is_distance)  # s - base, or base - d
     loss = _softplus(torch.where(pos, -alpha * x, beta * x))  # one softplus per cell
     return [RowTerms.per_pair(loss, pos), RowTerms.per_pair(loss, neg)]
+
+
+def _not_counted() -> torch.Tensor:
+    raise RuntimeError("binomial_deviance_fused: need_nonzero=False, the count was not taken")
+
+
+def binomial_deviance_fused(
+    s: torch.Tensor,
+    pairs: BlockPairs,
+    grad: torch.Tensor | None,
+    scale: RowScale | None,
+    alpha: float,
+    beta: float,
+    base: float,
+    is_distance: bool = False,
+    need_nonzero: bool = True,
+) -> list[RowTerms]:
+    """:func:`binomial_deviance_rows` on the sparse form of a block, with its gradient written
+    into ``grad`` (see :class:`pairloss.engine.PairProblem`).
+
+    Positive terms are computed on the gathered positive cells. Negative terms are one in-place
+    softplus pass over the row (positive and self cells zeroed); the gradient of softplus(z) is
+    sigmoid(z) = 1 - e^{-softplus(z)}, taken from the same buffer. When a gradient is written,
+    the per-row count of non-zero negative terms costs one more pass; ``need_nonzero=False`` (a
+    reduction that does not read it) skips it.
+    """
+    sign = -1.0 if is_distance else 1.0  # slope of x = s - base (or base - d) in s
+    b, dtype = s.shape[0], s.dtype
+    rows = pairs.pos_rows
+    zp = -alpha * _gap(base, s.view(-1)[pairs.pos_flat], is_distance)
+    lp = _softplus(zp)
+    pos_terms = RowTerms(
+        segment_sum(lp, rows, b),
+        pairs.n_pos.to(dtype),
+        lambda: segment_sum((lp > 0).to(dtype), rows, b),
+    )
+
+    work = grad if grad is not None else torch.empty_like(s)
+    torch.add(s.new_tensor(-beta * sign * base), s, alpha=beta * sign, out=work)
+    torch.ops.aten.softplus.out(work, 1.0, SOFTPLUS_LINEAR.get(dtype, 20.0), out=work)
+    _hide_non_negatives_(work, pairs, 0.0)
+    neg_values = work.sum(dim=1)
+
+    n_neg = pairs.n_neg.to(dtype)
+    if grad is None:  # the terms are >= 0 (and work is scratch)
+        return [pos_terms, RowTerms(neg_values, n_neg, lambda: work.sign_().sum(dim=1))]
+    nonzero = torch.sign(work).sum(dim=1) if need_nonzero else _not_counted
+    # c sigmoid(z) = c - c e^{-softplus(z)}; 0 stays 0 on the positive and self cells
+    c = (scale(1) * (beta * sign))[:, None]
+    work.neg_().exp_().mul_(-c).add_(c)
+    grad.view(-1).index_copy_(
+        0, pairs.pos_flat, torch.sigmoid(zp) * (scale(0) * (-alpha * sign))[rows]
+    )
+    return [pos_terms, RowTerms(neg_values, n_neg, nonzero)]
