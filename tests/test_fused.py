@@ -253,3 +253,21 @@ def test_miner_given_as_indices_tuple_is_applied(fused_calls):
     assert not fused_calls
     torch.testing.assert_close(blocked, dense, rtol=1e-9, atol=1e-12)
     assert not torch.allclose(dense, loss(engine="dense")(x, y))
+
+
+@pytest.mark.parametrize("name", ["ContrastiveLoss", "BinomialDevianceLoss"])
+@pytest.mark.parametrize("reduction", ["mean_nonzero", "mean_terms", "mean_valid"])
+def test_components_with_own_normalisers_need_no_counting_walk(name, reduction, monkeypatch):
+    def no_counting(self):
+        raise AssertionError("counting walk ran")
+
+    monkeypatch.setattr(engine_module._FusedWalk, "counts", no_counting)
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(45, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.arange(45) // 5
+    case = (name, {})
+    blocked = _value_and_grads(case, "blocked", x, y, reduction=reduction)
+    _assert_same(blocked, _value_and_grads(case, "dense", x, y, reduction=reduction))
+    r, ry = make_ref(2, n=20)
+    blocked = _value_and_grads(case, "blocked", x, y, r, ry, reduction=reduction)
+    _assert_same(blocked, _value_and_grads(case, "dense", x, y, r, ry, reduction=reduction))

@@ -25,6 +25,7 @@ result is returned in the input dtype.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -270,12 +271,29 @@ class _FusedWalk(_Walk):
             )
         return totals or []
 
-    def run(self, need: tuple[bool, ...], weights: Sequence[float] | None, row_weights=None):
+    def _grad_buffers(self, need):
+        a, c = self.prep.anchors, self.prep.candidates
+        grad_a = torch.zeros_like(a) if need[0] else None
+        grad_c = grad_a if self.shared else (torch.zeros_like(c) if need[1] else None)
+        return grad_a, grad_c
+
+    def run(
+        self,
+        need: tuple[bool, ...],
+        weights: Sequence[float] | None,
+        row_weights=None,
+        split: bool = False,
+    ):
+        """As :meth:`_Walk.run`. With ``split`` the components whose gradient the objective
+        hands over sparsely (:meth:`RowScale.put_sparse`) are accumulated apart, unweighted:
+        the gradients come back as a dict component -> (grad_a, grad_c, grad_p), the one dense
+        component under its index; :class:`_SplitRefused` if more than one is dense."""
         problem = self.problem
         a, c = self.prep.anchors.detach(), self.prep.candidates.detach()
         want = need[0] or need[1]
-        grad_a = torch.zeros_like(a) if need[0] else None
-        grad_c = grad_a if self.shared else (torch.zeros_like(c) if need[1] else None)
+        grad_a, grad_c = self._grad_buffers(need)
+        apart: dict[int, list] = {}
+        dense_k = None
         grad_buffer = a.new_empty((min(self.block, a.shape[0]), c.shape[0])) if want else None
         values, counts, rows = None, None, []
         for start, end, s, form in self._blocks_of_scores():
@@ -284,24 +302,98 @@ class _FusedWalk(_Walk):
             scale = None
             if want:
                 rw = None if row_weights is None else row_weights[start:end]
-                scale = RowScale(b, None if weights is None else list(weights), rw, s)
-            terms = problem.fused(s, problem.relation.pairs(start, end), grad, scale)
+                scale = RowScale(b, None if weights is None else list(weights), rw, s, split)
+            pairs = problem.relation.pairs(start, end)
+            terms = problem.fused(s, pairs, grad, scale)
             values = _accumulate(values, [t.values.sum() for t in terms])
             if problem.reduction == "none":
                 rows.append(sum(t.values for t in terms))
             elif problem.reduction in DATA_DEPENDENT:
                 counts = _accumulate(counts, [row_counts(t, problem.reduction) for t in terms])
-            if want:
-                g = form.dot_grad_(grad, s)
-                if need[0]:
-                    if self.shared:
-                        grad_a[start:end].addmm_(g, c)
-                    else:
-                        torch.mm(g, c, out=grad_a[start:end])
-                if need[1]:
-                    grad_c.addmm_(g.T, a[start:end])
+            if not want:
+                continue
+            if split:
+                dense = [k for k in range(len(terms)) if k not in scale.sparse]
+                if len(dense) > 1:
+                    raise _SplitRefused
+                dense_k = dense[0] if dense else dense_k
+                n = s.shape[1]
+                for k, g_pos in scale.sparse.items():
+                    g_dot = form.dot_grad_(g_pos.clone(), s.view(-1)[pairs.pos_flat])
+                    cols = pairs.pos_flat - pairs.pos_rows * n
+                    apart.setdefault(k, []).append((pairs.pos_rows + start, cols, g_dot))
+            g = form.dot_grad_(grad, s)
+            if need[0]:
+                if self.shared:
+                    grad_a[start:end].addmm_(g, c)
+                else:
+                    torch.mm(g, c, out=grad_a[start:end])
+            if need[1]:
+                grad_c.addmm_(g.T, a[start:end])
         grad_p = [None] * len(problem.params)
+        if split:
+            grads = {k: (*self._sparse_grads(need, cells), grad_p) for k, cells in apart.items()}
+            if dense_k is not None:
+                grads[dense_k] = (grad_a, grad_c, grad_p)
+            return values or [], counts, rows, grads
         return values or [], counts, rows, (grad_a, grad_c, grad_p)
+
+    def _sparse_grads(self, need, cells: list) -> tuple:
+        """(grad_a, grad_c) of a dL/ds given on a list of cells (row, col, value): the products
+        S Y and S^T X with S sparse (compressed rows), never a dense [B, N]."""
+        a, c = self.prep.anchors.detach(), self.prep.candidates.detach()
+        rows = torch.cat([r for r, _, _ in cells])
+        cols = torch.cat([k for _, k, _ in cells])
+        vals = torch.cat([v for _, _, v in cells])
+        grad_a, grad_c = self._grad_buffers(need)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sparse compressed tensors are marked beta
+            if need[0]:
+                grad_a += _compressed(rows, cols, vals, a.shape[0], c.shape[0]) @ c
+            if need[1]:
+                order = torch.argsort(cols, stable=True)
+                cand = _compressed(cols[order], rows[order], vals[order], c.shape[0], a.shape[0])
+                grad_c += cand @ a
+        return grad_a, grad_c
+
+
+def _compressed(rows, cols, vals, n_rows: int, n_cols: int) -> torch.Tensor:
+    """A sparse [n_rows, n_cols] matrix in compressed-row form from cells sorted by row."""
+    ptr = torch.zeros(n_rows + 1, dtype=torch.long, device=rows.device)
+    torch.cumsum(torch.bincount(rows, minlength=n_rows), 0, out=ptr[1:])
+    return torch.sparse_csr_tensor(ptr, cols, vals, (n_rows, n_cols))
+
+
+class _SplitRefused(Exception):
+    """A fused objective gave more than one component densely: a split walk cannot weight them."""
+
+
+def _split_walk(walker: _FusedWalk, need, reduction: str, n_rows: int):
+    """One walk for several components with data-dependent normalisers, every component but one
+    handed over sparsely: each component's gradient is accumulated apart and divided by its
+    normaliser at the end. Returns ``(values, counts, grads)`` or None if the objective refuses."""
+    try:
+        values, counts, _, parts = walker.run(need, None, split=True)
+    except _SplitRefused:
+        return None
+    divisors = [
+        normalizer(counts[k] if counts is not None else 0.0, reduction, n_rows)
+        for k in range(len(values))
+    ]
+    grad_a = grad_c = None
+    for k, (ga, gc, _) in parts.items():
+        inv = _inv(divisors[k])
+        for total, part in ((grad_a, ga), (grad_c, None if walker.shared else gc)):
+            if part is None:
+                continue
+            if total is None:
+                part.mul_(inv)  # the first component's buffers carry the sum
+            else:
+                total.add_(part, alpha=inv)
+        grad_a = ga if grad_a is None else grad_a
+        grad_c = (grad_a if walker.shared else gc) if grad_c is None else grad_c
+    grad_p = [None] * len(walker.problem.params)
+    return values, counts, (grad_a, grad_c, grad_p)
 
 
 class _BlockedScalar(torch.autograd.Function):
@@ -314,12 +406,21 @@ class _BlockedScalar(torch.autograd.Function):
         n_rows = anchors.shape[0]
         reduction = problem.reduction
         weights = None
+        done = None
         if reduction in DATA_DEPENDENT and any(need) and _n_components(walker) > 1:
-            # several components with their own data-dependent normalisers: count them first,
-            # so that one walk can combine the components' gradients
-            known = problem.counts() if problem.counts is not None else walker.counts()
-            weights = [_inv(normalizer(ct, reduction, n_rows)) for ct in known]
-        values, counts, _, grads = walker.run(need, weights)
+            # several components with their own data-dependent normalisers: weight their
+            # gradients apart in one walk, or count them first so that one walk combines them
+            if problem.counts is None and isinstance(walker, _FusedWalk):
+                done = _split_walk(walker, need, reduction, n_rows)
+            if done is None:
+                known = problem.counts() if problem.counts is not None else walker.counts()
+                weights = [_inv(normalizer(ct, reduction, n_rows)) for ct in known]
+            else:
+                weights = []  # already weighted
+        if done is not None:
+            values, counts, grads = done
+        else:
+            values, counts, _, grads = walker.run(need, weights)
         divisors = [
             normalizer(counts[k] if counts is not None else 0.0, reduction, n_rows)
             for k in range(len(values))

@@ -132,7 +132,9 @@ def contrastive_fused(
         return [pos_terms, neg_terms]
     neg_nonzero = work.sign_().sum(dim=1)  # 1 on active cells, 0 elsewhere
     work.mul_((scale(1) * -sign)[:, None])
-    grad.view(-1).index_copy_(0, pairs.pos_flat, active_p * (scale(0) * sign)[rows])
+    grad_pos = active_p * (scale(0) * sign)[rows]
+    if not scale.put_sparse(0, grad_pos):  # else the positive cells stay 0 (hidden above)
+        grad.view(-1).index_copy_(0, pairs.pos_flat, grad_pos)
     return [pos_terms, RowTerms(neg_values, pairs.n_neg.to(dtype), neg_nonzero)]
 
 
@@ -314,7 +316,7 @@ def binomial_deviance_fused(
     # c sigmoid(z) = c - c e^{-softplus(z)}; 0 stays 0 on the positive and self cells
     c = (scale(1) * (beta * sign))[:, None]
     work.neg_().exp_().mul_(-c).add_(c)
-    grad.view(-1).index_copy_(
-        0, pairs.pos_flat, torch.sigmoid(zp) * (scale(0) * (-alpha * sign))[rows]
-    )
+    grad_pos = torch.sigmoid(zp) * (scale(0) * (-alpha * sign))[rows]
+    if not scale.put_sparse(0, grad_pos):
+        grad.view(-1).index_copy_(0, pairs.pos_flat, grad_pos)
     return [pos_terms, RowTerms(neg_values, n_neg, nonzero)]

@@ -71,7 +71,11 @@ class RowTerms:
 class RowScale:
     """How much each row of each component counts in the gradient a fused objective writes:
     ``scale(k)`` is the [b] multiplier of component ``k`` (its weight in the loss times the
-    upstream gradient of each row)."""
+    upstream gradient of each row).
+
+    A component whose gradient lives on the positive cells only may be handed over apart with
+    :meth:`put_sparse`; the engine then keeps it in its own accumulators and can weight it by a
+    normaliser known only at the end of the walk (no counting walk first)."""
 
     def __init__(
         self,
@@ -79,8 +83,20 @@ class RowScale:
         weights: list[float] | None,
         row_weights: torch.Tensor | None,
         like: torch.Tensor,
+        collect_sparse: bool = False,
     ) -> None:
         self.n_rows, self.weights, self.row_weights, self.like = n_rows, weights, row_weights, like
+        self.sparse: dict[int, torch.Tensor] | None = {} if collect_sparse else None
+
+    def put_sparse(self, k: int, grad_at_positives: torch.Tensor) -> bool:
+        """Offer component ``k``'s dL/ds on the positive cells ([P], in the order of
+        ``pairs.pos_flat``; zero on every other cell). True: the engine took it, and the
+        objective leaves those cells of ``grad`` at 0 for this component. False: the objective
+        writes it into ``grad`` itself."""
+        if self.sparse is None:
+            return False
+        self.sparse[k] = grad_at_positives
+        return True
 
     def __call__(self, k: int) -> torch.Tensor:
         w = 1.0 if self.weights is None else self.weights[k]
