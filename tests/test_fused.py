@@ -34,6 +34,9 @@ CASES = [
     ("DCLLoss", {"temperature": 0.5, "distance": LpDistance()}),
     ("DCLLoss", {"distance": LpDistance(power=2)}),
     ("DCLLoss", {"distance": DotProductSimilarity(normalize_embeddings=False)}),
+    ("MarginLoss", {}),
+    ("MarginLoss", {"margin": 0.1, "beta": 0.8, "distance": LpDistance(power=2)}),
+    ("MarginLoss", {"margin": 0.3, "beta": 0.2, "distance": "cosine"}),
     # pair-margin family cases
     ("ContrastiveLoss", {}),
     ("ContrastiveLoss", {"pos_margin": 0.3, "neg_margin": 1.2}),

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import PairLossError
-from ..objectives.pair_margins import margin_rows
+from ..objectives.pair_margins import margin_fused, margin_rows
 from ..similarity import LpDistance, Similarity
 from ..validation import check_labels, check_positive
 from .base import PairLossModule
@@ -115,6 +115,18 @@ class MarginLoss(PairLossModule):
             is_distance=self.distance.is_distance,
         )
 
+    def fused_form(self, miner):
+        # one beta, no regulariser (the fused form has no gradient for beta), no miner
+        regularised = self.learn_beta and self.nu != 0
+        if miner is not None or self.beta.numel() > 1 or self.beta.requires_grad or regularised:
+            return None
+        beta = float(self.beta)
+
+        def fused(s, pairs, grad, scale):
+            return margin_fused(s, pairs, grad, scale, self.margin, beta, self.distance.is_distance)
+
+        return fused
+
     def forward(
         self,
         embeddings: torch.Tensor,
@@ -143,7 +155,15 @@ class MarginLoss(PairLossModule):
                 )
             labels = labels.to(self.beta.device)
         objective = functools.partial(self.objective, labels=labels)
-        return self.run_objective(objective, embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        return self.run_objective(
+            objective,
+            embeddings,
+            labels,
+            indices_tuple,
+            ref_emb,
+            ref_labels,
+            fused=self.fused_form(self.miner),
+        )
 
 
 def margin_loss(

@@ -320,3 +320,46 @@ def binomial_deviance_fused(
     if not scale.put_sparse(0, grad_pos):
         grad.view(-1).index_copy_(0, pairs.pos_flat, grad_pos)
     return [pos_terms, RowTerms(neg_values, n_neg, nonzero)]
+
+
+class _TripletWeights:
+    """The scale of :func:`margin_fused`'s two pair components: each positive term counts once
+    per negative of its row and each negative term once per positive."""
+
+    def __init__(self, scale: RowScale, n_pos: torch.Tensor, n_neg: torch.Tensor) -> None:
+        self.scale, self.n_pos, self.n_neg = scale, n_pos, n_neg
+
+    def __call__(self, k: int) -> torch.Tensor:
+        return self.scale(0) * (self.n_neg if k == 0 else self.n_pos)
+
+    def put_sparse(self, k: int, grad_at_positives: torch.Tensor) -> bool:
+        return False
+
+
+def margin_fused(
+    s: torch.Tensor,
+    pairs: BlockPairs,
+    grad: torch.Tensor | None,
+    scale: RowScale | None,
+    margin: float,
+    beta: float,
+    is_distance: bool = True,
+) -> list[RowTerms]:
+    """:func:`margin_rows` with one scalar ``beta`` and no regulariser, on the sparse form of a
+    block: the row's triplets sum to ``N_i sum_p l+_ip + P_i sum_n l-_in``, that is the two
+    components of :func:`contrastive_fused` with margins ``beta -+ margin`` (distances; ``beta
+    +- margin`` for similarities), weighted by the row's counts and added into one component."""
+    lo, hi = beta - margin, beta + margin
+    pos_margin, neg_margin = (lo, hi) if is_distance else (hi, lo)
+    dtype = s.dtype
+    n_pos, n_neg = pairs.n_pos.to(dtype), pairs.n_neg.to(dtype)
+    weights = None if scale is None else _TripletWeights(scale, n_pos, n_neg)
+    pos, neg = contrastive_fused(s, pairs, grad, weights, pos_margin, neg_margin, is_distance)
+    values = n_neg * pos.values + n_pos * neg.values
+    return [
+        RowTerms(
+            values,
+            n_pos * n_neg,
+            lambda: n_neg * pos.n_nonzero + n_pos * neg.n_nonzero,
+        )
+    ]
