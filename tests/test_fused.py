@@ -18,6 +18,15 @@ CASES = [
     ("MultiSimilarityLoss", {"distance": LpDistance()}),
     ("MultiSimilarityLoss", {"distance": LpDistance(power=2)}),
     ("MultiSimilarityLoss", {"distance": DotProductSimilarity(normalize_embeddings=False)}),
+    ("MultiSimilarityLoss", {"miner": pairloss.miners.MultiSimilarityMiner()}),
+    ("MultiSimilarityLoss", {"miner": pairloss.miners.MultiSimilarityMiner(epsilon=0.4)}),
+    (
+        "MultiSimilarityLoss",
+        {
+            "distance": LpDistance(),
+            "miner": pairloss.miners.MultiSimilarityMiner(epsilon=0.2, distance=LpDistance()),
+        },
+    ),
     # softmax family cases
     ("SupConLoss", {}),
     ("SupConLoss", {"temperature": 0.5}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..mining import MultiSimilarityMiner
 from ..objectives.multi_similarity import multi_similarity_fused, multi_similarity_rows
 from .base import PairLossModule
 
@@ -42,6 +43,31 @@ class MultiSimilarityLoss(PairLossModule):
         return multi_similarity_fused(
             s, pairs, grad, scale, self.alpha, self.beta, self.base, self.distance.is_distance
         )
+
+    def fused_form(self, miner):
+        if miner is None:
+            return self.fused
+        # MS mining in the loss's own scores is part of the fused form
+        if type(miner) is not MultiSimilarityMiner or not miner.similarity.same_scores(
+            self.distance
+        ):
+            return None
+        eps = miner.epsilon
+
+        def fused(s, pairs, grad, scale):
+            return multi_similarity_fused(
+                s,
+                pairs,
+                grad,
+                scale,
+                self.alpha,
+                self.beta,
+                self.base,
+                self.distance.is_distance,
+                mining=eps,
+            )
+
+        return fused
 
 
 def multi_similarity(

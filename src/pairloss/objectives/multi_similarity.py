@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..relations import BlockPairs
-from .terms import FusedDualLSE, RowScale, RowTerms, dual_masked_logsumexp
+from .terms import FusedDualLSE, RowScale, RowTerms, dual_masked_logsumexp, segment_max
 
 
 def multi_similarity_rows(
@@ -41,14 +41,24 @@ def multi_similarity_fused(
     beta: float,
     base: float,
     is_distance: bool = False,
+    mining: float | None = None,
 ) -> list[RowTerms]:
     """:func:`multi_similarity_rows` on the sparse form of a block, with its gradient written
     into ``grad`` (see :class:`pairloss.engine.PairProblem`): positives read from their list,
-    the negative sum one exponential pass over the row (:class:`FusedDualLSE`)."""
+    the negative sum one exponential pass over the row (:class:`FusedDualLSE`). ``mining``
+    (epsilon) applies MS mining in the loss's own similarity first (:func:`ms_mining`)."""
     sign = -1.0 if is_distance else 1.0
     work = grad if grad is not None else torch.empty_like(s)
+    keep = {} if mining is None else ms_mining(s, pairs, mining, is_distance, work)
     lse = FusedDualLSE(
-        s, pairs, -alpha * sign, alpha * sign * base, beta * sign, -beta * sign * base, work
+        s,
+        pairs,
+        -alpha * sign,
+        alpha * sign * base,
+        beta * sign,
+        -beta * sign * base,
+        work,
+        **keep,
     )
     valid = lse.has_pos | lse.has_neg
     values = torch.where(valid, lse.lp / alpha + lse.ln / beta, 0.0)
@@ -56,3 +66,26 @@ def multi_similarity_fused(
         c = scale(0)
         lse.write_grad(c / alpha, c / beta)
     return [RowTerms(values, lambda: valid.to(s.dtype), lambda: (values > 0).to(s.dtype))]
+
+
+def ms_mining(
+    s: torch.Tensor, pairs: BlockPairs, epsilon: float, is_distance: bool, work: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Multi-Similarity mining (:class:`pairloss.miners.MultiSimilarityMiner`) on the sparse
+    form of a block, with c the closeness (s, or -d): keep negative n if c_in + eps > min_p c_ip,
+    keep positive p if c_ip - eps < max_n c_in. Returns the keyword arguments of
+    :class:`FusedDualLSE` (``pos_keep`` [P], ``neg_keep`` [b, N], ``has_neg`` [b]); ``work`` is
+    scratch."""
+    b = s.shape[0]
+    c_pos = s.view(-1)[pairs.pos_flat]
+    c_pos = -c_pos if is_distance else c_pos
+    hardest_pos = -segment_max(-c_pos, pairs.pos_rows, b, float("-inf"))
+    work.copy_(s)
+    hidden = float("inf") if is_distance else float("-inf")
+    work.view(-1).index_fill_(0, pairs.pos_flat, hidden).index_fill_(0, pairs.void_flat, hidden)
+    hardest_neg = -work.amin(dim=1) if is_distance else work.amax(dim=1)
+    pos_keep = c_pos - epsilon < hardest_neg[pairs.pos_rows]
+    closeness = torch.neg(s) if is_distance else s
+    neg_keep = (closeness + epsilon) > hardest_pos[:, None]
+    has_neg = (hardest_neg + epsilon > hardest_pos) & (pairs.n_neg > 0)
+    return {"pos_keep": pos_keep, "neg_keep": neg_keep, "has_neg": has_neg}

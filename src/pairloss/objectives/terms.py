@@ -162,6 +162,9 @@ class FusedDualLSE:
     The positives come from their list (a gather); the negatives are one exponential pass over
     the row held in ``work`` [b, N], with the positive and void cells zeroed. :meth:`write_grad`
     turns ``work`` into dL/ds given dL/dlp and dL/dln per row. Rows with an empty set give 0.
+
+    A miner's choice enters as ``pos_keep`` [P] (which listed positives count) and ``neg_keep``
+    [b, N] with ``has_neg`` [b] (which negatives count, and whether a row keeps any).
     """
 
     def __init__(
@@ -173,30 +176,41 @@ class FusedDualLSE:
         kn: float,
         bn: float,
         work: torch.Tensor,
+        pos_keep: torch.Tensor | None = None,
+        neg_keep: torch.Tensor | None = None,
+        has_neg: torch.Tensor | None = None,
     ) -> None:
         b = s.shape[0]
-        self.pairs, self.kp, self.kn, self.work = pairs, kp, kn, work
+        self.kp, self.kn, self.work = kp, kn, work
         mn = stable_shift(s, pairs, kn, bn, work, 0.0)
         e = torch.add((bn - mn)[:, None], s, alpha=kn, out=work).exp_()
         flat = e.view(-1)
         flat.index_fill_(0, pairs.pos_flat, 0.0).index_fill_(0, pairs.void_flat, 0.0)
+        if neg_keep is not None:
+            e.mul_(neg_keep)
         self.sn = e.sum(dim=1) + torch.exp(-mn)
-        self.has_neg = pairs.n_neg > 0
+        self.has_neg = pairs.n_neg > 0 if has_neg is None else has_neg
         self.ln = torch.where(self.has_neg, self.sn.log() + mn, 0.0)
-        rows = pairs.pos_rows
-        xp = s.view(-1)[pairs.pos_flat] * kp + bp
+        self.pos_flat, rows = pairs.pos_flat, pairs.pos_rows
+        if pos_keep is not None:
+            self.pos_flat, rows = self.pos_flat[pos_keep], rows[pos_keep]
+        self.pos_rows = rows
+        xp = s.view(-1)[self.pos_flat] * kp + bp
         mp = segment_max(xp, rows, b, 0.0)
         self.ep = torch.exp(xp - mp[rows])
         self.sp = segment_sum(self.ep, rows, b) + torch.exp(-mp)
-        self.has_pos = pairs.n_pos > 0
+        if pos_keep is None:
+            self.has_pos = pairs.n_pos > 0
+        else:
+            self.has_pos = torch.zeros(b, dtype=torch.bool, device=s.device)
+            self.has_pos[rows] = True
         self.lp = torch.where(self.has_pos, self.sp.log() + mp, 0.0)
 
     def write_grad(self, d_lp: torch.Tensor, d_ln: torch.Tensor) -> torch.Tensor:
         """dL/ds into ``work`` for per-row dL/dlp ``d_lp`` [b] and dL/dln ``d_ln`` [b]."""
-        rows = self.pairs.pos_rows
         self.work.mul_((d_ln * self.kn / self.sn)[:, None])
-        grad_pos = self.ep * (d_lp * self.kp / self.sp)[rows]
-        self.work.view(-1).index_copy_(0, self.pairs.pos_flat, grad_pos)
+        grad_pos = self.ep * (d_lp * self.kp / self.sp)[self.pos_rows]
+        self.work.view(-1).index_copy_(0, self.pos_flat, grad_pos)
         return self.work
 
 
