@@ -17,6 +17,19 @@ reduction. :func:`run` evaluates it:
   with data-dependent normalisers, one extra walk without gradients counts them first.
 - ``engine="auto"`` picks dense when B x N is small (at most ``DENSE_MAX_CELLS``), else blocked.
 
+The blocked engine has two walks. The generic one differentiates each block's objective with
+autograd. The fused one runs when the loss gives a hand-differentiated form of its objective
+(:attr:`PairProblem.fused`), the scores are a function of dot products
+(:meth:`~pairloss.similarity.Similarity.dot_form`) and the relation has a sparse form
+(:meth:`~pairloss.relations.Relation.pairs`: the positives as a list, every other cell negative
+but the self cells). Per block it does one product into a reused buffer, the objective's
+elementwise passes in place (positives by index, never a [b, N] mask) and the two gradient
+products accumulated in place, so its cost is the three products plus a few passes over each
+block. Components with their own data-dependent normalisers are weighted at the end of the same
+walk when all but one hand their gradient over on the positive cells (compressed sparse
+products), or through normalisers known from the labels (:attr:`PairProblem.counts`); otherwise
+one walk without gradients counts them first.
+
 Both engines run the same objective, so they agree to rounding. The blocked engine supports
 first-order gradients only (no double backward, no forward-mode AD); it runs under
 ``torch.no_grad()`` without building any graph. fp16/bf16 inputs are computed in fp32 and the
@@ -25,6 +38,7 @@ result is returned in the input dtype.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +53,7 @@ from .similarity import Similarity
 
 DENSE_MAX_CELLS = 1 << 21
 BLOCK_CELLS = 1 << 21
-MIN_BLOCK_ROWS = 128
+MIN_BLOCK_ROWS = 256
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, int], list[RowTerms]]
 FusedObjective = Callable[
@@ -90,12 +104,24 @@ class _Prepared:
     """Prepared (e.g. normalised) anchors and candidates, for the loss and for the miner."""
 
     def __init__(
-        self, problem: PairProblem, anchors: torch.Tensor, candidates: torch.Tensor | None
+        self,
+        problem: PairProblem,
+        anchors: torch.Tensor,
+        candidates: torch.Tensor | None,
+        inside: bool = False,
     ):
         dtype = compute_dtype(anchors)
         sim = problem.similarity
-        self.anchors = sim.prepare(anchors.to(dtype))
-        self.candidates = self.anchors if candidates is None else sim.prepare(candidates.to(dtype))
+        # ``inside``: prepare without autograd; the engine's Function takes the raw (cast)
+        # tensors and maps the gradients back itself (Similarity.prepare_grad_, in place)
+        self.inside = inside
+        self.raw_anchors = anchors.to(dtype)
+        self.raw_candidates = None if candidates is None else candidates.to(dtype)
+        with torch.no_grad() if inside else contextlib.nullcontext():
+            self.anchors = sim.prepare(self.raw_anchors)
+            self.candidates = (
+                self.anchors if candidates is None else sim.prepare(self.raw_candidates)
+            )
         miner_sim = getattr(problem.miner, "similarity", None)
         self.miner_sim = None
         if problem.miner is not None and miner_sim is not None and not miner_sim.same_scores(sim):
@@ -155,8 +181,26 @@ class _Walk:
     def inputs(self, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """The tensors handed to the autograd Function, in the layout :meth:`need` reads."""
         prep = self.prep
-        head = (prep.anchors,) if self.shared else (prep.anchors, prep.candidates)
+        if prep.inside:
+            a, c = prep.raw_anchors, prep.raw_candidates
+        else:
+            a, c = prep.anchors, prep.candidates
+        head = (a,) if self.shared else (a, c)
         return (*head, *params)
+
+    def to_raw_(self, grads):
+        """Map (grad_a, grad_c, grad_p) from the prepared tensors to the raw ones, in place,
+        when the preparation happened outside autograd."""
+        prep = self.prep
+        if not prep.inside:
+            return grads
+        grad_a, grad_c, grad_p = grads
+        sim = self.problem.similarity
+        if grad_a is not None:
+            sim.prepare_grad_(grad_a, prep.raw_anchors, prep.anchors)
+        if grad_c is not None and not self.shared:
+            sim.prepare_grad_(grad_c, prep.raw_candidates, prep.candidates)
+        return grads
 
     def outputs(self, grad_a, grad_c, grad_p) -> tuple:
         """Gradients in the layout of :meth:`inputs` (None for the walker)."""
@@ -332,29 +376,25 @@ class _FusedWalk(_Walk):
                 grad_c.addmm_(g.T, a[start:end])
         grad_p = [None] * len(problem.params)
         if split:
-            grads = {k: (*self._sparse_grads(need, cells), grad_p) for k, cells in apart.items()}
-            if dense_k is not None:
-                grads[dense_k] = (grad_a, grad_c, grad_p)
-            return values or [], counts, rows, grads
+            return values or [], counts, rows, (dense_k, (grad_a, grad_c, grad_p), apart)
         return values or [], counts, rows, (grad_a, grad_c, grad_p)
 
-    def _sparse_grads(self, need, cells: list) -> tuple:
-        """(grad_a, grad_c) of a dL/ds given on a list of cells (row, col, value): the products
-        S Y and S^T X with S sparse (compressed rows), never a dense [B, N]."""
+    def add_sparse_(self, need, grad_a, grad_c, cells: list, alpha: float) -> None:
+        """Add ``alpha`` times the gradient of a dL/ds given on a list of cells (row, col,
+        value) into ``grad_a`` / ``grad_c``: S Y and S^T X with S sparse (compressed rows),
+        never a dense [B, N] and no temporary of the inputs' size."""
         a, c = self.prep.anchors.detach(), self.prep.candidates.detach()
         rows = torch.cat([r for r, _, _ in cells])
         cols = torch.cat([k for _, k, _ in cells])
         vals = torch.cat([v for _, _, v in cells])
-        grad_a, grad_c = self._grad_buffers(need)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sparse compressed tensors are marked beta
             if need[0]:
-                grad_a += _compressed(rows, cols, vals, a.shape[0], c.shape[0]) @ c
+                grad_a.addmm_(_compressed(rows, cols, vals, a.shape[0], c.shape[0]), c, alpha=alpha)
             if need[1]:
                 order = torch.argsort(cols, stable=True)
                 cand = _compressed(cols[order], rows[order], vals[order], c.shape[0], a.shape[0])
-                grad_c += cand @ a
-        return grad_a, grad_c
+                grad_c.addmm_(cand, a, alpha=alpha)
 
 
 def _compressed(rows, cols, vals, n_rows: int, n_cols: int) -> torch.Tensor:
@@ -370,30 +410,24 @@ class _SplitRefused(Exception):
 
 def _split_walk(walker: _FusedWalk, need, reduction: str, n_rows: int):
     """One walk for several components with data-dependent normalisers, every component but one
-    handed over sparsely: each component's gradient is accumulated apart and divided by its
-    normaliser at the end. Returns ``(values, counts, grads)`` or None if the objective refuses."""
+    handed over sparsely: the dense component's gradient is accumulated as usual, the sparse
+    ones are kept as cell lists, and each is weighted by its normaliser at the end. Returns
+    ``(values, counts, grads)`` or None if the objective refuses."""
     try:
-        values, counts, _, parts = walker.run(need, None, split=True)
+        values, counts, _, (dense_k, grads, apart) = walker.run(need, None, split=True)
     except _SplitRefused:
         return None
     divisors = [
         normalizer(counts[k] if counts is not None else 0.0, reduction, n_rows)
         for k in range(len(values))
     ]
-    grad_a = grad_c = None
-    for k, (ga, gc, _) in parts.items():
-        inv = _inv(divisors[k])
-        for total, part in ((grad_a, ga), (grad_c, None if walker.shared else gc)):
-            if part is None:
-                continue
-            if total is None:
-                part.mul_(inv)  # the first component's buffers carry the sum
-            else:
-                total.add_(part, alpha=inv)
-        grad_a = ga if grad_a is None else grad_a
-        grad_c = (grad_a if walker.shared else gc) if grad_c is None else grad_c
-    grad_p = [None] * len(walker.problem.params)
-    return values, counts, (grad_a, grad_c, grad_p)
+    grad_a, grad_c, _ = grads
+    inv_dense = _inv(divisors[dense_k]) if dense_k is not None else 0.0
+    for t in {id(t): t for t in (grad_a, grad_c) if t is not None}.values():
+        t.mul_(inv_dense)
+    for k, cells in apart.items():
+        walker.add_sparse_(need, grad_a, grad_c, cells, _inv(divisors[k]))
+    return values, counts, grads
 
 
 class _BlockedScalar(torch.autograd.Function):
@@ -434,7 +468,7 @@ class _BlockedScalar(torch.autograd.Function):
             grad_a, grad_c, grad_p = grads
             for t in {id(t): t for t in (grad_a, grad_c, *grad_p) if t is not None}.values():
                 t.mul_(scale)
-        ctx.walker, ctx.grads = walker, grads
+        ctx.walker, ctx.grads = walker, walker.to_raw_(grads) if any(need) else grads
         return loss.detach().clone()
 
     @staticmethod
@@ -464,7 +498,7 @@ class _BlockedRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         _, _, _, grads = ctx.walker.run(ctx.need, None, row_weights=grad_output)
-        return ctx.walker.outputs(*grads)
+        return ctx.walker.outputs(*ctx.walker.to_raw_(grads))
 
 
 def _n_components(walker: _Walk) -> int:
@@ -517,11 +551,12 @@ def run(
         raise PairLossError(f"block_size: expected a positive int, got {block_size!r}")
     n_cand = anchors.shape[0] if candidates is None else candidates.shape[0]
     chosen = choose_engine(anchors.shape[0], n_cand, engine)
-    prep = _Prepared(problem, anchors, candidates)
+    fused = chosen == "blocked" and _fusable(problem)
+    prep = _Prepared(problem, anchors, candidates, inside=fused)
     if chosen == "dense":
         out = _dense(problem, prep)
     else:
-        walk = _FusedWalk if _fusable(problem) else _Walk
+        walk = _FusedWalk if fused else _Walk
         walker = walk(
             problem, prep, block_size or default_block_size(n_cand), shared=candidates is None
         )

@@ -77,6 +77,21 @@ class Similarity(nn.Module):
             return torch.nn.functional.normalize(x, p=2, dim=1)
         return x
 
+    def prepare_grad_(
+        self, grad: torch.Tensor, x: torch.Tensor, prepared: torch.Tensor
+    ) -> torch.Tensor:
+        """dL/dx from dL/d(prepare(x)), in place on ``grad`` (the fused engine path, which
+        prepares outside autograd). For L2 normalisation p = x / max(|x|, 1e-12):
+        dL/dx = (g - p (p . g)) / |x|, and g / 1e-12 where the norm was clamped."""
+        if not self.normalize_embeddings:
+            return grad
+        norm = torch.linalg.vector_norm(x, dim=1)
+        unclamped = norm > 1e-12
+        # row dot products without a temporary of the inputs' size
+        along = torch.bmm(prepared.unsqueeze(1), grad.unsqueeze(2)).view(-1) * unclamped
+        grad.addcmul_(prepared, along[:, None], value=-1.0)
+        return grad.div_(norm.clamp_min(1e-12)[:, None])
+
     def matrix(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """Scores of prepared anchors [A, D] against prepared candidates [N, D] -> [A, N]."""
         raise NotImplementedError
