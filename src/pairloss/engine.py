@@ -364,8 +364,9 @@ class _FusedWalk(_Walk):
                 n = s.shape[1]
                 for k, g_pos in scale.sparse.items():
                     g_dot = form.dot_grad_(g_pos.clone(), s.view(-1)[pairs.pos_flat])
-                    cols = pairs.pos_flat - pairs.pos_rows * n
-                    apart.setdefault(k, []).append((pairs.pos_rows + start, cols, g_dot))
+                    cols = (pairs.pos_flat - pairs.pos_rows * n).to(torch.int32)
+                    cells = ((pairs.pos_rows + start).to(torch.int32), cols, g_dot)
+                    apart.setdefault(k, []).append(cells)
             g = form.dot_grad_(grad, s)
             if need[0]:
                 if self.shared:
@@ -387,19 +388,21 @@ class _FusedWalk(_Walk):
         rows = torch.cat([r for r, _, _ in cells])
         cols = torch.cat([k for _, k, _ in cells])
         vals = torch.cat([v for _, _, v in cells])
+        cells.clear()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sparse compressed tensors are marked beta
             if need[0]:
                 grad_a.addmm_(_compressed(rows, cols, vals, a.shape[0], c.shape[0]), c, alpha=alpha)
             if need[1]:
                 order = torch.argsort(cols, stable=True)
-                cand = _compressed(cols[order], rows[order], vals[order], c.shape[0], a.shape[0])
-                grad_c.addmm_(cand, a, alpha=alpha)
+                rows, cols, vals = cols[order], rows[order], vals[order]
+                del order
+                grad_c.addmm_(_compressed(rows, cols, vals, c.shape[0], a.shape[0]), a, alpha=alpha)
 
 
 def _compressed(rows, cols, vals, n_rows: int, n_cols: int) -> torch.Tensor:
     """A sparse [n_rows, n_cols] matrix in compressed-row form from cells sorted by row."""
-    ptr = torch.zeros(n_rows + 1, dtype=torch.long, device=rows.device)
+    ptr = torch.zeros(n_rows + 1, dtype=rows.dtype, device=rows.device)
     torch.cumsum(torch.bincount(rows, minlength=n_rows), 0, out=ptr[1:])
     return torch.sparse_csr_tensor(ptr, cols, vals, (n_rows, n_cols))
 
