@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 from ..relations import BlockPairs
-from .terms import FusedDualLSE, RowScale, RowTerms, dual_masked_logsumexp, segment_max
+from .terms import (
+    FusedDualLSE,
+    RowScale,
+    RowTerms,
+    dual_masked_logsumexp,
+    hide_non_negatives_,
+    segment_max,
+)
 
 
 def multi_similarity_rows(
@@ -80,9 +87,8 @@ def ms_mining(
     c_pos = s.view(-1)[pairs.pos_flat]
     c_pos = -c_pos if is_distance else c_pos
     hardest_pos = -segment_max(-c_pos, pairs.pos_rows, b, float("-inf"))
-    work.copy_(s)
     hidden = float("inf") if is_distance else float("-inf")
-    work.view(-1).index_fill_(0, pairs.pos_flat, hidden).index_fill_(0, pairs.void_flat, hidden)
+    hide_non_negatives_(work.copy_(s), pairs, hidden)
     hardest_neg = -work.amin(dim=1) if is_distance else work.amax(dim=1)
     pos_keep = c_pos - epsilon < hardest_neg[pairs.pos_rows]
     closeness = torch.neg(s) if is_distance else s

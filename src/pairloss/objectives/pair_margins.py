@@ -12,7 +12,14 @@ from __future__ import annotations
 import torch
 
 from ..relations import BlockPairs
-from .terms import RowScale, RowTerms, masked_logsumexp, segment_max, segment_sum
+from .terms import (
+    RowScale,
+    RowTerms,
+    hide_non_negatives_,
+    masked_logsumexp,
+    segment_max,
+    segment_sum,
+)
 
 # above this exponent log(1 + e^z) is z to working precision (e^-z below z's rounding), and
 # e^z still far from overflow: the cut-off of the in-place softplus of a dense block
@@ -50,13 +57,6 @@ def contrastive_rows(
     return [RowTerms.per_pair(loss, pos), RowTerms.per_pair(loss, neg)]
 
 
-def _hide_non_negatives_(work: torch.Tensor, pairs: BlockPairs, fill: float) -> torch.Tensor:
-    """Write ``fill`` into the positive and self cells of a [b, N] block (in place)."""
-    flat = work.view(-1)
-    flat.index_fill_(0, pairs.pos_flat, fill).index_fill_(0, pairs.void_flat, fill)
-    return work
-
-
 def negative_logsumexp_(
     work: torch.Tensor, pairs: BlockPairs, coef: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -66,7 +66,7 @@ def negative_logsumexp_(
     afterwards ``work`` holds e^{coef w - max} on the negatives and 0 elsewhere. Returns
     ``(lse, total, has_neg)`` with ``total`` the row sums of ``work`` (1 on rows without
     negatives, whose ``lse`` is 0)."""
-    _hide_non_negatives_(work, pairs, float("-inf") if coef > 0 else float("inf"))
+    hide_non_negatives_(work, pairs, float("-inf") if coef > 0 else float("inf"))
     has = pairs.n_neg > 0
     extreme = work.amax(dim=1) if coef > 0 else work.amin(dim=1)
     top = torch.where(has, coef * extreme, 0.0)
@@ -121,7 +121,7 @@ def contrastive_fused(
 
     work = grad if grad is not None else torch.empty_like(s)
     torch.add(s.new_tensor(sign * neg_margin), s, alpha=-sign, out=work).clamp_min_(0)
-    _hide_non_negatives_(work, pairs, 0.0)
+    hide_non_negatives_(work, pairs, 0.0)
     neg_values = work.sum(dim=1)
     if grad is None:
         neg_terms = RowTerms(
@@ -306,7 +306,7 @@ def binomial_deviance_fused(
     work = grad if grad is not None else torch.empty_like(s)
     torch.add(s.new_tensor(-beta * sign * base), s, alpha=beta * sign, out=work)
     torch.ops.aten.softplus.out(work, 1.0, SOFTPLUS_LINEAR.get(dtype, 20.0), out=work)
-    _hide_non_negatives_(work, pairs, 0.0)
+    hide_non_negatives_(work, pairs, 0.0)
     neg_values = work.sum(dim=1)
 
     n_neg = pairs.n_neg.to(dtype)

@@ -119,6 +119,13 @@ def segment_sum(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.
     return values.new_zeros(n_rows).index_add_(0, rows, values)
 
 
+def hide_non_negatives_(work: torch.Tensor, pairs: BlockPairs, fill: float) -> torch.Tensor:
+    """Write ``fill`` into the positive and self cells of a [b, N] block (in place)."""
+    flat = work.view(-1)
+    flat.index_fill_(0, pairs.pos_flat, fill).index_fill_(0, pairs.void_flat, fill)
+    return work
+
+
 # a log-sum-exp shift at most this far above the true maximum keeps every term that matters out
 # of underflow (e^-60 is above float32's smallest normal, e^-87, by far more than its precision)
 SAFE_SHIFT = {torch.float32: 60.0, torch.float64: 600.0}
@@ -145,9 +152,7 @@ def stable_shift(
     shift = torch.maximum(coef * extreme + bias, floor_t)
     if bool((shift - floor_t > SAFE_SHIFT.get(s.dtype, 60.0)).any()):
         hidden = float("-inf") if coef > 0 else float("inf")
-        work.copy_(s)
-        flat = work.view(-1)
-        flat.index_fill_(0, pairs.pos_flat, hidden).index_fill_(0, pairs.void_flat, hidden)
+        hide_non_negatives_(work.copy_(s), pairs, hidden)
         exact = work.amax(dim=1) if coef > 0 else work.amin(dim=1)
         exact = coef * exact + bias
         shift = torch.where(torch.isfinite(exact), torch.maximum(exact, floor_t), floor_t)
@@ -183,9 +188,9 @@ class FusedDualLSE:
         b = s.shape[0]
         self.kp, self.kn, self.work = kp, kn, work
         mn = stable_shift(s, pairs, kn, bn, work, 0.0)
-        e = torch.add((bn - mn)[:, None], s, alpha=kn, out=work).exp_()
-        flat = e.view(-1)
-        flat.index_fill_(0, pairs.pos_flat, 0.0).index_fill_(0, pairs.void_flat, 0.0)
+        e = hide_non_negatives_(
+            torch.add((bn - mn)[:, None], s, alpha=kn, out=work).exp_(), pairs, 0.0
+        )
         if neg_keep is not None:
             e.mul_(neg_keep)
         self.sn = e.sum(dim=1) + torch.exp(-mn)

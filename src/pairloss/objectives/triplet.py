@@ -12,7 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from ..relations import BlockPairs
-from .terms import RowScale, RowTerms, masked_max, masked_min, segment_max, segment_sum
+from .terms import (
+    RowScale,
+    RowTerms,
+    hide_non_negatives_,
+    masked_max,
+    masked_min,
+    segment_max,
+    segment_sum,
+)
 
 #: Upper bound on the cells of one [b, chunk, N] slab in the chunked batch-all path.
 CHUNK_CELLS = 1 << 22
@@ -219,13 +227,6 @@ def _distance_like_into(s: torch.Tensor, work: torch.Tensor, is_distance: bool) 
     return work.copy_(s) if is_distance else torch.neg(s, out=work)
 
 
-def _hide(t: torch.Tensor, pairs: BlockPairs) -> torch.Tensor:
-    """Set the positive and self cells of ``t`` to +inf in place (no negative is there)."""
-    inf = float("inf")
-    t.view(-1).index_fill_(0, pairs.pos_flat, inf).index_fill_(0, pairs.void_flat, inf)
-    return t
-
-
 def _sorted_thresholds(
     thresholds: torch.Tensor, pairs: BlockPairs, k: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -310,7 +311,7 @@ def batch_all_hinge_fused(
     work = grad if grad is not None else torch.empty_like(s)
     t = _distance_like_into(s, work, is_distance)
     thresholds = t.view(-1)[pairs.pos_flat] + margin
-    _hide(t, pairs)
+    hide_non_negatives_(t, pairs, float("inf"))
     ordered, perm, slot, real = _sorted_thresholds(thresholds, pairs, k)
     top = ordered[:, -1]
     ref = torch.where(torch.isfinite(top), top, 0.0)  # centres the sums (rounding)
@@ -463,7 +464,7 @@ def batch_hard_fused(
     rows = pairs.pos_rows
     t_pos = t.view(-1)[pairs.pos_flat]
     hardest_pos = segment_max(t_pos, rows, b, -inf)
-    _hide(t, pairs)
+    hide_non_negatives_(t, pairs, float("inf"))
     if n == 0:
         hardest_neg = s.new_full((b,), inf)
         neg_col = tied = torch.zeros(0, dtype=torch.long, device=s.device)
