@@ -34,6 +34,15 @@ from ._reference import (
 )
 
 KS = (1, 2, 4, 8)
+RANK_PATHS = ("compiled", "torch")
+retrieval_module = importlib.import_module("pairloss.metrics.retrieval")
+
+
+@pytest.fixture(params=RANK_PATHS)
+def rank_path(request, monkeypatch):
+    """Run a test with the exact ranks from the compiled kernel and from the torch path."""
+    monkeypatch.setattr(retrieval_module, "_COMPILED_RANKS", request.param == "compiled")
+    return request.param
 
 
 # --- hand-computed cases -------------------------------------------------------------------
@@ -94,7 +103,7 @@ def test_hand_computed_macro_average():
     assert micro.recall[1] == pytest.approx(2 / 3, abs=1e-15)
 
 
-def test_hand_computed_leave_one_out_and_ties():
+def test_hand_computed_leave_one_out_and_ties(rank_path):
     # four identical points of class 0 and one far point of class 1: every score ties
     # among the class-0 points; ties go to the lower gallery index.
     x = torch.tensor([[1.0, 0.0]] * 4 + [[0.0, 1.0]])
@@ -107,7 +116,7 @@ def test_hand_computed_leave_one_out_and_ties():
         assert r.excluded == {"singleton_class": 1} and r.n_excluded == 1
 
 
-def test_tie_order_matters_for_map():
+def test_tie_order_matters_for_map(rank_path):
     # query [1, 0]; gallery items 0 and 1 tie exactly; item 0 irrelevant, item 1 relevant.
     # Order by index: item 0 (irrelevant) at rank 1, item 1 (relevant) at rank 2 -> AP = 1/2.
     q = torch.tensor([[1.0, 0.0]])
@@ -117,7 +126,7 @@ def test_tie_order_matters_for_map():
         assert r.map == 0.5 and r.mrr == 0.5 and r.recall[1] == 0.0
 
 
-def test_all_queries_excluded_gives_nan_and_counts():
+def test_all_queries_excluded_gives_nan_and_counts(rank_path):
     x = torch.randn(4, 3)
     r = retrieval(x, torch.arange(4), k=1, backend="torch")
     assert math.isnan(r.recall[1]) and math.isnan(r.map)
@@ -229,7 +238,7 @@ def test_reference_implementation(metric, layout):
             assert got.values()[name] == pytest.approx(value, abs=1e-12), name
 
 
-def test_multi_hot_labels_and_label_match():
+def test_multi_hot_labels_and_label_match(rank_path):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(60, 5, generator=g, dtype=torch.float64)
     multi_hot = torch.rand(60, 4, generator=g) < 0.3
@@ -263,7 +272,7 @@ def test_one_hot_labels_match_integer_labels():
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean", "dot"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_backends_agree_exactly(metric, layout):
+def test_backends_agree_exactly(metric, layout, rank_path):
     x, labels = clustered(300, 16, layout, seed=13, spread=2.0)
     a = retrieval(x, labels, k=KS, metric=metric, backend="torch", chunk_size=64)
     b = retrieval(x, labels, k=KS, metric=metric, backend="faiss", chunk_size=50)
@@ -291,7 +300,7 @@ def test_candidate_lists_and_full_rows_agree(metric, backend, layout, monkeypatc
     assert full.values() == lists.values()
 
 
-def test_metric_subset_matches_full_run():
+def test_metric_subset_matches_full_run(rank_path):
     x, labels = clustered(120, 8, "balanced", seed=8)
     full = retrieval(x, labels, k=(1, 3)).values()
     for subset in (("mrr",), ("map",), ("precision", "map@r"), ("ndcg", "r_precision")):
@@ -317,6 +326,10 @@ def test_property_backends_and_reference(n, n_classes, seed, integer_valued):
     a = retrieval(x, labels, k=ks, backend="torch", chunk_size=4)
     b = retrieval(x, labels, k=ks, backend="faiss", chunk_size=3)
     assert same_values(a.to_dict(), b.to_dict())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(retrieval_module, "_COMPILED_RANKS", False)
+        c = retrieval(x, labels, k=ks, backend="torch", chunk_size=5)
+    assert same_values(a.to_dict(), c.to_dict())
     expected, n_excluded = reference_retrieval(x, labels, ks=ks)
     assert a.n_excluded == n_excluded
     for name, value in expected.items():
@@ -397,7 +410,7 @@ def test_faiss_backend_missing(monkeypatch):
     assert retrieval(x, labels, k=1, backend="auto").backend == "torch"
 
 
-def test_full_ranking_breaks_ties_between_relevant_items_by_index():
+def test_full_ranking_breaks_ties_between_relevant_items_by_index(rank_path):
     # dot scores of q = [1]: items 0 and 2 are relevant and tie at 0.5; item 1 scores 0.9
     q, g = torch.ones(1, 1), torch.tensor([[0.5], [0.9], [0.5], [0.1]])
     ql, gl = torch.tensor([1]), torch.tensor([1, 0, 1, 0])
@@ -430,8 +443,7 @@ def _ranks(x, labels, metric, backend="torch", rows=None):
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean", "dot"])
 @pytest.mark.parametrize("max_bins", [1, 64, 2**16])
-def test_relevant_ranks_match_brute_force(metric, max_bins, monkeypatch):
-    retrieval_module = importlib.import_module("pairloss.metrics.retrieval")
+def test_relevant_ranks_match_brute_force(metric, max_bins, monkeypatch, rank_path):
     # few buckets put many items next to the relevant ones (exact float64 path), many put few
     monkeypatch.setattr(retrieval_module, "_MAX_BINS", max_bins)
     x, labels = clustered(120, 6, "unbalanced", seed=21, spread=3.0)
@@ -440,7 +452,7 @@ def test_relevant_ranks_match_brute_force(metric, max_bins, monkeypatch):
     assert _ranks(x, labels, metric) == _brute_force_ranks(x, labels, metric)
 
 
-def test_relevant_ranks_with_float32_near_ties_and_exact_ties():
+def test_relevant_ranks_with_float32_near_ties_and_exact_ties(rank_path):
     # copies of a few points moved by ~1e-9 (far below the float32 resolution) and exact
     # duplicates: the float32 scores tie, only the float64 scores and the index order decide
     g = torch.Generator().manual_seed(4)
@@ -457,7 +469,7 @@ def test_relevant_ranks_with_float32_near_ties_and_exact_ties():
                 assert got[name] == pytest.approx(value, abs=1e-12), (metric, backend, name)
 
 
-def test_relevant_items_deep_in_the_ranking():
+def test_relevant_items_deep_in_the_ranking(rank_path):
     # hard data: most relevant items lie far outside any short neighbour list
     x, labels = clustered(300, 8, "balanced", seed=17, spread=6.0)
     ranks = _ranks(x, labels, "cosine")
@@ -471,7 +483,7 @@ def test_relevant_items_deep_in_the_ranking():
                 assert got.values()[name] == pytest.approx(value, abs=1e-12), (backend, name)
 
 
-def test_mrr_alone_for_queries_without_a_hit_in_the_list():
+def test_mrr_alone_for_queries_without_a_hit_in_the_list(rank_path):
     x, labels = clustered(200, 8, "balanced", seed=19, spread=6.0)
     expected, _ = reference_retrieval(x, labels, ks=(1,))
     for backend in ("torch", "faiss"):
@@ -483,9 +495,50 @@ def test_mrr_alone_for_queries_without_a_hit_in_the_list():
         assert same_values(subset.values(), {n: full.values()[n] for n in subset.values()})
 
 
+def _both_paths(search, relevance, rows, monkeypatch):
+    out = {}
+    for path in RANK_PATHS:
+        monkeypatch.setattr(retrieval_module, "_COMPILED_RANKS", path == "compiled")
+        out[path] = relevant_ranks(search, relevance, rows)
+    return out["compiled"], out["torch"]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "dot"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_compiled_and_torch_ranks_agree(metric, layout, monkeypatch):
+    x, labels = clustered(400, 12, layout, seed=31, spread=4.0)
+    x = torch.cat([x, x[:40], -x[:10]])  # exact duplicates (ties) and mirrored points
+    labels = torch.cat([labels, labels[:40], labels[:10]])
+    search = ExactSearch(x, None, metric, "torch")
+    relevance = _make_relevance(labels, None, None, None, search)
+    rows = (relevance.counts(torch.arange(len(x))) > 0).nonzero().flatten()
+    compiled, plain = _both_paths(search, relevance, rows, monkeypatch)
+    assert torch.equal(compiled, plain)
+    # R ranks in 1 .. N - 1 per row (leave-one-out), then padding N + 1
+    in_range = (compiled >= 1) & (compiled <= len(x) - 1)
+    assert torch.equal(in_range.sum(dim=1), relevance.counts(rows))
+    assert bool((compiled[~in_range] == len(x) + 1).all())
+    # separate gallery, multi-hot labels through a label_match function
+    q, g = x[:150], x[150:]
+    hot = torch.nn.functional.one_hot(labels % 5, 5) | torch.nn.functional.one_hot(labels % 3, 5)
+    search = ExactSearch(q, g, metric, "torch")
+    relevance = _make_relevance(hot[:150], g, hot[150:], None, search)
+    rows = (relevance.counts(torch.arange(150)) > 0).nonzero().flatten()
+    compiled, plain = _both_paths(search, relevance, rows, monkeypatch)
+    assert torch.equal(compiled, plain)
+
+
+def test_every_score_ties_when_the_query_is_zero(rank_path):
+    # dot scores of a zero query are all exactly 0 (and eps = 0): the ranking is index order
+    q, g = torch.zeros(1, 3), torch.randn(6, 3, generator=torch.Generator().manual_seed(2))
+    ql, gl = torch.tensor([1]), torch.tensor([0, 1, 1, 0, 0, 1])
+    search = ExactSearch(q, g, "dot", "torch")
+    relevance = _make_relevance(ql, g, gl, None, search)
+    assert relevant_ranks(search, relevance, torch.tensor([0])).tolist() == [[2, 3, 6]]
+
+
 @pytest.mark.parametrize("workers", [1, 3])
-def test_rank_threads_give_identical_values(workers, monkeypatch):
-    retrieval_module = importlib.import_module("pairloss.metrics.retrieval")
+def test_rank_threads_give_identical_values(workers, monkeypatch, rank_path):
     x, labels = clustered(150, 8, "unbalanced", seed=23, spread=4.0)
     expected = retrieval(x, labels, k=(1, 4), chunk_size=9).to_dict()
     monkeypatch.setattr(retrieval_module, "_WORKERS", workers)

@@ -19,6 +19,8 @@ Queries with ``R = 0`` are excluded from every average and counted with a reason
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import queue
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,7 @@ DEFAULT_K = (1, 2, 4, 8, 16, 32)
 _MAX_BINS = 2**16  # buckets per query row when counting the items above each relevant item
 _WORKERS = 2  # threads computing exact ranks (most of their steps are single-threaded)
 _BUCKETS_PER_ITEM = 1  # buckets per kept item of a row (more: fewer items scored exactly)
+_COMPILED_RANKS = importlib.util.find_spec("numba") is not None  # exact ranks by rank_kernel
 
 LabelMatch = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -239,15 +242,12 @@ def relevant_ranks(
     """Exact 1-based rank of every relevant gallery item of each query row in its full ranking.
 
     The rank of relevant item ``j`` is ``1 + #{i: s_i > s_j} + #{i: s_i = s_j, i < j}`` (exact
-    score desc, index asc). The relevant items are scored exactly; one float32 product gives
-    every other score of the block within ``eps`` of its exact value
-    (:meth:`ExactSearch.score_bound`). Items more than ``eps`` below the lowest relevant score
-    cannot rank above any relevant item and are dropped in one comparison pass. The rest go to
-    per-row buckets by a non-decreasing map of their float32 score: an item in a bucket above
-    (below) the buckets within ``eps`` of a relevant score provably ranks above (below) that
-    relevant item and is only counted (one histogram). The few items in those buckets are
-    scored exactly and ordered with the relevant items by the exact rule. Memory is
-    ``O(b x N)``; no row is sorted.
+    score desc, index asc). One float32 product gives every score of the block within ``eps``
+    of its exact value (:meth:`ExactSearch.score_bound`); only the relevant items and the
+    items whose float32 score lies within ``eps`` of a relevant item's exact score are scored
+    exactly, every other item is counted by comparison. On CPU with ``numba`` installed a
+    compiled pass does this row by row (:mod:`pairloss.metrics.rank_kernel`); otherwise
+    :func:`relevant_ranks_torch`. Memory is ``O(b x N)``; no row is sorted.
 
     Args:
         search: the search over the gallery.
@@ -258,6 +258,55 @@ def relevant_ranks(
     Returns:
         ``[b, M]`` int64 ranks, ascending along each row, padded with ``N + 1`` past the row's
         ``R`` relevant items (``M`` = the largest ``R``).
+    """
+    return _ranker(search, relevance)(rows, out)
+
+
+def _ranker(
+    search: ExactSearch, relevance: _Relevance
+) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """:func:`relevant_ranks` for blocks of rows of one search, with the tables it shares
+    across blocks built here, before any worker thread runs."""
+    if not (_COMPILED_RANKS and search.q.device.type == "cpu"):
+        search.gallery64()
+        return functools.partial(relevant_ranks_torch, search, relevance)
+    from . import rank_kernel
+
+    table, locate = relevance.member_table(search.g)
+    euclidean = search.metric == "euclidean"
+
+    def compiled(rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        members, valid = relevance.members(rows)
+        return rank_kernel.relevant_ranks_of_block(
+            search.approx_scores(rows, out),
+            search.q[rows],
+            search.g,
+            members,
+            valid,
+            table,
+            locate(rows),
+            search.score_bound(rows),
+            euclidean,
+        )
+
+    return compiled
+
+
+def relevant_ranks_torch(
+    search: ExactSearch,
+    relevance: _Relevance,
+    rows: torch.Tensor,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`relevant_ranks` with torch operations on whole blocks (any device).
+
+    The relevant items are scored exactly (:meth:`ExactSearch.exact_block_scores`). Items
+    more than ``eps`` below the lowest relevant score cannot rank above any relevant item and
+    are dropped in one comparison pass. The rest go to per-row buckets by a non-decreasing
+    map of their float32 score: an item in a bucket above (below) the buckets within ``eps``
+    of a relevant score provably ranks above (below) that relevant item and is only counted
+    (one histogram). The few items in those buckets are scored exactly and ordered with the
+    relevant items by the exact rule.
     """
     members, valid = relevance.members(rows)
     b, n, device = rows.numel(), search.n_gallery, rows.device
@@ -273,7 +322,8 @@ def relevant_ranks(
     # buckets 0..n_bins of (score - low) * scale, a non-decreasing function of the score
     n_bins = int(min(max(_BUCKETS_PER_ITEM * kept.numel() // b, 64), _MAX_BINS))
     width = n_bins + 1
-    scale = (n_bins / (high - low).clamp(min=torch.finfo(torch.float32).tiny)).to(torch.float32)
+    finfo = torch.finfo(torch.float32)
+    scale = (n_bins / (high - low).clamp(min=finfo.tiny)).clamp(max=finfo.max)  # finite
 
     def bucket(x: torch.Tensor, lo: torch.Tensor, sc: torch.Tensor) -> torch.Tensor:
         return ((x - lo) * sc).clamp_(0, n_bins).long()
@@ -407,7 +457,7 @@ def _ranked_values(
     if not parts:
         return
     workers = max(1, min(_WORKERS, torch.get_num_threads(), len(parts)))
-    search.gallery64()  # created once, before any thread needs it
+    ranker = _ranker(search, relevance)
     buffers: queue.SimpleQueue[torch.Tensor] = queue.SimpleQueue()
     listed = tuple(name for name in wanted if name not in ("map", "mrr"))
     names = _list_names(ks, wanted)
@@ -418,7 +468,7 @@ def _ranked_values(
         except queue.Empty:
             buffer = torch.empty(search.full_rows, search.n_gallery, device=search.q.device)
         try:
-            ranks = relevant_ranks(search, relevance, part, buffer)
+            ranks = ranker(part, buffer)
         finally:
             buffers.put(buffer)
         found = counts[part]
@@ -492,6 +542,13 @@ class _Relevance:
         """``([b, M] gallery indices, [b, M] valid)`` of the relevant items of each query row."""
         raise NotImplementedError
 
+    def member_table(
+        self, gallery: torch.Tensor
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """``(table, locate)``: the vector of member ``members(rows)[0][r, t]`` is
+        ``table[locate(rows)[r, t]]`` (default: the gallery itself)."""
+        return gallery, lambda rows: self.members(rows)[0]
+
 
 class _SameLabel(_Relevance):
     """Relevant = same integer class label."""
@@ -515,12 +572,26 @@ class _SameLabel(_Relevance):
     def members(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = self._class_size[rows]
         offsets = torch.arange(int(size.max()), device=rows.device)
-        slot = (self._class_start[rows, None] + offsets).clamp(max=self._by_class.numel() - 1)
-        members = self._by_class[slot]
+        members = self._by_class[self._slots(rows, offsets)]
         valid = offsets[None, :] < size[:, None]
         if self.loo:
             valid &= members != rows[:, None]
         return members, valid
+
+    def member_table(
+        self, gallery: torch.Tensor
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """The gallery ordered by class: the members of a query row are contiguous rows."""
+
+        def locate(rows: torch.Tensor) -> torch.Tensor:
+            size = int(self._class_size[rows].max())
+            return self._slots(rows, torch.arange(size, device=rows.device))
+
+        return gallery[self._by_class].contiguous(), locate
+
+    def _slots(self, rows: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """``[b, M]`` positions in the class-sorted gallery of each row's class members."""
+        return (self._class_start[rows, None] + offsets).clamp(max=self._by_class.numel() - 1)
 
 
 class _MatchedLabels(_Relevance):
