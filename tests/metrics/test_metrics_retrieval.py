@@ -306,6 +306,10 @@ def test_metric_subset_matches_full_run(rank_path):
     for subset in (("mrr",), ("map",), ("precision", "map@r"), ("ndcg", "r_precision")):
         part = retrieval(x, labels, k=(1, 3), metrics=subset).values()
         assert part and all(full[name] == value for name, value in part.items())
+        # k-NN lists (FAISS) and exact ranks (torch with the compiled kernel) agree
+        for backend in ("torch", "faiss"):
+            other = retrieval(x, labels, k=(1, 3), metrics=subset, backend=backend).values()
+            assert other == part, (subset, backend)
 
 
 @settings(max_examples=25, deadline=None)

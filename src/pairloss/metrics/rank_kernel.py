@@ -22,9 +22,8 @@ float64 scores ``key_m``:
 
 ``rank_m = 1 + #(counted items above the window of m) + #(near and relevant items ahead of m)``.
 
-The exact score of a pair is computed in float64 from the float32 coordinates: the products
-(``-(q_d - g_d)^2`` for the Euclidean score) summed in four partial sums over the coordinates
-``d = 0, 1, 2, 3 (mod 4)``, each in coordinate order, added as ``(s0 + s1) + (s2 + s3)``.
+The exact score of a pair is computed in float64 from the float32 coordinates: the sum of the
+products ``q_d g_d`` (of ``-(q_d - g_d)^2`` for the Euclidean score) in coordinate order.
 Memory beyond the score block: ``O(N)`` per call. The compiled loops release the GIL, so
 calls on different blocks run in parallel threads.
 """
@@ -44,36 +43,16 @@ _jit = numba.njit(nogil=True, cache=True)
 
 @_jit
 def _exact(q, row, g, col, kind):
-    """float64 score of ``(q[row], g[col])`` (the summation order of the module docstring)."""
-    s0 = s1 = s2 = s3 = 0.0
-    dim = q.shape[1]
-    d = 0
+    """float64 score of ``(q[row], g[col])``, summed in coordinate order."""
+    total = 0.0
     if kind == EUCLIDEAN:
-        while d + 4 <= dim:
-            e0 = np.float64(q[row, d]) - np.float64(g[col, d])
-            e1 = np.float64(q[row, d + 1]) - np.float64(g[col, d + 1])
-            e2 = np.float64(q[row, d + 2]) - np.float64(g[col, d + 2])
-            e3 = np.float64(q[row, d + 3]) - np.float64(g[col, d + 3])
-            s0 += e0 * e0
-            s1 += e1 * e1
-            s2 += e2 * e2
-            s3 += e3 * e3
-            d += 4
-        while d < dim:
-            e0 = np.float64(q[row, d]) - np.float64(g[col, d])
-            s0 += e0 * e0
-            d += 1
-        return -((s0 + s1) + (s2 + s3))
-    while d + 4 <= dim:
-        s0 += np.float64(q[row, d]) * np.float64(g[col, d])
-        s1 += np.float64(q[row, d + 1]) * np.float64(g[col, d + 1])
-        s2 += np.float64(q[row, d + 2]) * np.float64(g[col, d + 2])
-        s3 += np.float64(q[row, d + 3]) * np.float64(g[col, d + 3])
-        d += 4
-    while d < dim:
-        s0 += np.float64(q[row, d]) * np.float64(g[col, d])
-        d += 1
-    return (s0 + s1) + (s2 + s3)
+        for d in range(q.shape[1]):
+            diff = np.float64(q[row, d]) - np.float64(g[col, d])
+            total += diff * diff
+        return -total
+    for d in range(q.shape[1]):
+        total += np.float64(q[row, d]) * np.float64(g[col, d])
+    return total
 
 
 @_jit

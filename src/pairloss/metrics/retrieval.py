@@ -144,10 +144,11 @@ def retrieval(
             returns a bool ``[b, N]`` relevance matrix.
         chunk_size: query rows per block (default: automatic, see :class:`ExactSearch`).
         metrics: which of ``recall``, ``precision``, ``ndcg``, ``map@r``, ``r_precision``,
-            ``map``, ``mrr`` to compute (default: all). With ``map``, every metric comes from
-            the exact ranks of all relevant items, found in one pass over the float32 score
-            rows (:func:`relevant_ranks`, the torch product whichever the backend) with no
-            k-NN search. Without it, the other metrics come from one k-NN pass of depth
+            ``map``, ``mrr`` to compute (default: all). With ``map`` (or, on the torch backend
+            with the compiled ranks, with ``map@r`` or ``r_precision``), every metric comes
+            from the exact ranks of all relevant items, found in one pass over the float32
+            score rows (:func:`relevant_ranks`, the torch product whichever the backend) with
+            no k-NN search. Otherwise the metrics come from one k-NN pass of depth
             ``max(max(k), max R)`` on the backend, and ``mrr`` of the queries without a hit in
             that list from their exact ranks.
 
@@ -267,7 +268,7 @@ def _ranker(
 ) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
     """:func:`relevant_ranks` for blocks of rows of one search, with the tables it shares
     across blocks built here, before any worker thread runs."""
-    if not (_COMPILED_RANKS and search.q.device.type == "cpu"):
+    if not _compiled(search):
         search.gallery64()
         return functools.partial(relevant_ranks_torch, search, relevance)
     from . import rank_kernel
@@ -290,6 +291,11 @@ def _ranker(
         )
 
     return compiled
+
+
+def _compiled(search: ExactSearch) -> bool:
+    """Whether the exact ranks of this search come from :mod:`pairloss.metrics.rank_kernel`."""
+    return _COMPILED_RANKS and search.q.device.type == "cpu"
 
 
 def relevant_ranks_torch(
@@ -415,6 +421,8 @@ def _per_query_values(
     search: ExactSearch, relevance: _Relevance, ks: tuple[int, ...], wanted: tuple[str, ...]
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     needs_r = bool({"map@r", "r_precision", "map"} & set(wanted))
+    # a k-NN list as deep as R costs more on the torch backend than the compiled exact ranks
+    from_ranks = "map" in wanted or (needs_r and search.backend == "torch" and _compiled(search))
     names = _list_names(ks, wanted)
     per_query = {name: torch.zeros(search.n_queries, dtype=torch.float64) for name in names}
     counts = torch.empty(search.n_queries, dtype=torch.long, device=search.q.device)
@@ -422,7 +430,7 @@ def _per_query_values(
     for rows in search.blocks():
         n_rel = relevance.counts(rows)
         counts[rows] = n_rel
-        if "map" in wanted:
+        if from_ranks:
             continue  # every metric comes from the exact ranks below
         depth = max(ks[-1], int(n_rel.max())) if needs_r else ks[-1]
         indices, _ = search.topk(rows, depth, with_scores=False)
@@ -431,13 +439,13 @@ def _per_query_values(
             per_query[name][rows.cpu()] = v.cpu()
         if "mrr" in wanted:
             missed.append(rows[~hit.any(dim=1) & (n_rel > 0)])
-    if "map" in wanted:
+    if from_ranks:
         ranked = (counts > 0).nonzero().flatten()
     else:
         ranked = torch.cat(missed) if missed else counts[:0]
     for rows, values in _ranked_values(search, relevance, ranked, counts, ks, wanted):
         for name, v in values.items():
-            if "map" in wanted or name == "mrr":
+            if from_ranks or name == "mrr":
                 per_query[name][rows.cpu()] = v.cpu()
     return per_query, counts.cpu()
 
