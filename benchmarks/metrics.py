@@ -8,11 +8,13 @@ torch and FAISS allocations alike.
 
     python benchmarks/metrics.py                      # n=100000, dim=128, classes=1000
     python benchmarks/metrics.py --n 20000 --classes 200
+    python benchmarks/metrics.py --methods faiss-full faiss-full-torch-ranks  # without numba
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import multiprocessing as mp
 import os
 import queue
@@ -30,6 +32,7 @@ METHODS = {
     "torch-pml-set": "pairloss torch, same 3 metrics",
     "faiss-full": "pairloss faiss, full retrieval set",
     "torch-full": "pairloss torch, full retrieval set",
+    "faiss-full-torch-ranks": "pairloss faiss, full set, exact ranks by torch ops (no numba)",
 }
 
 
@@ -62,6 +65,13 @@ def run_method(name: str, x: torch.Tensor, labels: torch.Tensor) -> dict[str, fl
         }
     from pairloss.metrics import retrieval
 
+    if name.endswith("-torch-ranks"):
+        module = importlib.import_module("pairloss.metrics.retrieval")
+        compiled, module._COMPILED_RANKS = module._COMPILED_RANKS, False
+        try:
+            return run_method(name.removesuffix("-torch-ranks"), x, labels)
+        finally:
+            module._COMPILED_RANKS = compiled
     backend, subset = name.split("-", 1)
     if subset == "pml-set":
         result = retrieval(x, labels, k=1, backend=backend, metrics=PML_SET)
@@ -118,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classes", type=int, default=1000, help="balanced classes")
     parser.add_argument("--noise", type=float, default=1.5, help="noise norm vs center norm 1")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    default = [m for m in METHODS if not m.endswith("-torch-ranks")]
+    parser.add_argument("--methods", nargs="+", default=default, choices=list(METHODS))
     args = parser.parse_args(argv)
 
     print(
@@ -144,12 +155,12 @@ def print_table(rows: list[tuple[str, float, float, dict[str, float]]]) -> None:
     ref = {name: (s, m) for name, s, m, _ in rows}.get("pml")
     print()
     print(
-        f"{'method':<16} {'time s':>8} {'peak MiB':>9} {'time/pml':>9} {'mem/pml':>8}  description"
+        f"{'method':<24} {'time s':>8} {'peak MiB':>9} {'time/pml':>9} {'mem/pml':>8}  description"
     )
     for name, seconds, mib, _ in rows:
         t_ratio = f"{seconds / ref[0]:.2f}" if ref else "-"
         m_ratio = f"{mib / ref[1]:.2f}" if ref and ref[1] > 0 else "-"
-        print(f"{name:<16} {seconds:>8.1f} {mib:>9.0f} {t_ratio:>9} {m_ratio:>8}  {METHODS[name]}")
+        print(f"{name:<24} {seconds:>8.1f} {mib:>9.0f} {t_ratio:>9} {m_ratio:>8}  {METHODS[name]}")
 
 
 if __name__ == "__main__":
