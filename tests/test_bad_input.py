@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import pairloss
 from pairloss.errors import PairLossError
 from pairloss.losses.multi_similarity import MultiSimilarityLoss
 
@@ -86,3 +87,17 @@ def test_error_is_a_value_error():
 def test_mixed_devices_are_named():
     with pytest.raises(PairLossError, match="ref_emb: is on device meta"):
         LOSS(X, Y, ref_emb=torch.randn(3, 4, device="meta"), ref_labels=Y[:3])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: pairloss.ArcFaceLoss(3, 4),
+        lambda: pairloss.ProxyAnchorLoss(3, 4),
+        lambda: pairloss.MarginLoss(learn_beta=True),
+    ],
+)
+def test_parameters_on_another_device_are_named(make):
+    loss = make().to("meta")
+    with pytest.raises(PairLossError, match=r"embeddings: are on device cpu .*\(move the loss"):
+        loss(X, Y)

@@ -94,6 +94,12 @@ def pair_loss(
     the PML-style arguments describe."""
     check_reduction(reduction)
     relation, mined, _, _ = build_relation(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+    for p in params:
+        if isinstance(p, torch.Tensor) and p.device != embeddings.device:
+            raise PairLossError(
+                f"embeddings: are on device {embeddings.device} but the loss's parameters are "
+                f"on {p.device}; expected the same device (move the loss with .to())"
+            )
     if miner is None and mined is not None:
         fused = None  # the fused form was chosen for no miner; a miner came as indices_tuple
     problem = PairProblem(

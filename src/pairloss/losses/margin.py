@@ -101,7 +101,8 @@ class MarginLoss(PairLossModule):
 
     def objective(self, s, pos, neg, start, end, labels=None):
         per_class = self.beta.numel() > 1
-        beta = self.beta[labels[start:end]] if per_class else self.beta
+        table = self.beta.to(s.device)  # a fixed beta follows the inputs without .to(device)
+        beta = table[labels[start:end]] if per_class else table
         reg = self.learn_beta and self.nu != 0
         return margin_rows(
             s,
