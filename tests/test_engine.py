@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pairloss.engine import PairProblem, choose_engine, run
+from pairloss.engine import PairProblem, choose_engine, default_block_size, run
 from pairloss.errors import PairLossError
 from pairloss.losses.multi_similarity import MultiSimilarityLoss, multi_similarity
 from pairloss.objectives.multi_similarity import multi_similarity_rows
@@ -123,6 +123,14 @@ def test_auto_engine_choice_by_size():
     assert choose_engine(10, 10, "blocked") == "blocked"
     with pytest.raises(PairLossError, match="engine"):
         choose_engine(10, 10, "sparse")
+
+
+def test_default_block_size_by_device():
+    # 2^21 scores per block on a CPU (cache-sized), 2^24 on a GPU (fewer kernel launches),
+    # never fewer than 256 rows
+    assert default_block_size(4096) == default_block_size(4096, "cpu") == 512
+    assert default_block_size(4096, torch.device("cuda")) == 4096
+    assert default_block_size(100_000, "cuda") == default_block_size(100_000) == 256
 
 
 def test_functional_equals_module():

@@ -26,7 +26,9 @@ The peer library (pytorch-metric-learning) is needed unless ``--only pairloss``.
 
 Peak memory is read from the process's resident set (``ru_maxrss``) in a fresh subprocess per
 measurement, minus the resident set after the inputs (and the loss's weights) and their
-gradients were made.
+gradients were made. With ``--device cuda`` everything runs on the GPU: times are taken after
+``torch.cuda.synchronize()``, and peak memory is the CUDA allocator's peak
+(``torch.cuda.max_memory_allocated``) minus what was allocated before the first call.
 """
 
 from __future__ import annotations
@@ -162,13 +164,26 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _now(device: torch.device) -> float:
+    """Wall time, after the device's queued work has finished."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return _rss_mb()
+
+
 def _products_time(x: torch.Tensor, w: torch.Tensor, repeats: int) -> float:
     """Median time of the three products S = X W^T, G W, G^T X (G of the shape of S), done the
     faster of two ways: whole matrices, or row blocks of the engine's default size written into
     reused buffers (no allocation per block)."""
     from .engine import default_block_size
 
-    block = min(x.shape[0], default_block_size(w.shape[0]))
+    block = min(x.shape[0], default_block_size(w.shape[0], x.device))
     buffer = x.new_empty((block, w.shape[0]))
     grad_x, grad_w = torch.empty_like(x), torch.zeros_like(w)
 
@@ -188,18 +203,22 @@ def _products_time(x: torch.Tensor, w: torch.Tensor, repeats: int) -> float:
     for way in (whole, blocked):
         times = []
         for _ in range(repeats + 1):  # the first run warms up and is not timed
-            t0 = time.perf_counter()
+            t0 = _now(x.device)
             way()
-            times.append(time.perf_counter() - t0)
+            times.append(_now(x.device) - t0)
         best = min(best, statistics.median(times[1:]))
     return best
 
 
-def _measure(queue, library, name, batch, dim, classes, repeats, threads, family="pair"):
+def _measure(
+    queue, library, name, batch, dim, classes, repeats, threads, family="pair", device="cpu"
+):
     torch.set_num_threads(threads)
     try:
+        device = torch.device(device)
         proxy = family == "proxy"
         x, y = (_proxy_inputs if proxy else _inputs)(batch, dim, classes)
+        x, y = x.to(device), y.to(device)
         x.requires_grad_(True)
         x.grad = torch.zeros_like(x)
         fn = w = None
@@ -209,25 +228,28 @@ def _measure(queue, library, name, batch, dim, classes, repeats, threads, family
             if proxy:
                 w = torch.empty(classes, dim)
                 fill_proxies(w)
+                w = w.to(device)
         elif proxy:
-            fn = _losses(library, family)[name](classes, dim)
+            fn = _losses(library, family)[name](classes, dim).to(device)
             for p in fn.parameters():
                 p.grad = torch.zeros_like(p)
         else:
             fn = _losses(library)[name]()
+            if isinstance(fn, torch.nn.Module):  # a loss with a miner is a plain function
+                fn = fn.to(device)
         if fn is None:
             queue.put({"time": _products_time(x.detach(), w, repeats), "peak_mb": 0.0})
             return
-        base = _rss_mb()
+        base = _peak_mb(device)
         times = []
         value = None
         for _ in range(repeats + 1):  # the first run warms up and is not timed
-            t0 = time.perf_counter()
+            t0 = _now(device)
             loss = fn(x, y)
             loss.backward()
             value = loss.detach()
-            times.append(time.perf_counter() - t0)
-        out = {"time": statistics.median(times[1:]), "peak_mb": _rss_mb() - base}
+            times.append(_now(device) - t0)
+        out = {"time": statistics.median(times[1:]), "peak_mb": _peak_mb(device) - base}
         if proxy and value is not None:
             out["value"] = float(value)
         queue.put(out)
@@ -235,14 +257,14 @@ def _measure(queue, library, name, batch, dim, classes, repeats, threads, family
         queue.put({"error": f"{type(exc).__name__}: {str(exc)[:120]}"})
 
 
-def measure(library, name, batch, dim, classes, repeats, threads, family="pair"):
+def measure(library, name, batch, dim, classes, repeats, threads, family="pair", device="cpu"):
     """Run one measurement in a fresh spawned process; a dict with time and peak memory (and,
     for the proxy family, the loss value)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     p = ctx.Process(
         target=_measure,
-        args=(queue, library, name, batch, dim, classes, repeats, threads, family),
+        args=(queue, library, name, batch, dim, classes, repeats, threads, family, device),
     )
     p.start()
     p.join()
@@ -274,24 +296,28 @@ def main(argv=None) -> int:
     ap.add_argument("--losses", nargs="*", default=None, help="names to run (default: all)")
     ap.add_argument("--only", choices=["pairloss", "both"], default="both")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = ap.parse_args(argv)
     if args.classes is None:
         args.classes = DEFAULT_CLASSES[args.family]
     family = args.family
     names = args.losses or list(_losses("pairloss", family))
     common = (args.batch, args.dim, args.classes, args.repeats, args.threads)
-    limit = measure("products", None, *common, family=family)
+    where = {"family": family, "device": args.device}
+    limit = measure("products", None, *common, **where)
     if "error" in limit:
         print(f"three products: {limit['error']}")
         return 1
     if family == "proxy":
         print(
-            f"B={args.batch} D={args.dim} C={args.classes} threads={args.threads}: "
+            f"B={args.batch} D={args.dim} C={args.classes} device={args.device} "
+            f"threads={args.threads}: "
             f"three products (X W^T, G W, G^T X) {limit['time'] * 1e3:.0f} ms"
         )
     else:
         print(
-            f"B={args.batch} D={args.dim} classes={args.classes} threads={args.threads}: "
+            f"B={args.batch} D={args.dim} classes={args.classes} device={args.device} "
+            f"threads={args.threads}: "
             f"three products {limit['time'] * 1e3:.0f} ms"
         )
     head = f"{'loss':26s} {'pairloss ms':>11s} {'x limit':>7s} {'peak MB':>8s}"
@@ -303,8 +329,8 @@ def main(argv=None) -> int:
     rows = []
     for i, name in enumerate(names):
         if i:  # the machine's speed drifts: time the products again next to each loss
-            limit = measure("products", None, *common, family=family)
-        ours = measure("pairloss", name, *common, family=family)
+            limit = measure("products", None, *common, **where)
+        ours = measure("pairloss", name, *common, **where)
         row = {"loss": name, "pairloss": ours, "limit_ms": limit["time"] * 1e3}
         if "error" in ours:
             line = f"{name:26s} {ours['error']}"
@@ -314,7 +340,7 @@ def main(argv=None) -> int:
                 f"{ours['peak_mb']:8.0f}"
             )
         if args.only == "both":
-            theirs = measure("pml", name, *common, family=family)
+            theirs = measure("pml", name, *common, **where)
             row["pml"] = theirs
             if "error" in theirs:
                 line += f"  PML: {theirs['error']}"

@@ -53,6 +53,7 @@ from .similarity import Similarity
 
 DENSE_MAX_CELLS = 1 << 21
 BLOCK_CELLS = 1 << 21
+BLOCK_CELLS_CUDA = 1 << 24  # a GPU runs a block's elementwise passes as kernel launches
 MIN_BLOCK_ROWS = 256
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, int], list[RowTerms]]
@@ -529,12 +530,15 @@ def choose_engine(n_anchors: int, n_candidates: int, engine: str) -> str:
     return "dense" if n_anchors * n_candidates <= DENSE_MAX_CELLS else "blocked"
 
 
-def default_block_size(n_candidates: int) -> int:
-    """Rows per block so that one block holds about ``BLOCK_CELLS`` scores, and at least
+def default_block_size(n_candidates: int, device: torch.device | str | None = None) -> int:
+    """Rows per block so that one block holds about ``BLOCK_CELLS`` scores (``BLOCK_CELLS_CUDA``
+    on a GPU, where a thin block costs kernel launches rather than cache misses), and at least
     ``MIN_BLOCK_ROWS``: with very many candidates (e.g. 100,000 class proxies) every block reads
     all candidates and writes a full candidate gradient, so a few hundred thousand cells more per
     block cost less than many thin, memory-bound blocks."""
-    return max(MIN_BLOCK_ROWS, BLOCK_CELLS // max(1, n_candidates))
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    cells = BLOCK_CELLS_CUDA if on_gpu else BLOCK_CELLS
+    return max(MIN_BLOCK_ROWS, cells // max(1, n_candidates))
 
 
 def run(
@@ -561,7 +565,10 @@ def run(
     else:
         walk = _FusedWalk if fused else _Walk
         walker = walk(
-            problem, prep, block_size or default_block_size(n_cand), shared=candidates is None
+            problem,
+            prep,
+            block_size or default_block_size(n_cand, anchors.device),
+            shared=candidates is None,
         )
         fn = _BlockedRows if problem.reduction == "none" else _BlockedScalar
         inputs = walker.inputs(tuple(problem.params))

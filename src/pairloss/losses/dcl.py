@@ -120,7 +120,7 @@ class DCLWLoss(DCLLoss):
         sim = self.distance
         a = sim.prepare(embeddings.to(dtype))
         c = a if ref_emb is None else sim.prepare(ref_emb.to(dtype))
-        block = default_block_size(c.shape[0])
+        block = default_block_size(c.shape[0], c.device)
         rows, cols = [], []
         for start in range(0, a.shape[0], block):
             pos, _ = relation.block(start, min(a.shape[0], start + block))

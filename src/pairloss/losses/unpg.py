@@ -231,7 +231,7 @@ class UNPGLoss(_MarginSoftmax):
         if choose_engine(b, b, self.engine) == "dense":
             block = b
         else:
-            block = self.block_size or default_block_size(b)
+            block = self.block_size or default_block_size(b, x.device)
         a = sim.prepare(x.detach())
         n_pairs, low, high = box_and_whisker_bounds(sim, a, labels, self.wisk, block)
         if n_pairs == 0:
