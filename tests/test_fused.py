@@ -283,3 +283,26 @@ def test_components_with_own_normalisers_need_no_counting_walk(name, reduction, 
     r, ry = make_ref(2, n=20)
     blocked = _value_and_grads(case, "blocked", x, y, r, ry, reduction=reduction)
     _assert_same(blocked, _value_and_grads(case, "dense", x, y, r, ry, reduction=reduction))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if "BatchHard" in c[0] or "miner" in c[1] and "Triplet" in c[0]],
+    ids=_case_id,
+)
+def test_batch_hard_gradient_goes_by_cells(case, monkeypatch):
+    # two cells per row: added by index, not by two dense gradient products
+    calls = []
+    add = engine_module._FusedWalk._add_cells_
+
+    def counting(self, *args):
+        calls.append(1)
+        return add(self, *args)
+
+    monkeypatch.setattr(engine_module._FusedWalk, "_add_cells_", counting)
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(45, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.arange(45) % 6
+    blocked = _value_and_grads(case, "blocked", x, y)
+    assert len(calls) == 7  # one per block of 7 rows
+    _assert_same(blocked, _value_and_grads(case, "dense", x, y))

@@ -368,6 +368,9 @@ class _FusedWalk(_Walk):
                     cols = (pairs.pos_flat - pairs.pos_rows * n).to(torch.int32)
                     cells = ((pairs.pos_rows + start).to(torch.int32), cols, g_dot)
                     apart.setdefault(k, []).append(cells)
+            if scale.cells is not None:
+                self._add_cells_(need, grad_a, grad_c, start, s, form, *scale.cells)
+                continue
             g = form.dot_grad_(grad, s)
             if need[0]:
                 if self.shared:
@@ -380,6 +383,18 @@ class _FusedWalk(_Walk):
         if split:
             return values or [], counts, rows, (dense_k, (grad_a, grad_c, grad_p), apart)
         return values or [], counts, rows, (grad_a, grad_c, grad_p)
+
+    def _add_cells_(self, need, grad_a, grad_c, start, s, form, flat, grad_at_cells) -> None:
+        """Add the gradient products of a block's dL/ds given on its cells (:meth:`RowScale.
+        put_cells`) by index: ``O(cells x D)`` instead of two ``[b, N] x [N, D]`` products."""
+        a, c = self.prep.anchors.detach(), self.prep.candidates.detach()
+        rows = torch.div(flat, s.shape[1], rounding_mode="floor")
+        cols = flat - rows * s.shape[1]
+        g = form.dot_grad_(grad_at_cells.clone(), s.view(-1)[flat])[:, None]
+        if need[0]:
+            grad_a.index_add_(0, rows + start, g * c[cols])
+        if need[1]:
+            grad_c.index_add_(0, cols, g * a[rows + start])
 
     def add_sparse_(self, need, grad_a, grad_c, cells: list, alpha: float) -> None:
         """Add ``alpha`` times the gradient of a dL/ds given on a list of cells (row, col,

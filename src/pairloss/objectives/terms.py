@@ -75,7 +75,8 @@ class RowScale:
 
     A component whose gradient lives on the positive cells only may be handed over apart with
     :meth:`put_sparse`; the engine then keeps it in its own accumulators and can weight it by a
-    normaliser known only at the end of the walk (no counting walk first)."""
+    normaliser known only at the end of the walk (no counting walk first). A gradient with a
+    few cells per row may be handed over whole with :meth:`put_cells`."""
 
     def __init__(
         self,
@@ -87,6 +88,14 @@ class RowScale:
     ) -> None:
         self.n_rows, self.weights, self.row_weights, self.like = n_rows, weights, row_weights, like
         self.sparse: dict[int, torch.Tensor] | None = {} if collect_sparse else None
+        self.cells: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def put_cells(self, flat: torch.Tensor, grad_at_cells: torch.Tensor) -> None:
+        """Hand over the block's whole dL/ds (every component, already scaled) as its non-zero
+        cells: ``flat`` [P] indices into the [b, N] block and ``grad_at_cells`` [P] values. The
+        engine then adds their gradient products by index (``O(P x D)``) instead of two
+        products with a dense ``grad``, which the objective may leave holding anything."""
+        self.cells = (flat, grad_at_cells)
 
     def put_sparse(self, k: int, grad_at_positives: torch.Tensor) -> bool:
         """Offer component ``k``'s dL/ds on the positive cells ([P], in the order of

@@ -448,8 +448,8 @@ def batch_hard_fused(
 
     The hardest positive of each row is a segment max over the (sparse) positives; the hardest
     negative is the row minimum of a copy of the block (in ``grad``) whose positive and self
-    cells are +inf. The gradient has two non-zero cells per row (more only with ties): ``grad``
-    is zeroed and they are written sparsely. ``split_ties`` shares a tied extreme's gradient
+    cells are +inf. The gradient has two non-zero cells per row (more only with ties): they are
+    handed over as cells (:meth:`RowScale.put_cells`), ``grad`` only serves as scratch. ``split_ties`` shares a tied extreme's gradient
     equally among the tied cells (as the mask objective's max/min); otherwise it goes to the
     first tied column (as :class:`~pairloss.mining.BatchHardMiner`, which keeps one cell per
     row). The column of each row minimum comes from :func:`_row_min`.
@@ -492,8 +492,5 @@ def batch_hard_fused(
         pos_share = coef[live]
     neg_cells, neg_rows, n_tied = _negative_cells(t, hardest_neg, neg_col, tied, live, split_ties)
     neg_share = (coef / n_tied)[neg_rows]
-    grad.zero_()
-    flat = grad.view(-1)
-    flat[pos_cells] = pos_share
-    flat[neg_cells] = -neg_share
+    scale.put_cells(torch.cat([pos_cells, neg_cells]), torch.cat([pos_share, -neg_share]))
     return [terms]
