@@ -17,6 +17,7 @@ from .terms import (
     RowTerms,
     hide_non_negatives_,
     masked_logsumexp,
+    member_extreme_,
     segment_max,
     segment_sum,
 )
@@ -66,10 +67,8 @@ def negative_logsumexp_(
     afterwards ``work`` holds e^{coef w - max} on the negatives and 0 elsewhere. Returns
     ``(lse, total, has_neg)`` with ``total`` the row sums of ``work`` (1 on rows without
     negatives, whose ``lse`` is 0)."""
-    hide_non_negatives_(work, pairs, float("-inf") if coef > 0 else float("inf"))
     has = pairs.n_neg > 0
-    extreme = work.amax(dim=1) if coef > 0 else work.amin(dim=1)
-    top = torch.where(has, coef * extreme, 0.0)
+    top = torch.where(has, member_extreme_(work, pairs, coef), 0.0)
     total = torch.add(-top[:, None], work, alpha=coef, out=work).exp_().sum(dim=1)
     total = torch.where(has, total, 1.0)
     return torch.where(has, total.log() + top, 0.0), total, has

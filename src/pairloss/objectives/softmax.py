@@ -17,7 +17,14 @@ import math
 import torch
 
 from ..relations import BlockPairs
-from .terms import SAFE_SHIFT, RowScale, RowTerms, masked_logsumexp, segment_sum
+from .terms import (
+    SAFE_SHIFT,
+    RowScale,
+    RowTerms,
+    masked_logsumexp,
+    member_extreme_,
+    segment_sum,
+)
 
 
 def _logit_coef(temperature: float, is_distance: bool) -> float:
@@ -141,13 +148,7 @@ def _shifted_exp(
     members = pairs.n_neg > 0 if hide_pos else pairs.n_neg + pairs.n_pos > 0
     floor = math.exp(-SAFE_SHIFT.get(s.dtype, 60.0))
     if bool(((total < floor) & members).any()):
-        hidden = float("-inf") if coef > 0 else float("inf")
-        work.copy_(s)
-        flat = work.view(-1)
-        flat.index_fill_(0, pairs.void_flat, hidden)
-        if hide_pos:
-            flat.index_fill_(0, pairs.pos_flat, hidden)
-        exact = coef * (work.amax(dim=1) if coef > 0 else work.amin(dim=1))
+        exact = member_extreme_(work.copy_(s), pairs, coef, with_positives=not hide_pos)
         shift = torch.where(torch.isfinite(exact), exact, 0.0)
         e, total = _exp_pass(s, pairs, coef, shift, work, hide_pos)
     return e, total, shift

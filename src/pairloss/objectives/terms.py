@@ -135,6 +135,20 @@ def hide_non_negatives_(work: torch.Tensor, pairs: BlockPairs, fill: float) -> t
     return work
 
 
+def member_extreme_(
+    work: torch.Tensor, pairs: BlockPairs, coef: float, with_positives: bool = False
+) -> torch.Tensor:
+    """Per row, ``max coef * w`` over the negative cells (and the positive cells if
+    ``with_positives``) of the values ``w`` in ``work`` [b, N]; ``-inf`` on rows without such a
+    cell. The other cells of ``work`` are overwritten (in place)."""
+    hidden = float("-inf") if coef > 0 else float("inf")
+    if with_positives:
+        work.view(-1).index_fill_(0, pairs.void_flat, hidden)
+    else:
+        hide_non_negatives_(work, pairs, hidden)
+    return coef * (work.amax(dim=1) if coef > 0 else work.amin(dim=1))
+
+
 # a log-sum-exp shift at most this far above the true maximum keeps every term that matters out
 # of underflow (e^-60 is above float32's smallest normal, e^-87, by far more than its precision)
 SAFE_SHIFT = {torch.float32: 60.0, torch.float64: 600.0}
@@ -160,10 +174,7 @@ def stable_shift(
     floor_t = torch.as_tensor(floor, dtype=s.dtype, device=s.device).expand(s.shape[0])
     shift = torch.maximum(coef * extreme + bias, floor_t)
     if bool((shift - floor_t > SAFE_SHIFT.get(s.dtype, 60.0)).any()):
-        hidden = float("-inf") if coef > 0 else float("inf")
-        hide_non_negatives_(work.copy_(s), pairs, hidden)
-        exact = work.amax(dim=1) if coef > 0 else work.amin(dim=1)
-        exact = coef * exact + bias
+        exact = member_extreme_(work.copy_(s), pairs, coef) + bias
         shift = torch.where(torch.isfinite(exact), torch.maximum(exact, floor_t), floor_t)
     return shift
 
