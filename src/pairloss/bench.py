@@ -28,7 +28,8 @@ Peak memory is read from the process's resident set (``ru_maxrss``) in a fresh s
 measurement, minus the resident set after the inputs (and the loss's weights) and their
 gradients were made. With ``--device cuda`` everything runs on the GPU: times are taken after
 ``torch.cuda.synchronize()``, and peak memory is the CUDA allocator's peak
-(``torch.cuda.max_memory_allocated``) minus what was allocated before the first call.
+(``torch.cuda.max_memory_allocated``) minus its peak before the first call (the inputs, the
+loss's weights and their gradients).
 """
 
 from __future__ import annotations
@@ -296,7 +297,7 @@ def main(argv=None) -> int:
     ap.add_argument("--losses", nargs="*", default=None, help="names to run (default: all)")
     ap.add_argument("--only", choices=["pairloss", "both"], default="both")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
-    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = ap.parse_args(argv)
     if args.classes is None:
         args.classes = DEFAULT_CLASSES[args.family]
