@@ -154,7 +154,7 @@ class MarginLoss(PairLossModule):
                     f"[0, {self.num_classes}), got range [{int(labels.min())}, "
                     f"{int(labels.max())}]"
                 )
-            labels = labels.to(self.beta.device)
+            labels = labels.to(embeddings.device)  # indexes beta, moved to the scores
         objective = functools.partial(self.objective, labels=labels)
         return self.run_objective(
             objective,

@@ -285,7 +285,7 @@ def _ranker(
             members,
             valid,
             table,
-            locate(rows),
+            locate(rows, members),
             search.score_bound(rows),
             euclidean,
         )
@@ -552,10 +552,10 @@ class _Relevance:
 
     def member_table(
         self, gallery: torch.Tensor
-    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        """``(table, locate)``: the vector of member ``members(rows)[0][r, t]`` is
-        ``table[locate(rows)[r, t]]`` (default: the gallery itself)."""
-        return gallery, lambda rows: self.members(rows)[0]
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+        """``(table, locate)``: the vector of member ``members[r, t]`` (``members, _ =
+        members(rows)``) is ``table[locate(rows, members)[r, t]]`` (default: the gallery)."""
+        return gallery, lambda rows, members: members
 
 
 class _SameLabel(_Relevance):
@@ -588,12 +588,11 @@ class _SameLabel(_Relevance):
 
     def member_table(
         self, gallery: torch.Tensor
-    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
         """The gallery ordered by class: the members of a query row are contiguous rows."""
 
-        def locate(rows: torch.Tensor) -> torch.Tensor:
-            size = int(self._class_size[rows].max())
-            return self._slots(rows, torch.arange(size, device=rows.device))
+        def locate(rows: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+            return self._slots(rows, torch.arange(members.shape[1], device=rows.device))
 
         return gallery[self._by_class].contiguous(), locate
 
