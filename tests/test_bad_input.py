@@ -5,7 +5,7 @@ import torch
 
 import pairloss
 from pairloss.errors import PairLossError
-from pairloss.losses.multi_similarity import MultiSimilarityLoss
+from pairloss.losses.metric.multi_similarity import MultiSimilarityLoss
 
 LOSS = MultiSimilarityLoss()
 X = torch.randn(6, 4)

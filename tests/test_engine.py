@@ -5,7 +5,7 @@ import torch
 
 from pairloss.engine import PairProblem, choose_engine, default_block_size, run
 from pairloss.errors import PairLossError
-from pairloss.losses.multi_similarity import MultiSimilarityLoss, multi_similarity
+from pairloss.losses.metric.multi_similarity import MultiSimilarityLoss, multi_similarity
 from pairloss.objectives.multi_similarity import multi_similarity_rows
 from pairloss.relations import DiagonalRelation, LabelRelation
 from pairloss.similarity import CosineSimilarity, LpDistance, ScaledSimilarity

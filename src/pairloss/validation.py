@@ -6,6 +6,10 @@ was expected, so that bad input never reaches torch as a cryptic error or a sile
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Callable, Iterable
+
 import torch
 
 from .errors import PairLossError
@@ -98,19 +102,80 @@ def check_same_device_dtype(
         )
 
 
-def check_positive(value: float, name: str, strict: bool = True) -> float:
-    """A real number > 0 (or >= 0 when ``strict`` is False)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise PairLossError(f"{name}: expected a number, got {value!r}") from None
-    if v != v or (v <= 0 if strict else v < 0):
-        raise PairLossError(f"{name}: expected a number {'>' if strict else '>='} 0, got {value!r}")
+def check_real(
+    value: object,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """A finite real number in [low, high] (an end is open when ``*_open``).
+
+    Python and numpy reals are accepted; bools, strings, None, NaN and +-Inf are refused with a
+    :class:`PairLossError` naming ``name``, the value and the expected range.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise PairLossError(f"{name}: expected a real number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise PairLossError(f"{name}: expected a finite number, got {value!r}")
+    below = low is not None and (v <= low if low_open else v < low)
+    above = high is not None and (v >= high if high_open else v > high)
+    if below or above:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        lo_text = "-inf" if low is None else f"{low:g}"
+        hi_text = "inf" if high is None else f"{high:g}"
+        raise PairLossError(
+            f"{name}: expected a number in {lo}{lo_text}, {hi_text}{hi}, got {value!r}"
+        )
+    return v
+
+
+def check_positive(value: object, name: str, strict: bool = True) -> float:
+    """A finite real number > 0 (or >= 0 when ``strict`` is False)."""
+    return check_real(value, name, low=0.0, low_open=strict)
+
+
+def check_int(
+    value: object, name: str, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """A Python or numpy integer (bools refused) in [minimum, maximum]."""
+    import numpy as np
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise PairLossError(f"{name}: expected an int, got {value!r}")
+    v = int(value)
+    if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+        lo = "-inf" if minimum is None else str(minimum)
+        hi = "inf" if maximum is None else str(maximum)
+        raise PairLossError(f"{name}: expected an int in [{lo}, {hi}], got {value!r}")
     return v
 
 
 def check_bool(value: object, name: str) -> bool:
-    """``value`` if it is a bool; else a :class:`PairLossError` naming ``name``."""
+    """``value`` if it is a bool (numpy bools too); else a :class:`PairLossError`."""
+    import numpy as np
+
+    if isinstance(value, np.bool_):
+        return bool(value)
     if not isinstance(value, bool):
-        raise PairLossError(f"{name}: expected a bool, got {value!r}")
+        raise PairLossError(f"{name}: expected a bool (True or False), got {value!r}")
+    return value
+
+
+def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
+    """``value`` if it is one of the strings ``choices``; else an error listing them."""
+    options = tuple(choices)
+    if not isinstance(value, str) or value not in options:
+        listed = ", ".join(repr(c) for c in options)
+        raise PairLossError(f"{name}: expected one of {listed}, got {value!r}")
+    return value
+
+
+def check_callable(value: object, name: str) -> Callable:
+    """``value`` if it is callable; else a :class:`PairLossError` naming ``name``."""
+    if not callable(value):
+        raise PairLossError(f"{name}: expected a callable, got {type(value).__name__}")
     return value

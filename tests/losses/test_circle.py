@@ -10,7 +10,7 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
 from pairloss.errors import PairLossError
-from pairloss.losses.circle import CircleLoss, circle
+from pairloss.losses.metric.circle import CircleLoss, circle
 from pairloss.similarity import DotProductSimilarity, LpDistance
 from tests.layouts import LAYOUTS, SEEDS, assert_close, make_batch, make_ref, value_and_grads
 

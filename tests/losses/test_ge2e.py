@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pairloss.errors import PairLossError
-from pairloss.losses.ge2e import GE2ELoss, ge2e
+from pairloss.losses.metric.ge2e import GE2ELoss, ge2e
 from tests.layouts import SEEDS, assert_close, make_batch, value_and_grads
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pairloss.errors import PairLossError
-from pairloss.losses.mean_field import (
+from pairloss.losses.proxy.mean_field import (
     MeanFieldClassWiseMultiSimilarityLoss,
     MeanFieldContrastiveLoss,
     mean_field_class_wise_multi_similarity,

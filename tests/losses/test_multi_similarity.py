@@ -5,7 +5,7 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
-from pairloss.losses.multi_similarity import MultiSimilarityLoss
+from pairloss.losses.metric.multi_similarity import MultiSimilarityLoss
 from pairloss.mining import MultiSimilarityMiner
 
 from ..layouts import LAYOUTS, SEEDS, assert_close, make_batch, make_ref, value_and_grads

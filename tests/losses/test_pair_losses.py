@@ -12,14 +12,14 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
 from pairloss.errors import PairLossError
-from pairloss.losses.binomial_deviance import BinomialDevianceLoss, binomial_deviance
-from pairloss.losses.contrastive import ContrastiveLoss, contrastive
-from pairloss.losses.lifted_structure import (
+from pairloss.losses.metric.binomial_deviance import BinomialDevianceLoss, binomial_deviance
+from pairloss.losses.metric.contrastive import ContrastiveLoss, contrastive
+from pairloss.losses.metric.lifted_structure import (
     GeneralizedLiftedStructureLoss,
     generalized_lifted_structure,
 )
-from pairloss.losses.margin import MarginLoss, margin_loss
-from pairloss.losses.npairs import NPairsLoss, npairs
+from pairloss.losses.metric.margin import MarginLoss, margin_loss
+from pairloss.losses.metric.npairs import NPairsLoss, npairs
 from pairloss.mining import MultiSimilarityMiner
 from pairloss.objectives.pair_margins import binomial_deviance_rows
 from pairloss.similarity import CosineSimilarity, LpDistance

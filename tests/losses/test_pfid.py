@@ -11,7 +11,7 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
 from pairloss.errors import PairLossError
-from pairloss.losses.pfid import PFIDLoss, pfid
+from pairloss.losses.metric.pfid import PFIDLoss, pfid
 from tests.layouts import LAYOUTS, SEEDS, assert_close, make_batch, make_ref, value_and_grads
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pairloss.errors import PairLossError
-from pairloss.losses.prototypes import ICNNLoss, ProtoTripletLoss, icnn, proto_triplet
+from pairloss.losses.metric.prototypes import ICNNLoss, ProtoTripletLoss, icnn, proto_triplet
 from tests.layouts import LAYOUTS, SEEDS, assert_close, make_batch, make_ref, value_and_grads
 
 

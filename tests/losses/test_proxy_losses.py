@@ -12,7 +12,7 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
 from pairloss.errors import PairLossError
-from pairloss.losses.margin_softmax import (
+from pairloss.losses.proxy.margin_softmax import (
     ArcFaceLoss,
     CosFaceLoss,
     LargeMarginSoftmaxLoss,
@@ -26,10 +26,10 @@ from pairloss.losses.margin_softmax import (
     sphereface,
     sub_center_arcface,
 )
-from pairloss.losses.proxy_anchor import ProxyAnchorLoss, proxy_anchor
-from pairloss.losses.proxy_circle import ProxyCircleLoss, proxy_circle
-from pairloss.losses.proxy_nca import ProxyNCALoss, proxy_nca
-from pairloss.losses.soft_triple import SoftTripleLoss, soft_triple
+from pairloss.losses.proxy.proxy_anchor import ProxyAnchorLoss, proxy_anchor
+from pairloss.losses.proxy.proxy_circle import ProxyCircleLoss, proxy_circle
+from pairloss.losses.proxy.proxy_nca import ProxyNCALoss, proxy_nca
+from pairloss.losses.proxy.soft_triple import SoftTripleLoss, soft_triple
 from tests.layouts import LAYOUTS, SEEDS, assert_close, make_batch
 
 
@@ -302,7 +302,7 @@ def test_proxy_circle_reference(m, gamma):
 
 def test_proxy_circle_equals_pair_circle_on_proxies():
     """Class-level Circle = pair-level Circle of each embedding against the class weights."""
-    from pairloss.losses.circle import CircleLoss
+    from pairloss.losses.metric.circle import CircleLoss
 
     x, y, c = class_labels("balanced", 0)
     loss = ProxyCircleLoss(c, x.shape[1]).double()

@@ -14,9 +14,9 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
 from pairloss.errors import PairLossError
-from pairloss.losses.dcl import DCLLoss, DCLWLoss, dcl, dclw
-from pairloss.losses.ntxent import InfoNCELoss, NTXentLoss, ntxent
-from pairloss.losses.supcon import SupConLoss, supcon
+from pairloss.losses.metric.dcl import DCLLoss, DCLWLoss, dcl, dclw
+from pairloss.losses.metric.ntxent import InfoNCELoss, NTXentLoss, ntxent
+from pairloss.losses.metric.supcon import SupConLoss, supcon
 from pairloss.similarity import DotProductSimilarity, LpDistance
 from tests.layouts import LAYOUTS, SEEDS, assert_close, make_batch, make_ref, value_and_grads
 

@@ -19,7 +19,7 @@ from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning import reducers as pml_reducers
 
 from pairloss.errors import PairLossError
-from pairloss.losses.triplet import (
+from pairloss.losses.metric.triplet import (
     BatchHardSoftMarginTripletLoss,
     BatchHardTripletLoss,
     SemiHardTripletLoss,

@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pairloss.errors import PairLossError
-from pairloss.losses.margin_softmax import ArcFaceLoss, CosFaceLoss
-from pairloss.losses.unpg import UNPGLoss, _order_statistics, unpg
+from pairloss.losses.proxy.margin_softmax import ArcFaceLoss, CosFaceLoss
+from pairloss.losses.proxy.unpg import UNPGLoss, _order_statistics, unpg
 from tests.layouts import LAYOUTS, SEEDS, assert_close, make_batch, value_and_grads
 
-# the submodule (``pairloss.losses.unpg`` as an attribute is the functional form)
-unpg_module = importlib.import_module("pairloss.losses.unpg")
+# the submodule (``pairloss.losses.proxy.unpg`` as an attribute is the functional form)
+unpg_module = importlib.import_module("pairloss.losses.proxy.unpg")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from pairloss.errors import PairLossError
-from pairloss.losses.prototypes import icnn_score_terms
+from pairloss.losses.metric.prototypes import icnn_score_terms
 from pairloss.metrics import alignment, icnn_score, similarity_stats, tolerance, uniformity
 
 from ._reference import LAYOUTS, clustered

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from .binomial_deviance import BinomialDevianceLoss, binomial_deviance
-from .circle import CircleLoss, circle
-from .contrastive import ContrastiveLoss, contrastive
-from .dcl import DCLLoss, DCLWLoss, dcl, dclw
-from .ge2e import GE2ELoss, ge2e
-from .lifted_structure import GeneralizedLiftedStructureLoss, generalized_lifted_structure
-from .margin import MarginLoss, margin_loss
-from .margin_softmax import (
+from .metric.binomial_deviance import BinomialDevianceLoss, binomial_deviance
+from .metric.circle import CircleLoss, circle
+from .metric.contrastive import ContrastiveLoss, contrastive
+from .metric.dcl import DCLLoss, DCLWLoss, dcl, dclw
+from .metric.ge2e import GE2ELoss, ge2e
+from .metric.lifted_structure import GeneralizedLiftedStructureLoss, generalized_lifted_structure
+from .metric.margin import MarginLoss, margin_loss
+from .metric.multi_similarity import MultiSimilarityLoss, multi_similarity
+from .metric.npairs import NPairsLoss, npairs
+from .metric.ntxent import InfoNCELoss, NTXentLoss, ntxent
+from .metric.pfid import PFIDLoss, pfid
+from .metric.prototypes import ICNNLoss, ProtoTripletLoss, icnn, proto_triplet
+from .metric.supcon import SupConLoss, supcon
+from .metric.triplet import (
+    BatchHardSoftMarginTripletLoss,
+    BatchHardTripletLoss,
+    SemiHardTripletLoss,
+    TripletMarginLoss,
+    batch_hard_soft_margin_triplet,
+    batch_hard_triplet,
+    semi_hard_triplet,
+    triplet_margin,
+)
+from .proxy.margin_softmax import (
     ArcFaceLoss,
     CosFaceLoss,
     LargeMarginSoftmaxLoss,
@@ -23,33 +39,17 @@ from .margin_softmax import (
     sphereface,
     sub_center_arcface,
 )
-from .mean_field import (
+from .proxy.mean_field import (
     MeanFieldClassWiseMultiSimilarityLoss,
     MeanFieldContrastiveLoss,
     mean_field_class_wise_multi_similarity,
     mean_field_contrastive,
 )
-from .multi_similarity import MultiSimilarityLoss, multi_similarity
-from .npairs import NPairsLoss, npairs
-from .ntxent import InfoNCELoss, NTXentLoss, ntxent
-from .pfid import PFIDLoss, pfid
-from .prototypes import ICNNLoss, ProtoTripletLoss, icnn, proto_triplet
-from .proxy_anchor import ProxyAnchorLoss, proxy_anchor
-from .proxy_circle import ProxyCircleLoss, proxy_circle
-from .proxy_nca import ProxyNCALoss, proxy_nca
-from .soft_triple import SoftTripleLoss, soft_triple
-from .supcon import SupConLoss, supcon
-from .triplet import (
-    BatchHardSoftMarginTripletLoss,
-    BatchHardTripletLoss,
-    SemiHardTripletLoss,
-    TripletMarginLoss,
-    batch_hard_soft_margin_triplet,
-    batch_hard_triplet,
-    semi_hard_triplet,
-    triplet_margin,
-)
-from .unpg import UNPGLoss, unpg
+from .proxy.proxy_anchor import ProxyAnchorLoss, proxy_anchor
+from .proxy.proxy_circle import ProxyCircleLoss, proxy_circle
+from .proxy.proxy_nca import ProxyNCALoss, proxy_nca
+from .proxy.soft_triple import SoftTripleLoss, soft_triple
+from .proxy.unpg import UNPGLoss, unpg
 
 __all__ = [
     "ArcFaceLoss",

@@ -287,7 +287,7 @@ def icnn_score(
     "SuSana Distancia is all you need: Enforcing class separability in metric learning via two
     novel distance-based loss functions for few-shot image classification", arXiv:2305.09062),
     as defined by the authors' public code (their ``modified_score``); the score of which
-    :class:`pairloss.losses.prototypes.ICNNLoss` is ``-log``.
+    :class:`pairloss.losses.metric.prototypes.ICNNLoss` is ``-log``.
 
     Leave-one-out over the ``N`` samples: for each sample ``i``, take its ``L`` nearest other
     samples (``n_neighbors``, default ``k + 1``) regardless of class, in ascending Euclidean

@@ -20,7 +20,7 @@ from torch import nn
 from ..data import load_embedding_file
 from ..errors import PairLossError
 from ..losses.base import PairLossModule
-from ..losses.proxy_base import ProxyLossModule
+from ..losses.proxy.proxy_base import ProxyLossModule
 from ..weights import pair_weights
 from .config import TrainConfig, parse_options
 from .evaluate import embed, evaluate_embeddings, flat, headline, pca_baseline, similarity_sample

@@ -9,11 +9,11 @@ from functools import partial
 
 import torch
 
-from ..engine import compute_dtype, default_block_size
-from ..errors import PairLossError
-from ..objectives.softmax import dcl_fused, dcl_rows
-from ..validation import check_positive
-from .base import PairLossModule, build_relation
+from ...engine import compute_dtype, default_block_size
+from ...errors import PairLossError
+from ...objectives.softmax import dcl_fused, dcl_rows
+from ...validation import check_positive
+from ..base import PairLossModule, build_relation
 from .supcon import check_temperature
 
 WeightFn = Callable[[torch.Tensor], torch.Tensor]

@@ -7,10 +7,10 @@ import math
 
 import torch
 
-from ..errors import PairLossError
-from ..objectives.circle import circle_fused, circle_rows
-from ..validation import check_positive
-from .base import PairLossModule
+from ...errors import PairLossError
+from ...objectives.circle import circle_fused, circle_rows
+from ...validation import check_positive
+from ..base import PairLossModule
 
 
 class CircleLoss(PairLossModule):

@@ -30,12 +30,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..engine import FusedObjective, PairProblem, compute_dtype, run
-from ..errors import PairLossError
-from ..relations import LabelRelation
-from ..similarity import Similarity
-from ..validation import check_embeddings, check_labels
-from .base import PairLossModule
+from ...engine import FusedObjective, PairProblem, compute_dtype, run
+from ...errors import PairLossError
+from ...relations import LabelRelation
+from ...similarity import Similarity
+from ...validation import check_embeddings, check_labels
+from ..base import PairLossModule
 
 InitSpec = str | Callable[[torch.Tensor], object] | None
 
@@ -304,7 +304,7 @@ class ProxyLossModule(PairLossModule):
 
     @staticmethod
     def default_similarity() -> Similarity:
-        from ..similarity import CosineSimilarity
+        from ...similarity import CosineSimilarity
 
         return CosineSimilarity()
 

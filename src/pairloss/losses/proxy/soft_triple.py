@@ -8,8 +8,8 @@ import math
 import torch
 from torch import nn
 
-from ..errors import PairLossError
-from ..objectives.soft_triple import soft_triple_rows
+from ...errors import PairLossError
+from ...objectives.soft_triple import soft_triple_rows
 from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_int, check_number
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from ..mining import MultiSimilarityMiner
-from ..objectives.multi_similarity import multi_similarity_fused, multi_similarity_rows
-from .base import PairLossModule
+from ...mining import MultiSimilarityMiner
+from ...objectives.multi_similarity import multi_similarity_fused, multi_similarity_rows
+from ..base import PairLossModule
 
 
 class MultiSimilarityLoss(PairLossModule):

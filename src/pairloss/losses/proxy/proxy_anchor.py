@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..objectives.proxy_anchor import proxy_anchor_fused, proxy_anchor_rows
+from ...objectives.proxy_anchor import proxy_anchor_fused, proxy_anchor_rows
 from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_number
 
 

@@ -8,11 +8,11 @@ import functools
 import torch
 from torch import nn
 
-from ..errors import PairLossError
-from ..objectives.pair_margins import margin_fused, margin_rows
-from ..similarity import LpDistance, Similarity
-from ..validation import check_labels, check_positive
-from .base import PairLossModule
+from ...errors import PairLossError
+from ...objectives.pair_margins import margin_fused, margin_rows
+from ...similarity import LpDistance, Similarity
+from ...validation import check_labels, check_positive
+from ..base import PairLossModule
 from .contrastive import check_real
 
 

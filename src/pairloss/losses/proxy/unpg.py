@@ -11,12 +11,12 @@ import math
 
 import torch
 
-from ..engine import PairProblem, choose_engine, default_block_size, run
-from ..errors import PairLossError
-from ..objectives.unpg import kept_negative_pairs, negative_pair_exp_rows, unpg_rows
-from ..relations import LabelRelation
-from ..similarity import Similarity
-from ..validation import check_labels
+from ...engine import PairProblem, choose_engine, default_block_size, run
+from ...errors import PairLossError
+from ...objectives.unpg import kept_negative_pairs, negative_pair_exp_rows, unpg_rows
+from ...relations import LabelRelation
+from ...similarity import Similarity
+from ...validation import check_labels
 from .margin_softmax import _MarginSoftmax
 from .proxy_base import InitSpec, call_functional, check_number
 

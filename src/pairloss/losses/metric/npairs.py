@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import PairLossError
-from ..mining import MinedRelation, Miner
-from ..objectives.npairs import npairs_pair_rows
-from ..similarity import DotProductSimilarity, Similarity
-from ..validation import check_embeddings, check_labels
-from .base import PairLossModule, pair_loss
+from ...errors import PairLossError
+from ...mining import MinedRelation, Miner
+from ...objectives.npairs import npairs_pair_rows
+from ...similarity import DotProductSimilarity, Similarity
+from ...validation import check_embeddings, check_labels
+from ..base import PairLossModule, pair_loss
 
 PAIRS = ("unique_labels", "all")
 

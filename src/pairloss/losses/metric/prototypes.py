@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine import compute_dtype
-from ..errors import PairLossError
-from ..objectives.terms import RowTerms
-from ..reduction import ROW_REDUCTIONS, check_reduction, reduce_terms
-from ..validation import check_bool, check_embeddings, check_labels
-from .base import check_reference
-from .proxy_base import check_int, check_number
+from ...engine import compute_dtype
+from ...errors import PairLossError
+from ...objectives.terms import RowTerms
+from ...reduction import ROW_REDUCTIONS, check_reduction, reduce_terms
+from ...validation import check_bool, check_embeddings, check_labels
+from ..base import check_reference
+from ..proxy.proxy_base import check_int, check_number
 
 DIST_EPS = 1e-6
 

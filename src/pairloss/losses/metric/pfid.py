@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine import compute_dtype
-from ..errors import PairLossError
-from ..similarity import LpDistance, Similarity, get_similarity
-from ..validation import check_embeddings, check_labels
+from ...engine import compute_dtype
+from ...errors import PairLossError
+from ...similarity import LpDistance, Similarity, get_similarity
+from ...validation import check_embeddings, check_labels
+from ..proxy.proxy_base import check_int, check_number
 from .contrastive import contrastive
-from .proxy_base import check_int, check_number
 
 
 def _check_classes(labels: torch.Tensor, num_classes: int) -> None:

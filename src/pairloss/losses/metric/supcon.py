@@ -6,10 +6,10 @@ import math
 
 import torch
 
-from ..errors import PairLossError
-from ..objectives.softmax import supcon_fused, supcon_rows
-from ..validation import check_positive
-from .base import PairLossModule
+from ...errors import PairLossError
+from ...objectives.softmax import supcon_fused, supcon_rows
+from ...validation import check_positive
+from ..base import PairLossModule
 
 
 def check_temperature(temperature: float) -> float:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from ..objectives.pair_margins import binomial_deviance_fused, binomial_deviance_rows
-from ..validation import check_positive
-from .base import PairLossModule
+from ...objectives.pair_margins import binomial_deviance_fused, binomial_deviance_rows
+from ...validation import check_positive
+from ..base import PairLossModule
 from .contrastive import check_real
 
 

@@ -7,10 +7,10 @@ import math
 
 import torch
 
-from ..errors import PairLossError
-from ..objectives.pair_margins import contrastive_fused, contrastive_rows
-from ..similarity import LpDistance, Similarity
-from .base import PairLossModule
+from ...errors import PairLossError
+from ...objectives.pair_margins import contrastive_fused, contrastive_rows
+from ...similarity import LpDistance, Similarity
+from ..base import PairLossModule
 
 
 def check_real(value: float, name: str) -> float:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from ..objectives.pair_margins import generalized_lifted_fused, generalized_lifted_rows
-from ..similarity import LpDistance, Similarity
-from .base import PairLossModule
+from ...objectives.pair_margins import generalized_lifted_fused, generalized_lifted_rows
+from ...similarity import LpDistance, Similarity
+from ..base import PairLossModule
 from .contrastive import check_real
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ..objectives.margin_softmax import softmax_ce_fused, softmax_ce_rows
-from ..similarity import LpDistance, Similarity
+from ...objectives.margin_softmax import softmax_ce_fused, softmax_ce_rows
+from ...similarity import LpDistance, Similarity
 from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_number
 
 

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import torch
 
-from ..engine import PairProblem, run
-from ..errors import PairLossError
-from ..objectives.mean_field import (
+from ...engine import PairProblem, run
+from ...errors import PairLossError
+from ...objectives.mean_field import (
     class_wise_multi_similarity_rows,
     mean_field_contrastive_rows,
     mean_field_regularizer_rows,
     segment_logsumexp,
 )
-from ..relations import LabelRelation
-from ..validation import check_labels
+from ...relations import LabelRelation
+from ...validation import check_labels
 from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_number
 
 

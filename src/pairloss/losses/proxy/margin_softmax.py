@@ -17,8 +17,8 @@ import math
 
 import torch
 
-from ..errors import PairLossError
-from ..objectives.margin_softmax import arcface_target, margin_softmax_rows, softmax_ce_fused
+from ...errors import PairLossError
+from ...objectives.margin_softmax import arcface_target, margin_softmax_rows, softmax_ce_fused
 from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_int, check_number
 
 

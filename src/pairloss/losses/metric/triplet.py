@@ -10,11 +10,11 @@ import numbers
 
 import torch
 
-from ..engine import compute_dtype
-from ..errors import PairLossError
-from ..mining import BatchEasyHardMiner, MinedRelation, Miner, TripletMarginMiner
-from ..objectives.terms import RowTerms
-from ..objectives.triplet import (
+from ...engine import compute_dtype
+from ...errors import PairLossError
+from ...mining import BatchEasyHardMiner, MinedRelation, Miner, TripletMarginMiner
+from ...objectives.terms import RowTerms
+from ...objectives.triplet import (
     batch_all_chunked_rows,
     batch_all_hinge_fused,
     batch_all_hinge_rows,
@@ -23,11 +23,11 @@ from ..objectives.triplet import (
     distance_like,
     triplet_values,
 )
-from ..reduction import reduce_terms
-from ..relations import LabelRelation, _check_index
-from ..similarity import EuclideanDistance, LpDistance, Similarity
-from ..validation import check_embeddings, check_labels
-from .base import PairLossModule, check_reference
+from ...reduction import reduce_terms
+from ...relations import LabelRelation, _check_index
+from ...similarity import EuclideanDistance, LpDistance, Similarity
+from ...validation import check_embeddings, check_labels
+from ..base import PairLossModule, check_reference
 
 
 def _check_margin(margin: object, name: str = "margin") -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ..objectives.softmax import ntxent_fused, ntxent_rows
-from .base import PairLossModule
+from ...objectives.softmax import ntxent_fused, ntxent_rows
+from ..base import PairLossModule
 from .supcon import check_temperature
 
 

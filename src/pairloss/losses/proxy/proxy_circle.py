@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..objectives.circle import circle_rows
+from ...objectives.circle import circle_rows
 from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_number
 
 
