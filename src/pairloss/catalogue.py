@@ -1,25 +1,92 @@
-"""The catalogue of losses: name, family, formula and paper, for ``pairloss losses``."""
+"""The catalogue of losses: name, family, formula, paper and call convention.
+
+``pairloss losses`` prints it; the trainer finds losses in it by name; and the test suite builds
+its generated tests (hostile input, dense against blocked, devices) from it, so a loss added here
+is covered without new test code. Every entry says how the loss is called (:attr:`LossEntry.inputs`,
+a key of :data:`EXAMPLES`), and :func:`example` builds a small valid call for it.
+"""
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
 
 
 @dataclass(frozen=True)
 class LossEntry:
-    """One loss of the catalogue; ``target`` is 'module:Class'."""
+    """One loss of the catalogue.
+
+    Attributes:
+        name: the catalogue name (``pairloss train --loss NAME``).
+        family: catalogue family and kind, e.g. ``"metric: pairs"``.
+        formula: one line of math.
+        paper: the source.
+        target: ``"module:Class"``.
+        inputs: the call convention, a key of :data:`EXAMPLES` (``"embeddings"``: the
+            pytorch-metric-learning call ``loss(embeddings, labels, indices_tuple, ref_emb,
+            ref_labels)``; ``"proxies"``: the same call, the constructor takes ``num_classes``
+            and ``embedding_size``).
+        init: extra constructor arguments for :func:`example` (e.g. a required option).
+    """
 
     name: str
     family: str
     formula: str
     paper: str
     target: str
+    inputs: str = "embeddings"
+    init: dict = field(default_factory=dict)
 
     def load(self):
         """The loss class."""
         module, cls = self.target.split(":")
         return getattr(importlib.import_module(module), cls)
+
+
+@dataclass
+class Example:
+    """A small valid call of a loss: ``entry.load()(**init)(**call)``.
+
+    ``call`` maps the forward's argument names to values (tensors first of all); the generated
+    tests mutate those tensors (shapes, dtypes, NaN/Inf, empty, extreme magnitudes).
+    """
+
+    init: dict
+    call: dict
+
+
+def _embeddings_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    x = torch.randn(n, dim, generator=g, dtype=dtype)
+    return Example({}, {"embeddings": x, "labels": torch.arange(n) % max(1, n // 3)})
+
+
+def _proxies_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    ex = _embeddings_example(n, dim, g, dtype)
+    classes = max(1, n // 3)
+    ex.init.update(num_classes=classes, embedding_size=dim)
+    return ex
+
+
+EXAMPLES: dict[str, Callable[[int, int, torch.Generator, torch.dtype], Example]] = {
+    "embeddings": _embeddings_example,
+    "proxies": _proxies_example,
+}
+"""Builders of a small valid call for each call convention: ``(n, dim, generator, dtype) ->
+Example`` with ``n`` samples (rows, pairs, queries or preference pairs) of size ``dim``. A new
+convention (two towers, slates, preference log-probabilities, ...) adds its builder here."""
+
+
+def example(
+    entry: LossEntry, n: int = 12, dim: int = 8, seed: int = 0, dtype=torch.float64
+) -> Example:
+    """A small valid call of ``entry``'s loss (see :class:`Example`); the entry's ``init``
+    extends the constructor arguments."""
+    ex = EXAMPLES[entry.inputs](n, dim, torch.Generator().manual_seed(seed), dtype)
+    ex.init.update(entry.init)
+    return ex
 
 
 LOSSES: tuple[LossEntry, ...] = (
@@ -134,6 +201,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "CE on cos(x, w_c) / t",
         "Zhai & Wu, BMVC 2019",
         "pairloss.losses.proxy.margin_softmax:NormalizedSoftmaxLoss",
+        inputs="proxies",
     ),
     LossEntry(
         "cosface",
@@ -141,6 +209,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "CE on s (cos - m) for the true class",
         "Wang et al., CVPR 2018",
         "pairloss.losses.proxy.margin_softmax:CosFaceLoss",
+        inputs="proxies",
     ),
     LossEntry(
         "arcface",
@@ -148,6 +217,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "CE on s cos(theta + m) for the true class",
         "Deng et al., CVPR 2019",
         "pairloss.losses.proxy.margin_softmax:ArcFaceLoss",
+        inputs="proxies",
     ),
     LossEntry(
         "sub_center_arcface",
@@ -155,6 +225,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "ArcFace with the max over k sub-centres per class",
         "Deng et al., ECCV 2020",
         "pairloss.losses.proxy.margin_softmax:SubCenterArcFaceLoss",
+        inputs="proxies",
     ),
     LossEntry(
         "large_margin_softmax",
@@ -162,6 +233,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "CE on |x||w| psi(m theta) (multiplicative angular margin)",
         "Liu et al., ICML 2016",
         "pairloss.losses.proxy.margin_softmax:LargeMarginSoftmaxLoss",
+        inputs="proxies",
     ),
     LossEntry(
         "sphereface",
@@ -169,6 +241,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "L-Softmax on normalised class weights",
         "Liu et al., CVPR 2017",
         "pairloss.losses.proxy.margin_softmax:SphereFaceLoss",
+        inputs="proxies",
     ),
     LossEntry(
         "proxy_anchor",
@@ -176,6 +249,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "proxies as anchors: log(1 + sum e^{-a(s-d)}) + log(1 + sum e^{a(s+d)})",
         "Kim et al., CVPR 2020",
         "pairloss.losses.proxy.proxy_anchor:ProxyAnchorLoss",
+        inputs="proxies",
     ),
     LossEntry(
         "proxy_nca",
@@ -183,6 +257,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "NCA of each embedding against the class proxies",
         "Movshovitz-Attias et al., ICCV 2017",
         "pairloss.losses.proxy.proxy_nca:ProxyNCALoss",
+        inputs="proxies",
     ),
     LossEntry(
         "soft_triple",
@@ -190,6 +265,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "relaxed softmax over several centres per class",
         "Qian et al., ICCV 2019",
         "pairloss.losses.proxy.soft_triple:SoftTripleLoss",
+        inputs="proxies",
     ),
     LossEntry(
         "proxy_circle",
@@ -197,6 +273,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "Circle loss with own proxy positive, other proxies negative",
         "Sun et al., CVPR 2020",
         "pairloss.losses.proxy.proxy_circle:ProxyCircleLoss",
+        inputs="proxies",
     ),
     LossEntry(
         "unpg",
@@ -204,6 +281,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "CosFace/ArcFace softmax whose denominator adds the filtered in-batch negative pairs",
         "Jung et al., BMVC 2022",
         "pairloss.losses.proxy.unpg:UNPGLoss",
+        inputs="proxies",
     ),
     LossEntry(
         "mean_field_contrastive",
@@ -211,6 +289,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "contrastive hinge against class mean fields: [d_iy - m_p]+ + sum_c [m_n - d_ic]+",
         "Furusawa, ICLR 2024",
         "pairloss.losses.proxy.mean_field:MeanFieldContrastiveLoss",
+        inputs="proxies",
     ),
     LossEntry(
         "mean_field_class_wise_multi_similarity",
@@ -218,6 +297,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "class-wise MS with class-to-class terms carried by the class vectors",
         "Furusawa, ICLR 2024",
         "pairloss.losses.proxy.mean_field:MeanFieldClassWiseMultiSimilarityLoss",
+        inputs="proxies",
     ),
     LossEntry(
         "ge2e",
@@ -246,6 +326,7 @@ LOSSES: tuple[LossEntry, ...] = (
         "CE(x W^T + b, y) + lambda * contrastive pairs",
         "Shukla et al., PRICAI 2019",
         "pairloss.losses.metric.pfid:PFIDLoss",
+        inputs="proxies",
     ),
 )
 
