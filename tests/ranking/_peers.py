@@ -9,6 +9,7 @@ given logits.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import types
@@ -86,26 +87,31 @@ def _load(path: Path, name: str):
     return module
 
 
-class FakeCrossEncoder(torch.nn.Module):
-    """Stands in for a sentence-transformers CrossEncoder: ``preprocess`` passes the (query,
-    document) pairs through, and the forward pass returns, as ``scores``, the logit that the
-    test assigned to each document (a document is the integer index of its logit)."""
+def fake_cross_encoder(logits: torch.Tensor) -> torch.nn.Module:
+    """A stand-in for a sentence-transformers CrossEncoder (an instance of its class, built
+    without loading a model): ``preprocess`` passes the (query, document) pairs through, and
+    the forward pass returns, as ``scores``, the logit that the test assigned to each document
+    (a document is the integer index of its logit)."""
+    from sentence_transformers.cross_encoder import CrossEncoder
 
-    num_labels = 1
+    class FakeCrossEncoder(CrossEncoder):
+        def __init__(self, logits: torch.Tensor) -> None:
+            torch.nn.Module.__init__(self)
+            self.logits = logits
 
-    def __init__(self, logits: torch.Tensor) -> None:
-        super().__init__()
-        self.logits = logits
+        num_labels = 1
 
-    @property
-    def device(self) -> torch.device:
-        return self.logits.device
+        @property
+        def device(self) -> torch.device:
+            return self.logits.device
 
-    def preprocess(self, pairs, prompt=None, task=None):
-        return {"index": torch.tensor([doc for _, doc in pairs], dtype=torch.long)}
+        def preprocess(self, pairs, prompt=None, task=None):
+            return {"index": torch.tensor([doc for _, doc in pairs], dtype=torch.long)}
 
-    def forward(self, tokens):
-        return {"scores": self.logits[tokens["index"]][:, None]}
+        def forward(self, tokens):
+            return {"scores": self.logits[tokens["index"]][:, None]}
+
+    return FakeCrossEncoder(logits)
 
 
 def st_losses():
@@ -119,7 +125,7 @@ def st_call(loss_cls, scores: torch.Tensor, labels: torch.Tensor, lengths, **kwa
     """Run a sentence-transformers list loss on a slate: query q has ``lengths[q]`` documents
     whose logits are ``scores[q, :lengths[q]]`` and labels ``labels[q, :lengths[q]]``."""
     flat = torch.cat([scores[q, :n] for q, n in enumerate(lengths)])
-    model = FakeCrossEncoder(flat)
+    model = fake_cross_encoder(flat)
     docs, start = [], 0
     for n in lengths:
         docs.append(list(range(start, start + n)))
@@ -128,3 +134,19 @@ def st_call(loss_cls, scores: torch.Tensor, labels: torch.Tensor, lengths, **kwa
     label_list = [labels[q, :n] for q, n in enumerate(lengths)]
     loss = loss_cls(model, **kwargs)
     return loss([queries, docs], label_list)
+
+
+@contextlib.contextmanager
+def float64_peer():
+    """Run a peer's code in float64: its ``.float()`` casts and default-dtype allocations
+    (allRank computes discounts with ``.float()``, sentence-transformers casts the logits and
+    labels with ``.float()``) become float64, so that its formula can be compared with ours to
+    rounding. Only the precision changes, never the formula."""
+    saved_float, saved_default = torch.Tensor.float, torch.get_default_dtype()
+    torch.Tensor.float = lambda self, *args, **kwargs: self.double()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.Tensor.float = saved_float
+        torch.set_default_dtype(saved_default)

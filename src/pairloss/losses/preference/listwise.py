@@ -205,7 +205,7 @@ class SPPOLoss(_ListLoss):
         \ell = \frac{1}{K} \sum_i \Big( \log\frac{\pi(y_i)}{\pi_{ref}(y_i)}
                - \frac{1}{\beta}\big(P_i - \tfrac{1}{2}\big) \Big)^2
 
-    where ``P_i`` (``rewards``, in [0, 1]) estimates the probability that response ``i`` beats
+    where ``P_i`` (``rewards``: win probabilities in [0, 1]) estimates the probability that response ``i`` beats
     the current policy. Mean over the real responses of a list, then over lists. Paper: Wu et
     al., "Self-Play Preference Optimization for Language Model Alignment", 2024 (Algorithm 1,
     eq. 4.7 with ``eta = 1/beta``); as the authors' trainer (``loss_type="sppo"``: ``(loss_w +
@@ -214,23 +214,17 @@ class SPPOLoss(_ListLoss):
     the log-ratios.
     """
 
-    targets_name = "win_probs"
-
     def __init__(self, beta: float = 0.1, reduction: str = "mean") -> None:
         super().__init__(beta, reduction)
 
     def per_list(self, model, probs, valid):
         if bool((valid & ((probs < 0) | (probs > 1))).any()):
-            raise PairLossError("win_probs: expected probabilities in [0, 1]")
+            raise PairLossError("rewards: SPPO's win probabilities must be in [0, 1]")
         u = model / self.beta
         sq = (u - (probs - 0.5) / self.beta) ** 2
         sq = torch.where(valid, sq, torch.zeros_like(sq))
         k = valid.sum(dim=1).clamp(min=1).to(model.dtype)
         return sq.sum(dim=1) / k, valid.any(dim=1)
-
-    def forward(self, logps, ref_logps, win_probs, mask=None):
-        """The loss of B lists of K responses with win probabilities ``win_probs`` [B, K]."""
-        return super().forward(logps, ref_logps, win_probs, mask)
 
 
 class IREPOLoss(nn.Module):
@@ -318,9 +312,9 @@ def mmpo(logps, ref_logps, rewards, mask=None, beta: float = 0.1, gamma: float =
     return MMPOLoss(beta, gamma, **kw)(logps, ref_logps, rewards, mask)
 
 
-def sppo(logps, ref_logps, win_probs, mask=None, beta: float = 0.1, **kwargs):
+def sppo(logps, ref_logps, rewards, mask=None, beta: float = 0.1, **kwargs):
     """Functional form of :class:`SPPOLoss` (same arguments and defaults)."""
-    return SPPOLoss(beta, **kwargs)(logps, ref_logps, win_probs, mask)
+    return SPPOLoss(beta, **kwargs)(logps, ref_logps, rewards, mask)
 
 
 def irepo(logps, ref_logps, preferences, mask=None, beta: float = 0.1, **kwargs):

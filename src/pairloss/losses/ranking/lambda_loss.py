@@ -24,7 +24,6 @@ _SCHEME_KEYS = {
     "ndcgloss1": "ndcg_loss1",
     "ndcgloss2": "ndcg_loss2",
     "ndcgloss2pp": "ndcg_loss2pp",
-    "ndcgloss2plusplus": "ndcg_loss2pp",
     "lambdarank": "lambdarank",
     "ranknet": "ranknet",
     "noweighting": "ranknet",
@@ -43,7 +42,7 @@ def check_scheme(scheme: object) -> str:
     if scheme is None:
         return "ranknet"
     if isinstance(scheme, str):
-        key = "".join(ch for ch in scheme.lower() if ch.isalnum())
+        key = "".join(ch for ch in scheme.lower().replace("+", "p") if ch.isalnum())
         key = key[: -len("scheme")] if key.endswith("scheme") else key
         if key in _SCHEME_KEYS:
             return _SCHEME_KEYS[key]
