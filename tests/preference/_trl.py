@@ -11,8 +11,11 @@ reward trainer's losses take log-probabilities or rewards directly.
 
 from __future__ import annotations
 
+import ast
+import enum
 import types
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 
@@ -110,7 +113,9 @@ def trl_kto(logps, ref_logps, labels, kl_logps, ref_kl_logps, tokens, **config):
 
     ids, attention, completion, per_token = _batch(logps, tokens)
     _, _, kl_completion, kl_per_token = _batch(kl_logps, tokens)
-    calls = iter([kl_per_token, per_token])
+    loss_type = config.get("loss_type", "kto")
+    calculate_kl = loss_type != "apo_zero_unpaired"
+    calls = iter([kl_per_token, per_token] if calculate_kl else [per_token])
 
     class _TwoCalls(_Model):
         def __call__(self, **kwargs):
@@ -118,13 +123,12 @@ def trl_kto(logps, ref_logps, labels, kl_logps, ref_kl_logps, tokens, **config):
             return super().__call__(**kwargs)
 
     model = _TwoCalls(per_token)
-    loss_type = config.get("loss_type", "kto")
     trainer = types.SimpleNamespace(
         model=model,
         accelerator=_accelerator(),
         aux_loss_enabled=False,
         precompute_ref_logps=True,
-        calculate_KL=loss_type != "apo_zero_unpaired",
+        calculate_KL=calculate_kl,
         loss_type=loss_type,
         beta=config.get("beta", 0.1),
         desirable_weight=config.get("desirable_weight", 1.0),
@@ -193,3 +197,46 @@ def trl_reward_loss(rewards_chosen, rewards_rejected, margin=None, center=None):
         inputs["margin"] = margin
     loss = RewardTrainer.compute_loss(trainer, model, inputs)
     return loss, {k: v[-1] for k, v in trainer._metrics["train"].items()}
+
+
+PEER_028 = Path(__file__).resolve().parents[2] / ".peers" / "trl028" / "trl" / "trainer"
+
+
+def _definitions(path: Path, names: set[str]) -> list[ast.stmt]:
+    """The top-level (or class-level) definitions called ``names`` in a source file."""
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in names:
+            found.append(node)
+    return found
+
+
+def trl028_dpo_loss():
+    """TRL 0.28's ``DPOTrainer.dpo_loss`` (which takes log-probabilities directly), or None when
+    TRL 0.28 is not in ``.peers/trl028`` (``pip install --no-deps --target .peers/trl028
+    trl==0.28.*``). Its trainer module imports optional packages that are not installed here, so
+    the function is taken from the file with the few definitions it reads (the f-divergence
+    enum and constants, ``cap_exp``), unchanged, and run on a stand-in trainer."""
+    if not PEER_028.is_dir():
+        return None
+    body = _definitions(PEER_028 / "dpo_config.py", {"FDivergenceType", "FDivergenceConstants"})
+    body += _definitions(PEER_028 / "utils.py", {"get_exp_cap", "cap_exp"})
+    body += _definitions(PEER_028 / "dpo_trainer.py", {"dpo_loss"})
+    namespace = {"torch": torch, "F": torch.nn.functional, "Enum": enum.Enum}
+    exec(compile(ast.Module(body=body, type_ignores=[]), "trl028", "exec"), namespace)  # noqa: S102
+    fn = namespace["dpo_loss"]
+
+    def dpo_loss(chosen, rejected, ref_chosen, ref_rejected, loss_type, **config):
+        trainer = types.SimpleNamespace(
+            accelerator=_accelerator(),
+            reference_free=False,
+            f_divergence_type=namespace["FDivergenceType"].REVERSE_KL,
+            f_divergence_params=None,
+            beta=config.get("beta", 0.1),
+            label_smoothing=config.get("label_smoothing", 0.0),
+            args=types.SimpleNamespace(discopop_tau=config.get("discopop_tau", 0.05)),
+        )
+        return fn(trainer, chosen, rejected, ref_chosen, ref_rejected, loss_type)
+
+    return dpo_loss
