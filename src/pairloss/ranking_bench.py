@@ -23,6 +23,7 @@ after ``torch.cuda.synchronize()``. Not a test: run it by hand.
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import importlib.util
 import json
 import multiprocessing as mp
@@ -54,25 +55,36 @@ def _allrank_losses():
     torchvision and other things these losses do not use)."""
     if _ALLRANK:
         return _ALLRANK
-    spec = importlib.util.find_spec("allrank")
+    spec = importlib.machinery.PathFinder.find_spec("allrank")
     if spec is None or spec.origin is None:
         raise ImportError("allRank is not installed")
     root = Path(spec.origin).parent / "models" / "losses"
-    for name, attrs in (
-        ("allrank", {}),
-        ("allrank.data", {}),
-        ("allrank.data.dataset_loading", {"PADDED_Y_VALUE": -1}),
-        ("allrank.models", {}),
-        ("allrank.models.losses", {"DEFAULT_EPS": 1e-10}),
-    ):
-        module = sys.modules.setdefault(name, types.ModuleType(name))
-        for key, value in attrs.items():
-            setattr(module, key, value)
-    for file, fn in (("lambdaLoss", "lambdaLoss"), ("rankNet", "rankNet")):
-        mod_spec = importlib.util.spec_from_file_location(f"allrank_{file}", root / f"{file}.py")
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-        _ALLRANK[fn] = getattr(module, fn)
+    stubs = {
+        "allrank": {},
+        "allrank.data": {},
+        "allrank.data.dataset_loading": {"PADDED_Y_VALUE": -1},
+        "allrank.models": {},
+        "allrank.models.losses": {"DEFAULT_EPS": 1e-10},
+    }
+    saved = {name: sys.modules.get(name) for name in stubs}
+    try:  # the stand-in package modules live only while the two files are loaded
+        for name, attrs in stubs.items():
+            module = types.ModuleType(name)
+            for key, value in attrs.items():
+                setattr(module, key, value)
+            sys.modules[name] = module
+        for file, fn in (("lambdaLoss", "lambdaLoss"), ("rankNet", "rankNet")):
+            path = root / f"{file}.py"
+            mod_spec = importlib.util.spec_from_file_location(f"allrank_{file}", path)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+            _ALLRANK[fn] = getattr(module, fn)
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
     return _ALLRANK
 
 

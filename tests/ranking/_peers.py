@@ -10,6 +10,7 @@ given logits.
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -21,7 +22,7 @@ _ALLRANK = None
 
 
 def _allrank_dir() -> Path:
-    spec = importlib.util.find_spec("allrank")
+    spec = importlib.machinery.PathFinder.find_spec("allrank")
     if spec is None or spec.origin is None:
         raise ImportError("allRank is not installed")
     return Path(spec.origin).parent
