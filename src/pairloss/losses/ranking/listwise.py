@@ -125,7 +125,7 @@ class PListMLELoss(SlateLoss):
                     "rank_discount_fn: expected a tensor of the mask's shape "
                     f"{tuple(ok.shape)}, got {getattr(w, 'shape', type(w).__name__)}"
                 )
-            w = torch.where(ok, w.to(torch.float64), torch.zeros((), dtype=torch.float64))
+            w = torch.where(ok, w.to(torch.float64), torch.zeros_like(w, dtype=torch.float64))
         w = (w / (w.sum(dim=1, keepdim=True) + self.eps)).to(scores.dtype)
         return (w * terms).sum(dim=1), _has_items(valid, scores.dtype)
 
