@@ -95,6 +95,8 @@ def lambda_weights(
     - ``ndcg_loss2pp``: ``mu * ndcg_loss2 + lambdarank``;
     - ``ranknet``: 1; ``ranknet_gt_diff``: ``|rel_i - rel_j|``; ``ranknet_gt_diff_powed``:
       ``|rel_i^2 - rel_j^2|``.
+
+    The position parts are :func:`lambda_position_factor`'s.
     """
     if scheme == "ranknet":
         return 1.0
@@ -102,26 +104,10 @@ def lambda_weights(
         return (rel_rows[:, :, None] - rel[:, None, :]).abs()
     if scheme == "ranknet_gt_diff_powed":
         return (rel_rows[:, :, None] ** 2 - rel[:, None, :] ** 2).abs()
-    n = gain.shape[1]
-    d = discounts(n, gain)
+    factor = lambda_position_factor(scheme, gain.shape[1], start, end, mu, None, "either", gain)
     if scheme == "ndcg_loss1":
-        return (gain_rows / d[start:end])[:, :, None]
-    gap = (gain_rows[:, :, None] - gain[:, None, :]).abs()
-    out = None
-    if scheme in ("ndcg_loss2", "ndcg_loss2pp"):
-        pos_i = torch.arange(start, end, device=gain.device)
-        pos_j = torch.arange(n, device=gain.device)
-        lag = (pos_i[:, None] - pos_j[None, :]).abs().to(gain.dtype)
-        delta = (1.0 / torch.log2(1.0 + lag) - 1.0 / torch.log2(2.0 + lag)).abs()
-        delta = torch.where(lag == 0, torch.zeros_like(delta), delta)
-        out = delta[None] * gap
-        if scheme == "ndcg_loss2pp":
-            out = mu * out
-    if scheme in ("lambdarank", "ndcg_loss2pp"):
-        inv = 1.0 / d
-        lam = (inv[start:end][:, None] - inv[None, :]).abs()[None] * gap
-        out = lam if out is None else out + lam
-    return out
+        return gain_rows[:, :, None] * factor[None]
+    return (gain_rows[:, :, None] - gain[:, None, :]).abs() * factor[None]
 
 
 def lambda_pairs_objective(
