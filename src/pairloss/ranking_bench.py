@@ -13,7 +13,8 @@ with ``ndcgLoss2PP_scheme`` and mean reduction, ``rankNet``) and sentence-transf
 logits) build [Q, L, L] tensors. Every peer measurement runs under an address-space limit
 (``--peer-memory-gb``) so that a peer that needs more fails with "out of memory" instead of
 exhausting a shared machine. The values of the two sides are printed as a relative difference
-(the same losses to rounding, allRank's clamped log aside).
+(the same losses to rounding; sentence-transformers' RankNet is in bits, its log2, so its value
+is pairloss's RankNet over ln 2).
 
 Peak memory is the process's resident-set peak (``ru_maxrss``) minus the resident set after the
 inputs were made; with ``--device cuda``, the CUDA allocator's peak beyond the inputs, and times

@@ -48,6 +48,10 @@ class SlateLoss(nn.Module):
     on how much padding a slate has. fp16/bf16 scores are computed in fp32 and the loss is
     returned in the scores' dtype.
 
+    ``engine`` (``"auto"``, ``"dense"``, ``"blocked"``) and ``block_size`` choose how the losses
+    that compare items in pairs walk them (:func:`pairloss.engine.run_slate`); the listwise
+    losses have no pairs and ignore them.
+
     Subclasses implement :meth:`per_query`, returning per-query values [Q] and the counts that
     ``reduction="mean"`` divides their sum by.
     """
