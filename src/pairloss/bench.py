@@ -274,16 +274,33 @@ def measure(library, name, batch, dim, classes, repeats, threads, family="pair",
     return queue.get()
 
 
+def _family_of(argv: list[str]) -> str | None:
+    """The value of ``--family`` in ``argv`` (``--family X`` or ``--family=X``), if any."""
+    for i, arg in enumerate(argv):
+        if arg == "--family" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--family="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def main(argv=None) -> int:
     """Parse the options, measure, print the table; 0 on success."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _family_of(argv) == "ranking":  # slates [Q, L]: its own benchmark and options
+        from .ranking_bench import main as ranking_main
+
+        return ranking_main(argv)
     ap = argparse.ArgumentParser(prog="pairloss bench", description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument(
         "--family",
-        choices=FAMILIES,
+        choices=(*FAMILIES, "ranking"),
         default="pair",
-        help="pair: in-batch pair losses; proxy: proxy and margin-softmax losses",
+        help="pair: in-batch pair losses; proxy: proxy and margin-softmax losses; ranking: "
+        "LambdaLoss and RankNet on slates against allRank and sentence-transformers "
+        "(`pairloss bench --family ranking --help`)",
     )
     ap.add_argument(
         "--classes",

@@ -28,7 +28,15 @@ class LossEntry:
         inputs: the call convention, a key of :data:`EXAMPLES` (``"embeddings"``: the
             pytorch-metric-learning call ``loss(embeddings, labels, indices_tuple, ref_emb,
             ref_labels)``; ``"proxies"``: the same call, the constructor takes ``num_classes``
-            and ``embedding_size``).
+            and ``embedding_size``; ``"slates"``: ``loss(scores, relevance, mask=None)`` on
+            [Q, L]; ``"preference_pairs"``: ``loss(chosen_logps, rejected_logps,
+            ref_chosen_logps, ref_rejected_logps)``, [B] each; ``"preference_pairs_without_
+            reference"``: ``loss(chosen_logps, rejected_logps, chosen_tokens,
+            rejected_tokens)``; ``"preference_unpaired"``: ``loss(logps, ref_logps, labels,
+            kl_logps, ref_kl_logps)``; ``"reward_pairs"``: ``loss(rewards_chosen,
+            rewards_rejected)``; ``"preference_lists"``: ``loss(logps, ref_logps, rewards,
+            mask=None)`` on [B, K]; ``"preference_matrix"``: ``loss(logps, ref_logps,
+            preferences)`` with preferences [B, K, K]).
         init: extra constructor arguments for :func:`example` (e.g. a required option).
     """
 
@@ -70,9 +78,87 @@ def _proxies_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -
     return ex
 
 
+def _slates_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    """``n`` queries of ``dim`` items: scores and graded relevance 0-3 (no padding)."""
+    scores = torch.randn(n, dim, generator=g, dtype=dtype)
+    relevance = torch.randint(0, 4, (n, dim), generator=g).to(dtype)
+    return Example({}, {"scores": scores, "relevance": relevance})
+
+
+def _logps(shape, g: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """Sequence log-probabilities in [-21, -1)."""
+    return -1.0 - 20.0 * torch.rand(shape, generator=g, dtype=dtype)
+
+
+def _preference_pairs_example(n: int, dim: int, g: torch.Generator, dtype) -> Example:
+    """``n`` (chosen, rejected) pairs with the reference model's log-probabilities."""
+    names = ("chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
+    return Example({}, {name: _logps(n, g, dtype) for name in names})
+
+
+def _preference_pairs_without_reference_example(n: int, dim: int, g, dtype) -> Example:
+    """``n`` (chosen, rejected) pairs with token counts, no reference model (CPO, ORPO)."""
+    call = {"chosen_logps": _logps(n, g, dtype), "rejected_logps": _logps(n, g, dtype)}
+    call["chosen_tokens"] = torch.randint(1, dim + 2, (n,), generator=g)
+    call["rejected_tokens"] = torch.randint(1, dim + 2, (n,), generator=g)
+    return Example({}, call)
+
+
+def _preference_unpaired_example(n: int, dim: int, g: torch.Generator, dtype) -> Example:
+    """``n`` completions labelled desirable or not, with mismatched completions for KL (KTO)."""
+    call = {name: _logps(n, g, dtype) for name in ("logps", "ref_logps", "kl_logps")}
+    call["ref_kl_logps"] = _logps(n, g, dtype)
+    call["labels"] = torch.arange(n) % 2 == 0
+    return Example({}, call)
+
+
+def _reward_pairs_example(n: int, dim: int, g: torch.Generator, dtype) -> Example:
+    """``n`` pairs of reward-model scores (chosen, rejected)."""
+    return Example(
+        {},
+        {
+            "rewards_chosen": torch.randn(n, generator=g, dtype=dtype),
+            "rewards_rejected": torch.randn(n, generator=g, dtype=dtype),
+        },
+    )
+
+
+def _preference_lists_example(n: int, dim: int, g: torch.Generator, dtype) -> Example:
+    """``n`` prompts with ``dim`` responses each: log-probabilities and rewards in [0, 1)."""
+    shape = (n, dim)
+    return Example(
+        {},
+        {
+            "logps": _logps(shape, g, dtype),
+            "ref_logps": _logps(shape, g, dtype),
+            "rewards": torch.rand(shape, generator=g, dtype=dtype),
+        },
+    )
+
+
+def _preference_matrix_example(n: int, dim: int, g: torch.Generator, dtype) -> Example:
+    """``n`` prompts with ``dim`` responses and a matrix of empirical preference probabilities."""
+    shape = (n, dim)
+    return Example(
+        {},
+        {
+            "logps": _logps(shape, g, dtype),
+            "ref_logps": _logps(shape, g, dtype),
+            "preferences": torch.rand((n, dim, dim), generator=g, dtype=dtype),
+        },
+    )
+
+
 EXAMPLES: dict[str, Callable[[int, int, torch.Generator, torch.dtype], Example]] = {
     "embeddings": _embeddings_example,
     "proxies": _proxies_example,
+    "slates": _slates_example,
+    "preference_pairs": _preference_pairs_example,
+    "preference_pairs_without_reference": _preference_pairs_without_reference_example,
+    "preference_unpaired": _preference_unpaired_example,
+    "reward_pairs": _reward_pairs_example,
+    "preference_lists": _preference_lists_example,
+    "preference_matrix": _preference_matrix_example,
 }
 """Builders of a small valid call for each call convention: ``(n, dim, generator, dtype) ->
 Example`` with ``n`` samples (rows, pairs, queries or preference pairs) of size ``dim``. A new
@@ -331,10 +417,236 @@ LOSSES: tuple[LossEntry, ...] = (
 )
 
 
+_RANKING = "pairloss.losses.ranking"
+_PREFERENCE = "pairloss.losses.preference"
+
+LOSSES += (
+    # E. learning to rank on slates [Q, L]
+    LossEntry(
+        "lambda_loss",
+        "ranking: pairwise",
+        "-sum_{y_i > y_j} w_ij log2 sigmoid(sigma (s_i - s_j)), NDCG-Loss2++ weights",
+        "Wang et al., CIKM 2018",
+        f"{_RANKING}.lambda_loss:LambdaLoss",
+        inputs="slates",
+    ),
+    LossEntry(
+        "ranknet",
+        "ranking: pairwise",
+        "mean over y_i > y_j of log(1 + e^{-sigma (s_i - s_j)})",
+        "Burges et al., ICML 2005",
+        f"{_RANKING}.lambda_loss:RankNetLoss",
+        inputs="slates",
+    ),
+    LossEntry(
+        "bpr",
+        "ranking: pairwise",
+        "mean over (relevant, irrelevant) pairs of -log sigmoid(s_i - s_j)",
+        "Rendle et al., UAI 2009",
+        f"{_RANKING}.pairwise:BPRLoss",
+        inputs="slates",
+    ),
+    LossEntry(
+        "mann_whitney_ranking",
+        "ranking: pairwise",
+        "per query mean over (relevant, irrelevant) pairs of softplus(s_j - s_i) (1 - AUC)",
+        "Optimizing What Matters: AUC-Driven Learning for Robust Neural Retrieval, 2025",
+        f"{_RANKING}.pairwise:MannWhitneyRankingLoss",
+        inputs="slates",
+    ),
+    LossEntry(
+        "pairwise_softmax",
+        "ranking: pairwise",
+        "LSE_{j: y_j < y_i} log a(s_j - s_i) / tau, a = tanh + 1, atan + 1 or relu(. + 1)",
+        "Yang et al., NeurIPS 2024",
+        f"{_RANKING}.pairwise:PairwiseSoftmaxLoss",
+        inputs="slates",
+    ),
+    LossEntry(
+        "listnet",
+        "ranking: listwise",
+        "-sum_i softmax(y)_i log softmax(s)_i",
+        "Cao et al., ICML 2007",
+        f"{_RANKING}.listwise:ListNetLoss",
+        inputs="slates",
+    ),
+    LossEntry(
+        "listmle",
+        "ranking: listwise",
+        "-log Plackett-Luce likelihood of the relevance order",
+        "Xia et al., ICML 2008",
+        f"{_RANKING}.listwise:ListMLELoss",
+        inputs="slates",
+    ),
+    LossEntry(
+        "plistmle",
+        "ranking: listwise",
+        "ListMLE with position weights (2^(n-k) - 1), normalised",
+        "Lan et al., UAI 2014",
+        f"{_RANKING}.listwise:PListMLELoss",
+        inputs="slates",
+    ),
+    LossEntry(
+        "listwise_softmax",
+        "ranking: listwise",
+        "-sum_i (y_i / sum y) log softmax(s)_i",
+        "Zhuang et al., SIGIR 2023 (RankT5)",
+        f"{_RANKING}.listwise:ListwiseSoftmaxLoss",
+        inputs="slates",
+    ),
+    LossEntry(
+        "approx_ndcg",
+        "ranking: metric surrogate",
+        "-NDCG with positions 1 + sum_j sigmoid(-alpha (s_i - s_j))",
+        "Qin, Liu & Li, Information Retrieval 2010",
+        f"{_RANKING}.ndcg_surrogates:ApproxNDCGLoss",
+        inputs="slates",
+    ),
+    LossEntry(
+        "neural_ndcg",
+        "ranking: metric surrogate",
+        "-NDCG@k under the Sinkhorn-scaled NeuralSort permutation",
+        "Pobrotyn & Bialobrzeski, 2021",
+        f"{_RANKING}.ndcg_surrogates:NeuralNDCGLoss",
+        inputs="slates",
+    ),
+    LossEntry(
+        "margin_mse",
+        "ranking: distillation",
+        "mean of ((s_0 - s_j) - (t_0 - t_j))^2 over the negatives j",
+        "Hofstaetter et al., 2020",
+        f"{_RANKING}.distillation:MarginMSELoss",
+        inputs="slates",
+    ),
+    LossEntry(
+        "adr_mse",
+        "ranking: distillation",
+        "(rank_i - approx_rank_i)^2 / log2(1 + rank_i)",
+        "Schlatt et al., 2024 (Rank-DistiLLM)",
+        f"{_RANKING}.distillation:ADRMSELoss",
+        inputs="slates",
+    ),
+    LossEntry(
+        "plackett_luce_distillation",
+        "ranking: distillation",
+        "sum_k softmax(t)_{pi*(k)} (log sum_{m >= k} e^{s_pi*(m)} - s_pi*(k))",
+        "Bassam, Zhu & Bian, 2025",
+        f"{_RANKING}.distillation:PlackettLuceDistillationLoss",
+        inputs="slates",
+    ),
+    # F. preference optimisation on sequence log-probabilities
+    LossEntry(
+        "dpo",
+        "preference: pairs",
+        "-log sigmoid(beta h) and every TRL DPO loss_type",
+        "Rafailov et al., NeurIPS 2023; TRL",
+        f"{_PREFERENCE}.dpo:DPOLoss",
+        inputs="preference_pairs",
+    ),
+    LossEntry(
+        "cpo",
+        "preference: pairs",
+        "-log sigmoid(beta (logp_w - logp_l)) + NLL(y_w)",
+        "Xu et al., ICML 2024",
+        f"{_PREFERENCE}.odds:CPOLoss",
+        inputs="preference_pairs_without_reference",
+    ),
+    LossEntry(
+        "simpo",
+        "preference: pairs",
+        "-log sigmoid(beta (logp_w/|y_w| - logp_l/|y_l|) - gamma)",
+        "Meng, Xia & Chen, NeurIPS 2024",
+        f"{_PREFERENCE}.odds:SimPOLoss",
+        inputs="preference_pairs_without_reference",
+    ),
+    LossEntry(
+        "orpo",
+        "preference: pairs",
+        "NLL(y_w) - beta log sigmoid(log odds(y_w) / odds(y_l))",
+        "Hong, Lee & Thorne, EMNLP 2024",
+        f"{_PREFERENCE}.odds:ORPOLoss",
+        inputs="preference_pairs_without_reference",
+    ),
+    LossEntry(
+        "kto",
+        "preference: unpaired",
+        "1 - sigmoid(beta (u - z0)) desirable, 1 - sigmoid(beta (z0 - u)) undesirable",
+        "Ethayarajh et al., ICML 2024",
+        f"{_PREFERENCE}.odds:KTOLoss",
+        inputs="preference_unpaired",
+    ),
+    LossEntry(
+        "bradley_terry",
+        "preference: reward model",
+        "-log sigmoid(r_w - r_l - m) + c (r_w + r_l)^2",
+        "Bradley & Terry 1952; Ouyang et al. 2022",
+        f"{_PREFERENCE}.odds:BradleyTerryLoss",
+        inputs="reward_pairs",
+    ),
+    LossEntry(
+        "lipo_lambda",
+        "preference: lists",
+        "-sum_{psi_i > psi_j} Delta_ij log sigmoid(r_i - r_j), LambdaRank Delta",
+        "Liu et al., 2024 (LiPO)",
+        f"{_PREFERENCE}.listwise:LiPOLambdaLoss",
+        inputs="preference_lists",
+    ),
+    LossEntry(
+        "infonca",
+        "preference: lists",
+        "-sum_i softmax(R / alpha)_i log softmax(r)_i",
+        "Chen et al., NeurIPS 2024",
+        f"{_PREFERENCE}.listwise:InfoNCALoss",
+        inputs="preference_lists",
+    ),
+    LossEntry(
+        "nca",
+        "preference: lists",
+        "-sum_i softmax(R / alpha)_i log sigmoid(r_i) - mean_i log sigmoid(-r_i)",
+        "Chen et al., NeurIPS 2024",
+        f"{_PREFERENCE}.listwise:NCALoss",
+        inputs="preference_lists",
+    ),
+    LossEntry(
+        "mmpo",
+        "preference: lists",
+        "soft Bradley-Terry DPO, target sigmoid(gamma (R_i - R_j))",
+        "Kim et al., EMNLP 2024 Findings",
+        f"{_PREFERENCE}.listwise:MMPOLoss",
+        inputs="preference_lists",
+    ),
+    LossEntry(
+        "sppo",
+        "preference: lists",
+        "mean_i (log pi/pi_ref (y_i) - (P_i - 1/2) / beta)^2",
+        "Wu et al., 2024",
+        f"{_PREFERENCE}.listwise:SPPOLoss",
+        inputs="preference_lists",
+    ),
+    LossEntry(
+        "irepo",
+        "preference: lists",
+        "((r_i - r_j) - logit(p_hat_ij))^2",
+        "Le et al., 2024",
+        f"{_PREFERENCE}.listwise:IREPOLoss",
+        inputs="preference_matrix",
+    ),
+)
+
+
 ALIASES = {
     "ms": "multi_similarity",
     "triplet": "triplet_margin",
     "lifted": "generalized_lifted_structure",
+    "mw": "mann_whitney_ranking",
+    "auc": "mann_whitney_ranking",
+    "psl": "pairwise_softmax",
+    "softmax_ce": "listwise_softmax",
+    "rankt5": "listwise_softmax",
+    "pld": "plackett_luce_distillation",
+    "p_listmle": "plistmle",
+    "reward": "bradley_terry",
+    "lipo": "lipo_lambda",
 }
 
 

@@ -613,3 +613,128 @@ class _NoGradCtx:
 
     def __init__(self, n_inputs: int):
         self.needs_input_grad = (False,) * (1 + n_inputs)
+
+
+# --------------------------------------------------------------------------------------------
+# Slates: item pairs within each query
+# --------------------------------------------------------------------------------------------
+#
+# A ranking loss on a slate of scores [Q, L] (Q queries, L items each) compares items of the same
+# query in pairs. Its pairwise quantities form [Q, L, L], but the loss is row-decomposable in
+# the engine's sense: item i's term depends on row i of its query's pair matrix (a sum over
+# j, a log-sum-exp, an approximate rank, ...). So the same two engines serve slates:
+#
+# - dense: the objective sees all rows at once ([Q, L, L] cells); autograd differentiates it;
+# - blocked: the objective sees rows start:end of every query ([Q, b, L] cells); each block's
+#   gradient with respect to its rows and to all scores is taken at once and accumulated, and
+#   the backward pass only scales it per query. Memory is O(Q x b x L); nothing of size
+#   [Q, L, L] is held.
+#
+# The objective returns, per (query, row), the sum of the row's terms and the number of terms.
+# Per-item data (relevance, gains, positions) is held by the objective; it reads the rows
+# start:end itself.
+
+SlateObjective = Callable[[torch.Tensor, torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor]]
+"""``f(s_rows, s, start, end) -> (values, counts)``: ``s_rows`` [Q, b] the scores of items
+``start:end`` of every query, ``s`` [Q, L] all scores (both differentiable); ``values`` [Q, b]
+the per-row sums of the loss terms, ``counts`` [Q, b] the number of terms of each row."""
+
+SlateFused = Callable[
+    [torch.Tensor, torch.Tensor, int, int, bool],
+    tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None],
+]
+"""A hand-differentiated form of a :data:`SlateObjective`: ``f(s_rows, s, start, end, grad)
+-> (values, g_rows, g_cols)`` on plain tensors; ``values`` [Q, b] as the objective's, and, when
+``grad``, the derivatives of ``values.sum()`` with respect to ``s_rows`` ([Q, b]) and ``s``
+([Q, L]). It must give the objective's values (it has no counts: a loss that runs a fused form
+knows its counts without the scores)."""
+
+
+def default_slate_block(n_queries: int, n_items: int, device=None) -> int:
+    """Rows per block of a slate walk so that a block holds about ``BLOCK_CELLS`` pair cells
+    (``BLOCK_CELLS_CUDA`` on a GPU), at least one row."""
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    cells = BLOCK_CELLS_CUDA if on_gpu else BLOCK_CELLS
+    return max(1, min(n_items, cells // max(1, n_queries * n_items)))
+
+
+def run_slate(
+    objective: SlateObjective,
+    scores: torch.Tensor,
+    engine: str = "auto",
+    block_size: int | None = None,
+    fused: SlateFused | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Evaluate a slate objective on ``scores`` [Q, L].
+
+    Returns ``(values, counts)``: ``values`` [Q], the sum of every query's terms
+    (differentiable with respect to ``scores``), and ``counts`` [Q], the number of terms of each
+    query (no gradient; None when the blocked engine ran ``fused``). ``engine``: "dense" (one
+    block of all rows, autograd), "blocked" (row blocks of ``block_size`` items, default
+    :func:`default_slate_block`; gradients computed in the forward pass, by ``fused`` when
+    given), or "auto" (dense when Q x L x L is at most ``DENSE_MAX_CELLS``).
+    """
+    if block_size is not None and (
+        isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1
+    ):
+        raise PairLossError(f"block_size: expected a positive int, got {block_size!r}")
+    n_queries, n_items = scores.shape
+    chosen = choose_engine(n_queries * n_items, n_items, engine)
+    if chosen == "dense":
+        values, counts = objective(scores, scores, 0, n_items)
+        return values.sum(dim=1), counts.detach().sum(dim=1).to(values.dtype)
+    block = block_size or default_slate_block(n_queries, n_items, scores.device)
+    walk = (objective, fused)
+    if torch.is_grad_enabled() and scores.requires_grad:
+        return _SlateBlocked.apply(walk, block, scores)
+    values, counts, _ = _slate_walk(walk, block, scores.detach(), need=False)
+    return values, counts
+
+
+def _slate_walk(walk, block: int, s: torch.Tensor, need: bool):
+    """One pass over the item blocks of every query: per-query sums and counts, and (``need``)
+    the gradient of the per-query sums with respect to the scores, [Q, L]."""
+    objective, fused = walk
+    n_queries, n_items = s.shape
+    values = s.new_zeros(n_queries)
+    grad = torch.zeros_like(s) if need else None
+    if fused is not None:
+        for start, end in _blocks(n_items, block):
+            v, g_rows, g_cols = fused(s[:, start:end], s, start, end, need)
+            values += v.sum(dim=1)
+            if need:
+                grad += g_cols
+                grad[:, start:end] += g_rows
+        return values, None, grad
+    counts = s.new_zeros(n_queries)
+    for start, end in _blocks(n_items, block):
+        with torch.enable_grad() if need else torch.no_grad():
+            rows = s[:, start:end].detach().requires_grad_(need)
+            cols = s.detach().requires_grad_(need)
+            v, c = objective(rows, cols, start, end)
+            values += v.detach().sum(dim=1)
+            counts += c.detach().sum(dim=1).to(s.dtype)
+            if need and v.requires_grad:
+                g_rows, g_cols = torch.autograd.grad(v.sum(), [rows, cols], allow_unused=True)
+                if g_cols is not None:
+                    grad += g_cols
+                if g_rows is not None:
+                    grad[:, start:end] += g_rows
+    return values, counts, grad
+
+
+class _SlateBlocked(torch.autograd.Function):
+    """Per-query sums of a blocked slate walk: the gradient is computed in forward (one walk)
+    and only scaled per query in backward (each query's scores reach only its own sum)."""
+
+    @staticmethod
+    def forward(ctx, walk, block: int, scores: torch.Tensor):
+        values, counts, grad = _slate_walk(walk, block, scores.detach(), need=True)
+        ctx.grad = grad
+        if counts is not None:
+            ctx.mark_non_differentiable(counts)
+        return values, counts
+
+    @staticmethod
+    def backward(ctx, grad_values, grad_counts):
+        return None, None, ctx.grad * grad_values[:, None].to(ctx.grad.dtype)

@@ -179,3 +179,143 @@ def check_callable(value: object, name: str) -> Callable:
     if not callable(value):
         raise PairLossError(f"{name}: expected a callable, got {type(value).__name__}")
     return value
+
+
+# Scores that a model already produced: ranking slates and preference log-probabilities
+
+
+def check_scores_matrix(x: object, name: str) -> torch.Tensor:
+    """A floating-point [Q, L] tensor with Q >= 1 and L >= 1 (values are checked by the caller,
+    where they are not padding)."""
+    x = check_tensor(x, name)
+    if x.dim() != 2:
+        raise PairLossError(
+            f"{name}: expected a 2-D tensor of shape [queries, items], got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise PairLossError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise PairLossError(
+            f"{name}: is empty (shape {tuple(x.shape)}); expected at least one query and one item"
+        )
+    return x
+
+
+def _check_finite_where(x: torch.Tensor, valid: torch.Tensor, name: str, what: str) -> None:
+    bad = valid & ~torch.isfinite(x)
+    if bool(bad.any()):
+        rows = bad.any(dim=1).nonzero().flatten()
+        shown = ", ".join(str(int(i)) for i in rows[:5])
+        more = "" if rows.numel() <= 5 else f" (and {rows.numel() - 5} more)"
+        raise PairLossError(
+            f"{name}: contains NaN or Inf at non-padded items of {what}(s) {shown}{more}; "
+            "expected finite values"
+        )
+
+
+def check_slate(
+    scores: object,
+    relevance: object,
+    mask: object = None,
+    padded_value_indicator: float | None = -1,
+    nonnegative: bool = False,
+    scores_name: str = "scores",
+    relevance_name: str = "relevance",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A ranking slate: ``scores`` [Q, L] (floating point), ``relevance`` [Q, L] (real: bool,
+    integer or floating point) and an optional boolean ``mask`` [Q, L] (True = a real item).
+
+    An item is padding where ``mask`` is False or where its relevance equals
+    ``padded_value_indicator`` (allRank's convention, -1; None turns it off). Padded items may
+    hold anything (NaN included); every other score and relevance must be finite, and with
+    ``nonnegative`` every real item's relevance must be >= 0 (NDCG gains).
+
+    Returns ``(scores, relevance, valid)``: relevance in the scores' dtype with 0 at padded
+    items, and the boolean [Q, L] ``valid`` (the scores are returned unchanged; losses read
+    them only where ``valid``).
+    """
+    scores = check_scores_matrix(scores, scores_name)
+    relevance = check_tensor(relevance, relevance_name)
+    if tuple(relevance.shape) != tuple(scores.shape):
+        raise PairLossError(
+            f"{relevance_name}: has shape {tuple(relevance.shape)} but {scores_name} has "
+            f"{tuple(scores.shape)}; expected one relevance label per score"
+        )
+    if relevance.is_complex():
+        raise PairLossError(f"{relevance_name}: expected real labels, got dtype {relevance.dtype}")
+    check_same_device(scores, relevance, scores_name, relevance_name)
+    valid = torch.ones_like(scores, dtype=torch.bool)
+    if mask is not None:
+        mask = check_tensor(mask, "mask")
+        if tuple(mask.shape) != tuple(scores.shape):
+            raise PairLossError(
+                f"mask: has shape {tuple(mask.shape)} but {scores_name} has "
+                f"{tuple(scores.shape)}; expected one flag per score"
+            )
+        if mask.dtype != torch.bool:
+            raise PairLossError(
+                f"mask: expected a boolean tensor (True = a real item), got dtype {mask.dtype}"
+            )
+        check_same_device(scores, mask, scores_name, "mask")
+        valid = mask.clone()
+    if padded_value_indicator is not None:
+        indicator = check_real(padded_value_indicator, "padded_value_indicator")
+        valid &= relevance != indicator
+    rel = relevance.to(scores.dtype)
+    _check_finite_where(rel, valid, relevance_name, "query")
+    _check_finite_where(scores, valid, scores_name, "query")
+    if nonnegative and bool((valid & (rel < 0)).any()):
+        raise PairLossError(
+            f"{relevance_name}: has negative labels at non-padded items; expected graded "
+            "relevance >= 0 (the gains 2^rel - 1 or rel of NDCG)"
+        )
+    return scores, torch.where(valid, rel, torch.zeros_like(rel)), valid
+
+
+def check_logps(
+    x: object, name: str, like: torch.Tensor | None = None, like_name: str = ""
+) -> torch.Tensor:
+    """Finite floating-point log-probabilities of 1-D shape [B] (or of ``like``'s shape, on its
+    device and dtype)."""
+    x = check_tensor(x, name)
+    if not x.is_floating_point():
+        raise PairLossError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+    if like is None:
+        if x.dim() != 1:
+            raise PairLossError(
+                f"{name}: expected a 1-D tensor of shape [batch], got shape {tuple(x.shape)}"
+            )
+        if x.shape[0] == 0:
+            raise PairLossError(f"{name}: the batch is empty; expected >= 1 entry")
+    else:
+        if tuple(x.shape) != tuple(like.shape):
+            raise PairLossError(
+                f"{name}: has shape {tuple(x.shape)} but {like_name} has {tuple(like.shape)}; "
+                "expected the same shape"
+            )
+        check_same_device_dtype(like, x, like_name, name)
+    if not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(dim=1).nonzero().flatten()
+        shown = ", ".join(str(int(i)) for i in bad[:5])
+        raise PairLossError(
+            f"{name}: contains NaN or Inf in row(s) {shown}; expected finite values"
+        )
+    return x
+
+
+def check_token_counts(x: object, name: str, like: torch.Tensor, like_name: str) -> torch.Tensor:
+    """Token counts of ``like``'s shape: numbers > 0 (integer or floating point), returned in
+    ``like``'s dtype."""
+    x = check_tensor(x, name)
+    if tuple(x.shape) != tuple(like.shape):
+        raise PairLossError(
+            f"{name}: has shape {tuple(x.shape)} but {like_name} has {tuple(like.shape)}; "
+            "expected one token count per sequence"
+        )
+    check_same_device(like, x, like_name, name)
+    if x.dtype == torch.bool or x.is_complex():
+        raise PairLossError(f"{name}: expected token counts (numbers > 0), got dtype {x.dtype}")
+    v = x.to(like.dtype)
+    if not bool((torch.isfinite(v) & (v > 0)).all()):
+        raise PairLossError(f"{name}: expected token counts > 0, got {x.min().item()!r} at least")
+    return v

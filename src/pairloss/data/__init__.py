@@ -13,6 +13,9 @@ Splits: :func:`class_split` (zero-shot, disjoint classes), :func:`identity_split
 protocol: held-out, enrolled and unknown identities; gallery and probe images) and
 :func:`enrol` (gallery and probe images of given identities).
 Sampler: :class:`PKSampler` (P classes x K samples per batch, seeded, distributed-aware).
+Ranking and preference: :func:`read_svmlight` / :func:`load_lambdarank` (svmlight files with
+query groups, as :class:`RankingData` and its slates) and :func:`preference_lists` /
+:func:`preference_pairs` (from STS-B's human scores, :func:`load_sts_scores`).
 """
 
 from ._files import DATA_ENV
@@ -27,8 +30,17 @@ from .idx import (
     read_idx,
 )
 from .pgm import load_att_faces, parse_pgm, read_pgm
+from .preference import (
+    PreferenceLists,
+    PreferencePairs,
+    load_sts_scores,
+    preference_lists,
+    preference_pairs,
+    read_sts_scores,
+)
 from .sampler import PKSampler
 from .splits import ClassSplit, IdentitySplit, class_split, enrol, identity_split
+from .svmlight import RankingData, load_lambdarank, read_svmlight
 
 __all__ = [
     "DATA_ENV",
@@ -37,6 +49,9 @@ __all__ = [
     "ClassSplit",
     "IdentitySplit",
     "PKSampler",
+    "PreferenceLists",
+    "PreferencePairs",
+    "RankingData",
     "class_split",
     "decode_image",
     "enrol",
@@ -46,9 +61,15 @@ __all__ = [
     "load_embedding_file",
     "load_fashion_mnist",
     "load_image_folder",
+    "load_lambdarank",
+    "load_sts_scores",
     "parse_idx",
     "parse_pgm",
+    "preference_lists",
+    "preference_pairs",
     "read_idx",
     "read_labels",
     "read_pgm",
+    "read_sts_scores",
+    "read_svmlight",
 ]

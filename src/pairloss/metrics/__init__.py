@@ -1,5 +1,6 @@
 """Evaluation metrics for embeddings: retrieval, clustering, verification, identification and
-embedding-space diagnostics, on exact, memory-bounded neighbour search (torch or FAISS)."""
+embedding-space diagnostics, on exact, memory-bounded neighbour search (torch or FAISS); and
+for scores: ranking metrics of slates and preference metrics of log-probabilities."""
 
 from .clustering import ClusteringResult, cluster_scores, clustering, kmeans_labels
 from .diagnostics import (
@@ -13,6 +14,19 @@ from .diagnostics import (
 )
 from .identification import CmcResult, DirResult, cmc, dir_at_far
 from .neighbors import Neighbors, faiss_available, knn
+from .preference import list_reward_accuracy, preference_metrics
+from .ranking import (
+    RANKING_METRICS,
+    RankingResult,
+    dcg_at_k,
+    kendall_tau,
+    map_at_k,
+    mrr,
+    ndcg_at_k,
+    precision_at_k,
+    ranking_metrics,
+    recall_at_k,
+)
 from .retrieval import RETRIEVAL_METRICS, RetrievalResult, retrieval
 from .verification import (
     RocCurve,
@@ -25,7 +39,19 @@ from .verification import (
 )
 
 __all__ = [
+    "RANKING_METRICS",
     "RETRIEVAL_METRICS",
+    "RankingResult",
+    "dcg_at_k",
+    "kendall_tau",
+    "list_reward_accuracy",
+    "map_at_k",
+    "mrr",
+    "ndcg_at_k",
+    "precision_at_k",
+    "preference_metrics",
+    "ranking_metrics",
+    "recall_at_k",
     "ClusteringResult",
     "CmcResult",
     "DirResult",
