@@ -114,6 +114,25 @@ def pair_loss(
     return run(problem, embeddings, ref_emb, engine=engine, block_size=block_size)
 
 
+def _owner(cls: type, name: str) -> type:
+    """The class of ``cls``'s MRO that defines attribute ``name``."""
+    return next((k for k in cls.__mro__ if name in vars(k)), object)
+
+
+def fused_form_applies(module: nn.Module, forms: Sequence[str], reads: Sequence[str]) -> bool:
+    """Whether ``module``'s hand-differentiated objective is the twin of the objective it runs.
+
+    A fused form (given by the methods or attributes ``forms``) is written for one objective. It
+    applies only when the class that gives it also gives, or inherits unchanged, every method in
+    ``reads`` (the objective and the hooks the objective reads): a subclass that changes the
+    objective without giving its own fused form runs the generic walk, never its base's fused
+    form (which would silently compute the base's loss on the blocked engine)."""
+    cls = type(module)
+    mro = cls.__mro__
+    owner = min((_owner(cls, f) for f in forms), key=mro.index)
+    return all(issubclass(owner, _owner(cls, r)) for r in reads)
+
+
 class PairLossModule(nn.Module):
     """Base class of the embedding losses.
 
@@ -168,7 +187,13 @@ class PairLossModule(nn.Module):
         fused: FusedObjective | None = None,
     ) -> torch.Tensor:
         """Run ``objective`` with this module's similarity, reduction, engine and parameters
-        (plus ``extra_params``); ``miner`` is the module's own unless given (None: no miner)."""
+        (plus ``extra_params``); ``miner`` is the module's own unless given (None: no miner).
+        ``fused`` is dropped unless it is the twin of this class's objective
+        (:func:`fused_form_applies`)."""
+        if fused is not None and not fused_form_applies(
+            self, ("fused", "fused_form"), ("objective",)
+        ):
+            fused = None
         return pair_loss(
             objective,
             embeddings,

@@ -35,7 +35,7 @@ from ...errors import PairLossError
 from ...relations import LabelRelation
 from ...similarity import Similarity
 from ...validation import check_embeddings, check_labels
-from ..base import PairLossModule
+from ..base import PairLossModule, fused_form_applies
 
 InitSpec = str | Callable[[torch.Tensor], object] | None
 
@@ -291,12 +291,20 @@ class ProxyLossModule(PairLossModule):
             relation=relation,
             reduction=self.reduction,
             params=tuple(t for t in extra if isinstance(t, torch.Tensor)),
-            fused=self.proxy_fused_form(weights, extra),
+            fused=self._fused_form(weights, extra),
             counts=self.known_counts(labels),
         )
         out = run(problem, anchors, candidates, engine=self.engine, block_size=self.block_size)
         out = self.add_regularizer(out, w)
         return out.to(embeddings.dtype)
+
+    def _fused_form(self, weights, extra) -> FusedObjective | None:
+        """:meth:`proxy_fused_form` when it is the twin of this class's objective and of the
+        extra tensors it reads (:func:`~pairloss.losses.base.fused_form_applies`), else None."""
+        reads = ("proxy_objective", "extra_params")
+        if not fused_form_applies(self, ("proxy_fused_form",), reads):
+            return None
+        return self.proxy_fused_form(weights, extra)
 
     def add_regularizer(self, loss: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Hook for a loss term on the proxies alone (SoftTriple's centre regulariser)."""
