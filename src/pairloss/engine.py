@@ -30,9 +30,12 @@ walk when all but one hand their gradient over on the positive cells (compressed
 products), or through normalisers known from the labels (:attr:`PairProblem.counts`); otherwise
 one walk without gradients counts them first.
 
-Both engines run the same objective, so they agree to rounding. The blocked engine supports
-first-order gradients only (no double backward, no forward-mode AD); it runs under
-``torch.no_grad()`` without building any graph. fp16/bf16 inputs are computed in fp32 and the
+Both engines run the same objective, so they agree to rounding. The blocked engine gives
+first-order gradients only: a backward with ``create_graph=True`` (double backward, gradient
+penalties), forward-mode AD and ``torch.func`` transforms with a forced ``engine="blocked"``
+raise :class:`~pairloss.errors.PairLossError` (``engine="auto"`` picks dense under a
+``torch.func`` transform); the dense engine differentiates to any order. The blocked engine
+runs under ``torch.no_grad()`` without building any graph. fp16/bf16 inputs are computed in fp32 and the
 result is returned in the input dtype.
 """
 
@@ -449,7 +452,33 @@ def _split_walk(walker: _FusedWalk, need, reduction: str, n_rows: int):
     return values, counts, grads
 
 
-class _BlockedScalar(torch.autograd.Function):
+def _first_order_only(create_graph: bool) -> None:
+    """The blocked engine's gradients are numbers computed in the forward pass, not a graph:
+    refuse a backward that asks for one (``create_graph=True``: double backward, gradient
+    penalties, second-order methods) instead of returning gradients of the gradient that are
+    silently zero."""
+    if create_graph:
+        raise PairLossError(
+            "engine: the blocked engine gives first-order gradients only, but the backward was "
+            "asked for a graph (create_graph=True, double backward or higher derivatives); "
+            "expected engine='dense', which differentiates to any order"
+        )
+
+
+class _FirstOrder(torch.autograd.Function):
+    """Base of the blocked engine's Functions: no forward-mode AD (``jvp``) and no functorch
+    transforms (``torch.func.grad``, ``vmap``, ...); both are refused with a
+    :class:`PairLossError` that names the dense engine."""
+
+    @staticmethod
+    def jvp(ctx, *grad_inputs):
+        raise PairLossError(
+            "engine: the blocked engine has no forward-mode gradients (torch.func.jvp, "
+            "torch.autograd.forward_ad); expected engine='dense'"
+        )
+
+
+class _BlockedScalar(_FirstOrder):
     """Scalar-reduced blocked loss: gradients are computed in forward, scaled in backward."""
 
     @staticmethod
@@ -492,6 +521,7 @@ class _BlockedScalar(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
+        _first_order_only(torch.is_grad_enabled())
         grad_a, grad_c, grad_p = ctx.grads
         if bool(grad_output == 1):
             # the usual loss.backward(): hand the buffers over without a copy (autograd copies
@@ -504,7 +534,7 @@ class _BlockedScalar(torch.autograd.Function):
         return ctx.walker.outputs(scaled(grad_a), scaled(grad_c), [scaled(t) for t in grad_p])
 
 
-class _BlockedRows(torch.autograd.Function):
+class _BlockedRows(_FirstOrder):
     """Per-row (reduction 'none') blocked loss: the backward walks the blocks again."""
 
     @staticmethod
@@ -516,6 +546,7 @@ class _BlockedRows(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
+        _first_order_only(torch.is_grad_enabled())
         _, _, _, grads = ctx.walker.run(ctx.need, None, row_weights=grad_output)
         return ctx.walker.outputs(*ctx.walker.to_raw_(grads))
 
@@ -536,13 +567,27 @@ def _div(v: torch.Tensor, d: float) -> torch.Tensor:
     return v / d if d > 0 else v * 0.0
 
 
-def choose_engine(n_anchors: int, n_candidates: int, engine: str) -> str:
-    """'dense' or 'blocked' for ``engine='auto'`` by size; a forced choice is returned as is."""
+def choose_engine(n_anchors: int, n_candidates: int, engine: str, transformed: bool = False) -> str:
+    """'dense' or 'blocked' for ``engine='auto'`` by size (always 'dense' under a functorch
+    transform, ``transformed``); a forced choice is returned as is ('blocked' under a transform
+    is refused)."""
     if engine not in ("auto", "dense", "blocked"):
         raise PairLossError(f"engine: expected 'auto', 'dense' or 'blocked', got {engine!r}")
+    if transformed:
+        if engine == "blocked":
+            raise PairLossError(
+                "engine: the blocked engine does not run under torch.func transforms (grad, "
+                "vmap, jvp, ...); expected engine='dense' or 'auto'"
+            )
+        return "dense"
     if engine != "auto":
         return engine
     return "dense" if n_anchors * n_candidates <= DENSE_MAX_CELLS else "blocked"
+
+
+def _transformed() -> bool:
+    """Whether a functorch transform (``torch.func.grad``, ``vmap``, ``jvp``, ...) is active."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 def default_block_size(n_candidates: int, device: torch.device | str | None = None) -> int:
@@ -572,7 +617,7 @@ def run(
     if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
         raise PairLossError(f"block_size: expected a positive int, got {block_size!r}")
     n_cand = anchors.shape[0] if candidates is None else candidates.shape[0]
-    chosen = choose_engine(anchors.shape[0], n_cand, engine)
+    chosen = choose_engine(anchors.shape[0], n_cand, engine, transformed=_transformed())
     fused = chosen == "blocked" and _fusable(problem)
     prep = _Prepared(problem, anchors, candidates, inside=fused)
     if chosen == "dense":
