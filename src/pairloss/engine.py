@@ -53,7 +53,9 @@ from .objectives.terms import RowScale, RowTerms
 from .reduction import DATA_DEPENDENT, check_reduction, normalizer, reduce_terms, row_counts
 from .relations import BlockPairs, Relation
 from .similarity import Similarity
+from .validation import check_block_size, check_choice, check_result
 
+ENGINES = ("auto", "dense", "blocked")
 DENSE_MAX_CELLS = 1 << 21
 BLOCK_CELLS = 1 << 21
 BLOCK_CELLS_CUDA = 1 << 24  # a GPU runs a block's elementwise passes as kernel launches
@@ -154,8 +156,22 @@ def _block_masks(problem: PairProblem, prep: _Prepared, s: torch.Tensor, start: 
 
 def _block_terms(problem, prep, a_block, c, start, end) -> list[RowTerms]:
     s = problem.similarity.matrix(a_block, c)
+    if not problem.similarity.bounded:
+        _check_scores(s, a_block, c)
     pos, neg = _block_masks(problem, prep, s, start, end)
     return problem.objective(s, pos, neg, start, end)
+
+
+def _check_scores(s: torch.Tensor, a: torch.Tensor, c: torch.Tensor) -> None:
+    """Raw (unnormalised) scores must fit their dtype: a raw dot product or squared distance of
+    large vectors overflows (float32 holds up to about 3.4e38)."""
+    if not bool(torch.isfinite(s).all()):
+        top = max(float(t.detach().abs().amax()) for t in (a, c) if t.numel())
+        raise PairLossError(
+            f"embeddings: the scores overflow {s.dtype} (raw dot products or distances of "
+            f"vectors with entries up to {top:.3g}); expected inputs of moderate magnitude "
+            "(scale them down), float64, or a normalised similarity such as cosine"
+        )
 
 
 def _dense(problem: PairProblem, prep: _Prepared) -> torch.Tensor:
@@ -571,8 +587,7 @@ def choose_engine(n_anchors: int, n_candidates: int, engine: str, transformed: b
     """'dense' or 'blocked' for ``engine='auto'`` by size (always 'dense' under a functorch
     transform, ``transformed``); a forced choice is returned as is ('blocked' under a transform
     is refused)."""
-    if engine not in ("auto", "dense", "blocked"):
-        raise PairLossError(f"engine: expected 'auto', 'dense' or 'blocked', got {engine!r}")
+    check_choice(engine, "engine", ENGINES)
     if transformed:
         if engine == "blocked":
             raise PairLossError(
@@ -614,8 +629,7 @@ def run(
     self-pairs). Returns a scalar, or [B] for reduction 'none', in the anchors' dtype.
     """
     check_reduction(problem.reduction)
-    if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
-        raise PairLossError(f"block_size: expected a positive int, got {block_size!r}")
+    block_size = check_block_size(block_size)
     n_cand = anchors.shape[0] if candidates is None else candidates.shape[0]
     chosen = choose_engine(anchors.shape[0], n_cand, engine, transformed=_transformed())
     fused = chosen == "blocked" and _fusable(problem)
@@ -636,7 +650,7 @@ def run(
             out = fn.apply(walker, *inputs)
         else:
             out = fn.forward(_NoGradCtx(len(inputs)), walker, *inputs)
-    return out.to(anchors.dtype)
+    return check_result(out.to(anchors.dtype), anchors)
 
 
 def _fusable(problem: PairProblem) -> bool:

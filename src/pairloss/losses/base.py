@@ -12,13 +12,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..engine import FusedObjective, Objective, PairProblem, run
+from ..engine import ENGINES, FusedObjective, Objective, PairProblem, run
 from ..errors import PairLossError
 from ..mining import MinedRelation, Miner
 from ..reduction import check_reduction
 from ..relations import LabelRelation, PairListRelation, Relation
 from ..similarity import Similarity
-from ..validation import check_embeddings, check_labels, check_same_device_dtype
+from ..validation import (
+    check_block_size,
+    check_choice,
+    check_embeddings,
+    check_labels,
+    check_miner,
+    check_same_device_dtype,
+)
 
 
 def check_reference(embeddings: torch.Tensor, ref_emb: object) -> torch.Tensor:
@@ -157,10 +164,10 @@ class PairLossModule(nn.Module):
         from ..similarity import get_similarity
 
         self.distance = get_similarity(distance, self.default_similarity())
-        self.reduction = check_reduction(reduction or self.default_reduction)
-        self.miner = miner
-        self.engine = engine
-        self.block_size = block_size
+        self.reduction = check_reduction(self.default_reduction if reduction is None else reduction)
+        self.miner = check_miner(miner)
+        self.engine = check_choice(engine, "engine", ENGINES)
+        self.block_size = check_block_size(block_size)
 
     @staticmethod
     def default_similarity() -> Similarity:

@@ -16,9 +16,9 @@ from ...errors import PairLossError
 from ...objectives.unpg import kept_negative_pairs, negative_pair_exp_rows, unpg_rows
 from ...relations import LabelRelation
 from ...similarity import Similarity
-from ...validation import check_labels
+from ...validation import check_bool, check_choice, check_labels, check_positive
 from .margin_softmax import _MarginSoftmax
-from .proxy_base import InitSpec, call_functional, check_number
+from .proxy_base import InitSpec, call_functional
 
 #: Up to this many in-batch negative pairs, the quartiles are read from the gathered pair scores
 #: (one float per pair); beyond it, from an exact radix selection that never holds more than one
@@ -198,15 +198,17 @@ class UNPGLoss(_MarginSoftmax):
         init: InitSpec = None,
         **kwargs,
     ) -> None:
-        if base not in _DEFAULT_MARGIN:
-            raise PairLossError(f"base: expected 'cosface' or 'arcface', got {base!r}")
-        m = _DEFAULT_MARGIN[base] if margin is None else check_number(margin, "margin", 0.0)
+        check_choice(base, "base", tuple(_DEFAULT_MARGIN))
+        m = (
+            _DEFAULT_MARGIN[base]
+            if margin is None
+            else check_positive(margin, "margin", strict=False)
+        )
         if base == "arcface" and m >= 180:
             raise PairLossError(f"margin: expected degrees in [0, 180), got {margin!r}")
         if wisk is not None:
-            wisk = check_number(wisk, "wisk", 0.0)
-        if not isinstance(mlpg, bool):
-            raise PairLossError(f"mlpg: expected True or False, got {mlpg!r}")
+            wisk = check_positive(wisk, "wisk", strict=False)
+        mlpg = check_bool(mlpg, "mlpg")
         super().__init__(
             num_classes,
             embedding_size,
