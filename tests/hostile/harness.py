@@ -132,6 +132,16 @@ def _kinds(hint) -> frozenset:
     return frozenset(out)
 
 
+def param_of(fn: Callable, name: str) -> Param:
+    """Parameter ``name`` of the function ``fn``."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - a hint that does not resolve means "other"
+        hints = {}
+    p = inspect.signature(fn).parameters[name]
+    return Param(name, p.default, _kinds(hints.get(name, object)))
+
+
 def constructor_params(cls: type) -> list[Param]:
     """The parameters of ``cls.__init__``, following ``**kwargs`` up the class hierarchy (a
     parameter a subclass passes itself is not repeated)."""

@@ -35,10 +35,9 @@ from .harness import (
     rule_for,
     tolerance,
 )
+from .mutations import floating, mutations, replace, scaled
 
 N, DIM, BLOCK = 12, 6, 5
-ENGINE_KW = ("engine", "block_size")
-MAGNITUDES = (1e-30, 1e-15, 1e15, 1e30)
 DISTANCES = ("cosine", "dot", "euclidean", "squared_euclidean")
 REDUCTIONS = ("mean", "mean_valid", "mean_terms", "mean_nonzero", "sum", "none")
 
@@ -54,53 +53,31 @@ class Case:
     call: dict
     names: tuple[str, ...]
     rule: str = "either"
+    init_rule: str = "either"
     reference: Callable[[], torch.Tensor] | None = None
     ref_rtol: float = 1e-7
-
-
-def _tensors(call: dict) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in call.items() if isinstance(v, torch.Tensor)}
-
-
-def _floating(call: dict) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in _tensors(call).items() if v.is_floating_point()}
-
-
-def _batch_keys(call: dict, n: int) -> list[str]:
-    return [k for k, v in _tensors(call).items() if v.dim() and v.shape[0] == n]
-
-
-def _with(call: dict, **changes) -> dict:
-    out = dict(call)
-    out.update(changes)
-    return out
-
-
-def _set_flat(t: torch.Tensor, value: float) -> torch.Tensor:
-    t = t.clone()
-    t.view(-1)[t.numel() // 2] = value
-    return t
 
 
 def supports_engine(entry: LossEntry, init: dict) -> bool:
     """Whether the loss takes ``engine`` and ``block_size`` (the pair-engine losses)."""
     try:
-        entry.load()(**init, engine="dense", block_size=BLOCK)
+        entry.load()(**{**init, "engine": "dense", "block_size": BLOCK})
     except TypeError:
         return False
     return True
 
 
 def build(entry: LossEntry, init: dict, **extra) -> torch.nn.Module:
-    """The loss module, its parameters drawn from a fixed seed (so two builds are equal)."""
+    """The loss module built with ``init`` updated by ``extra``, its parameters drawn from a
+    fixed seed (so two builds are equal)."""
     torch.manual_seed(0)
-    return entry.load()(**init, **extra)
+    return entry.load()(**{**init, **extra})
 
 
 def _with_grad(call: dict) -> tuple[dict, list[torch.Tensor]]:
     call = dict(call)
     leaves_ = []
-    for k, v in _floating(call).items():
+    for k, v in floating(call).items():
         v = v.detach().clone().requires_grad_(True)
         call[k] = v
         leaves_.append(v)
@@ -140,14 +117,14 @@ def check_loss(case: Case) -> None:
     entry, init, call = case.entry, case.init, case.call
     try:
         loss = outcome(
-            lambda: build(entry, init), case.names, case.rule, f"{case.id} (constructor)"
+            lambda: build(entry, init), case.names, case.init_rule, f"{case.id} (constructor)"
         )
         value, grads = outcome(
             lambda: evaluate(loss, call), case.names, case.rule, f"{case.id} (call)"
         )
     except Refused:
         return
-    dtype = next(iter(_floating(call).values()), value).dtype
+    dtype = next(iter(floating(call).values()), value).dtype
     rtol = tolerance(dtype)
     _same_in_every_grad_mode(loss, call, value, rtol, case.id)
     if case.reference is not None:
@@ -161,8 +138,10 @@ def check_loss(case: Case) -> None:
         _same_in_every_grad_mode(loss, call, runs[engine][0], rtol, f"{case.id} [{engine}]")
     (vd, gd), (vb, gb) = runs["dense"], runs["blocked"]
     # the size of a gradient of this value with respect to inputs of this size
-    inputs = [v.detach().abs().max() for v in _floating(call).values() if v.numel()]
-    grad_scale = (float(vd.abs().sum()) + 1.0) / max(float(max(inputs, default=1.0)), 1e-300)
+    inputs = [v.detach().abs().max() for v in floating(call).values() if v.numel()]
+    grad_scale = (float(vd.detach().abs().sum()) + 1.0) / max(
+        float(max(inputs, default=1.0)), 1e-300
+    )
     assert_close(vb, vd, rtol, f"{case.id}: blocked value vs dense")
     for i, (b, d) in enumerate(zip(gb, gd)):
         if d is None or b is None:
@@ -188,8 +167,7 @@ def _scale_invariant(entry: LossEntry, init: dict, call: dict) -> bool:
     try:
         base = _value_of(entry, init, call)()
         for f in (2.0, 0.5):
-            scaled = {k: v * f for k, v in _floating(call).items()}
-            other = _value_of(entry, init, _with(call, **scaled))()
+            other = _value_of(entry, init, scaled(call, f))()
             if not torch.allclose(other, base, rtol=1e-9, atol=1e-12):
                 return False
     except Exception:  # noqa: BLE001 - a loss that fails here is caught by its own cases
@@ -198,74 +176,19 @@ def _scale_invariant(entry: LossEntry, init: dict, call: dict) -> bool:
 
 
 def input_cases(entry: LossEntry) -> Iterator[Case]:
-    """Cases that mutate the tensors of the entry's example call."""
+    """Cases that mutate the tensors of the entry's example call (:func:`mutations`)."""
     ex = example(entry, n=N, dim=DIM)
     init, call = ex.init, ex.call
-    names = tuple(call)
-    batch = _batch_keys(call, N)
-
-    def case(label, new_call, rule="either", reference=None, ref_rtol=1e-7):
-        return Case(
-            f"{entry.name}-{label}", entry, init, new_call, names, rule, reference, ref_rtol
-        )
-
-    yield case("valid-float64", call, "valid")
-    for key, t in _tensors(call).items():
-        yield case(f"{key}-ndim+1", _with(call, **{key: t.unsqueeze(-1)}), "strict")
-        if t.dim() == 1:
-            yield case(f"{key}-ndim-1", _with(call, **{key: t[0]}), "strict")
-        elif t.dim() > 1:
-            yield case(f"{key}-ndim-1", _with(call, **{key: t[..., 0]}))
-        if t.dim() and t.shape[0] > 1:
-            yield case(f"{key}-rows-1", _with(call, **{key: t[:-1]}))
-        if t.dim() > 1 and t.shape[1] > 1:
-            yield case(f"{key}-cols-1", _with(call, **{key: t[:, :-1]}))
-        yield case(f"{key}-meta", _with(call, **{key: t.to("meta")}), "strict")
-        yield case(f"{key}-complex", _with(call, **{key: t.to(torch.complex128)}))
-        if t.is_floating_point():
-            yield case(f"{key}-int", _with(call, **{key: (t * 3).round().long()}))
-            yield case(f"{key}-bool", _with(call, **{key: t > 0}))
-            for bad in ("nan", "inf", "-inf"):
-                yield case(f"{key}-{bad}", _with(call, **{key: _set_flat(t, float(bad))}), "strict")
-            if t.dim() == 2:
-                zero = t.clone()
-                zero[: t.shape[0] // 2] = 0
-                yield case(f"{key}-zero-rows", _with(call, **{key: zero}))
-                yield case(f"{key}-equal-rows", _with(call, **{key: t[:1].expand_as(t)}))
-        else:
-            ref = _value_of(entry, init, call)
-            yield case(f"{key}-as-float", _with(call, **{key: t.double()}), "valid", ref)
-            yield case(f"{key}-fraction", _with(call, **{key: t.double() + 0.5}))
-            yield case(
-                f"{key}-nan", _with(call, **{key: _set_flat(t.double(), float("nan"))}), "strict"
-            )
-            yield case(f"{key}-int32", _with(call, **{key: t.int()}), "valid", ref)
-            yield case(f"{key}-bool", _with(call, **{key: t > t.min()}))
-            yield case(f"{key}-negative", _with(call, **{key: t - t.max() - 1}))
-            yield case(f"{key}-one-value", _with(call, **{key: torch.zeros_like(t)}))
-    for k in (0, 1, 2, 3):
-        yield case(f"first-{k}-rows", _with(call, **{b: call[b][:k] for b in batch}))
-    floating = _floating(call)
-    for dtype in (torch.float16, torch.bfloat16):
-        half = {k: v.to(dtype) for k, v in floating.items()}
-        rounded = {k: v.to(torch.float32) for k, v in half.items()}
-        ref = _value_of(entry, init, _with(call, **rounded))
-        yield case(f"{dtype}".replace("torch.", ""), _with(call, **half), "valid", ref, 1e-2)
-    f32 = {k: v.to(torch.float32) for k, v in floating.items()}
-    yield case("float32", _with(call, **f32), "valid", _value_of(entry, init, call), 1e-3)
     invariant = _scale_invariant(entry, init, call)
-    for dtype in (torch.float32, torch.float64):
-        base = _with(call, **{k: v.to(dtype) for k, v in floating.items()})
-        ref = _value_of(entry, init, base) if invariant else None
-        for m in MAGNITUDES:
-            scaled = {k: v * m for k, v in _floating(base).items()}
-            label = f"times-{m:g}-{dtype}".replace("torch.", "")
-            rtol = 1e-3 if dtype == torch.float32 else 1e-7
-            yield case(label, _with(base, **scaled), "valid" if invariant else "either", ref, rtol)
-
-
-def _default(entry: LossEntry, init: dict, name: str, default):
-    return init.get(name, default)
+    for m in mutations(call, N):
+        rule, reference = m.rule, None
+        if m.reference in ("same", "close") or (m.reference == "scaled" and invariant):
+            reference = _value_of(entry, init, m.base)
+            rule = "valid"
+        yield Case(
+            f"{entry.name}-{m.label}", entry, init, m.call, tuple(call), rule, "valid",
+            reference, m.rtol,
+        )  # fmt: skip
 
 
 def hyper_cases(entry: LossEntry) -> Iterator[Case]:
@@ -279,7 +202,7 @@ def hyper_cases(entry: LossEntry) -> Iterator[Case]:
         if p.name not in init and p.default is inspect.Parameter.empty:
             continue
         try:  # a parameter the subclass sets itself is not open to the caller
-            cls(**_with(init, **{p.name: _default(entry, init, p.name, p.default)}))
+            cls(**replace(init, **{p.name: init.get(p.name, p.default)}))
         except (TypeError, PairLossError):
             continue
         for label, value in BAD_VALUES:
@@ -287,7 +210,7 @@ def hyper_cases(entry: LossEntry) -> Iterator[Case]:
             if rule is None:
                 continue
             yield Case(
-                f"{entry.name}-{p.name}={label}", entry, _with(init, **{p.name: value}), call,
+                f"{entry.name}-{p.name}={label}", entry, replace(init, **{p.name: value}), call,
                 (p.name,), rule,
             )  # fmt: skip
     names = {p.name for p in params}
@@ -297,11 +220,11 @@ def hyper_cases(entry: LossEntry) -> Iterator[Case]:
     if "reduction" in names:
         variants += [("reduction", r) for r in REDUCTIONS]
     for name, value in variants:
-        new_init = _with(init, **{name: value})
+        new_init = replace(init, **{name: value})
         for m in (1.0, 1e-20, 1e20):
-            scaled = {k: v.float() * m for k, v in _floating(call).items()}
             yield Case(
-                f"{entry.name}-{name}={value}-times-{m:g}", entry, new_init, _with(call, **scaled),
+                f"{entry.name}-{name}={value}-times-{m:g}", entry, new_init,
+                scaled(call, m, torch.float32),
                 (name, *call), "valid" if m == 1.0 else "either",
             )  # fmt: skip
 

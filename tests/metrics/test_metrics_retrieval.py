@@ -548,3 +548,13 @@ def test_rank_threads_give_identical_values(workers, monkeypatch, rank_path):
     monkeypatch.setattr(retrieval_module, "_WORKERS", workers)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     assert retrieval(x, labels, k=(1, 4), chunk_size=9).to_dict() == expected
+
+
+@pytest.mark.parametrize("metric", ["dot", "euclidean"])
+@pytest.mark.parametrize("scale", [1e-30, 1e25])
+def test_raw_scores_of_huge_or_tiny_vectors_rank_as_the_unscaled_ones(metric, scale):
+    g = torch.Generator().manual_seed(0)
+    x, labels = torch.randn(40, 5, generator=g), torch.arange(40) % 5
+    expected = retrieval(x, labels, k=(1, 4), metric=metric, backend="torch")
+    got = retrieval(x * scale, labels, k=(1, 4), metric=metric, backend="torch")
+    assert got.values() == expected.values()
