@@ -600,6 +600,28 @@ def choose_engine(n_anchors: int, n_candidates: int, engine: str, transformed: b
     return "dense" if n_anchors * n_candidates <= DENSE_MAX_CELLS else "blocked"
 
 
+def _entangled(params: Sequence[torch.Tensor]) -> bool:
+    """Whether a parameter with a history (e.g. DCLW's batch statistic) was computed from
+    another parameter that wants a gradient (e.g. a learnable similarity's scale). The blocked
+    walk differentiates each block with respect to every parameter as a whole (total
+    derivatives), so it would count the path through the first twice; the dense engine
+    differentiates the graph once."""
+    wanted = {id(p) for p in params if p.grad_fn is None and p.requires_grad}
+    if not wanted:
+        return False
+    stack = [p.grad_fn for p in params if p.grad_fn is not None]
+    seen = set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if id(getattr(fn, "variable", None)) in wanted:
+            return True
+        stack.extend(f for f, _ in fn.next_functions)
+    return False
+
+
 def _transformed() -> bool:
     """Whether a functorch transform (``torch.func.grad``, ``vmap``, ``jvp``, ...) is active."""
     return torch._C._functorch.peek_interpreter_stack() is not None
@@ -632,6 +654,14 @@ def run(
     block_size = check_block_size(block_size)
     n_cand = anchors.shape[0] if candidates is None else candidates.shape[0]
     chosen = choose_engine(anchors.shape[0], n_cand, engine, transformed=_transformed())
+    if chosen == "blocked" and torch.is_grad_enabled() and _entangled(problem.params):
+        if engine == "blocked":
+            raise PairLossError(
+                "engine: a tensor this loss reads (a batch statistic) was computed from a "
+                "learnable parameter that the blocked walk differentiates as well, which it "
+                "cannot separate; expected engine='dense' or 'auto'"
+            )
+        chosen = "dense"
     fused = chosen == "blocked" and _fusable(problem)
     prep = _Prepared(problem, anchors, candidates, inside=fused)
     if chosen == "dense":

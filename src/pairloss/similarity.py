@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import PairLossError
+from .validation import check_bool, check_positive, check_real
 
 
 def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +105,7 @@ class Similarity(nn.Module):
 
     def __init__(self, normalize_embeddings: bool = False) -> None:
         super().__init__()
-        self.normalize_embeddings = bool(normalize_embeddings)
+        self.normalize_embeddings = check_bool(normalize_embeddings, "normalize_embeddings")
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Transform a whole set once (L2 normalisation when ``normalize_embeddings``)."""
@@ -192,7 +193,7 @@ class CosineSimilarity(DotProductSimilarity):
     """s(a, c) = a . c / (|a| |c|): the dot product of L2-normalised vectors, in [-1, 1]."""
 
     def __init__(self, normalize_embeddings: bool = True) -> None:
-        if not normalize_embeddings:
+        if not check_bool(normalize_embeddings, "normalize_embeddings"):
             raise PairLossError(
                 "normalize_embeddings: CosineSimilarity always normalises; expected True "
                 "(use DotProductSimilarity(normalize_embeddings=False) for raw dot products)"
@@ -212,9 +213,9 @@ class LpDistance(Similarity):
 
     def __init__(self, p: float = 2, power: float = 1, normalize_embeddings: bool = True) -> None:
         super().__init__(normalize_embeddings=normalize_embeddings)
-        if p != 2:
+        if check_real(p, "p") != 2:
             raise PairLossError(f"p: only the Euclidean norm is supported; expected p=2, got {p!r}")
-        if power not in (1, 2):
+        if check_real(power, "power") not in (1, 2):
             raise PairLossError(
                 f"power: expected 1 (distance) or 2 (squared distance), got {power!r}"
             )
@@ -270,6 +271,7 @@ class EuclideanDistance(LpDistance):
     """Euclidean distance on raw vectors by default: ``LpDistance(normalize_embeddings=False)``."""
 
     def __init__(self, squared: bool = False, normalize_embeddings: bool = False) -> None:
+        squared = check_bool(squared, "squared")
         super().__init__(p=2, power=2 if squared else 1, normalize_embeddings=normalize_embeddings)
 
 
@@ -291,15 +293,18 @@ class ScaledSimilarity(Similarity):
         max_scale: float | None = None,
     ) -> None:
         super().__init__()
+        if base is not None and not isinstance(base, Similarity):
+            raise PairLossError(f"base: expected a pairloss Similarity or None, got {base!r}")
         self.base = base if base is not None else CosineSimilarity()
-        if init_scale <= 0:
-            raise PairLossError(f"init_scale: expected a number > 0, got {init_scale!r}")
+        init_scale = check_positive(init_scale, "init_scale")
         self.is_distance = self.base.is_distance
         log_scale = torch.tensor(math.log(init_scale), dtype=torch.float32)
-        bias = torch.tensor(float(init_bias), dtype=torch.float32)
+        bias = torch.tensor(check_real(init_bias, "init_bias"), dtype=torch.float32)
+        learn_scale = check_bool(learn_scale, "learn_scale")
+        learn_bias = check_bool(learn_bias, "learn_bias")
         self.log_scale = nn.Parameter(log_scale, requires_grad=learn_scale)
         self.bias = nn.Parameter(bias, requires_grad=learn_bias)
-        self.max_scale = max_scale
+        self.max_scale = None if max_scale is None else check_positive(max_scale, "max_scale")
 
     def scale(self) -> torch.Tensor:
         """The current multiplier exp(t), clamped at ``max_scale`` when one is set."""
