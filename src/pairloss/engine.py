@@ -35,8 +35,8 @@ first-order gradients only: a backward with ``create_graph=True`` (double backwa
 penalties), forward-mode AD and ``torch.func`` transforms with a forced ``engine="blocked"``
 raise :class:`~pairloss.errors.PairLossError` (``engine="auto"`` picks dense under a
 ``torch.func`` transform); the dense engine differentiates to any order. The blocked engine
-runs under ``torch.no_grad()`` without building any graph. fp16/bf16 inputs are computed in fp32 and the
-result is returned in the input dtype.
+runs under ``torch.no_grad()`` without building any graph. fp16/bf16 inputs are computed in
+fp32 and the result is returned in the input dtype.
 """
 
 from __future__ import annotations

@@ -211,6 +211,7 @@ def ge2e(
     (learnable) one-element tensors; ``w`` is clamped to at least ``1e-6``."""
     return _compute(
         embeddings, labels, indices_tuple, ref_emb, ref_labels, w, b,
-        check_choice(loss_method, "loss_method", LOSS_METHODS), check_reduction(reduction, ROW_REDUCTIONS),
+        check_choice(loss_method, "loss_method", LOSS_METHODS),
+        check_reduction(reduction, ROW_REDUCTIONS),
         check_bool(normalize_embeddings, "normalize_embeddings"),
     )  # fmt: skip

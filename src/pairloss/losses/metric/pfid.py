@@ -198,6 +198,7 @@ def pfid(
         raise PairLossError(f"bias: expected None or a [{weight.shape[0]}] tensor")
     return pfid_value(
         weight, bias, embeddings, labels, indices_tuple, ref_emb, ref_labels,
-        check_positive(pair_weight, "pair_weight", strict=False), check_real(pos_margin, "pos_margin"),
+        check_positive(pair_weight, "pair_weight", strict=False),
+        check_real(pos_margin, "pos_margin"),
         check_real(neg_margin, "neg_margin"), distance, engine, block_size,
     )  # fmt: skip
