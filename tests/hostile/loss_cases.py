@@ -36,7 +36,7 @@ from .harness import (
     rule_for,
     tolerance,
 )
-from .mutations import floating, mutations, replace, scaled
+from .mutations import differentiable, floating, mutations, replace, scaled
 
 N, DIM, BLOCK = 12, 6, 5
 DISTANCES = ("cosine", "dot", "euclidean", "squared_euclidean")
@@ -57,6 +57,7 @@ class Case:
     init_rule: str = "either"
     reference: Callable[[], torch.Tensor] | None = None
     ref_rtol: float = 1e-7
+    inputs: tuple[str, ...] | None = None  # differentiated arguments (default: of ``call``)
 
 
 def supports_engine(entry: LossEntry, init: dict) -> bool:
@@ -75,20 +76,27 @@ def build(entry: LossEntry, init: dict, **extra) -> torch.nn.Module:
     return entry.load()(**{**init, **extra})
 
 
-def _with_grad(call: dict) -> tuple[dict, list[torch.Tensor]]:
+def _with_grad(call: dict, inputs: tuple[str, ...] | None) -> tuple[dict, list[torch.Tensor]]:
     call = dict(call)
+    names = differentiable(call) if inputs is None else inputs
     leaves_ = []
-    for k, v in floating(call).items():
-        v = v.detach().clone().requires_grad_(True)
-        call[k] = v
-        leaves_.append(v)
+    for k in names:
+        v = call.get(k)
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            v = v.detach().clone().requires_grad_(True)
+            call[k] = v
+            leaves_.append(v)
     return call, leaves_
 
 
-def evaluate(loss: torch.nn.Module, call: dict) -> tuple[torch.Tensor, list]:
-    """(value, gradients of value.sum() with respect to the floating inputs and the loss's
-    parameters), both checked finite."""
-    call, inputs = _with_grad(call)
+def evaluate(
+    loss: torch.nn.Module, call: dict, inputs: tuple[str, ...] | None = None
+) -> tuple[torch.Tensor, list]:
+    """(value, gradients of value.sum() with respect to the floating arguments ``inputs``
+    (default: those of ``call`` that are not targets, see
+    :func:`~tests.hostile.mutations.differentiable`) and the loss's parameters), both checked
+    finite."""
+    call, inputs = _with_grad(call, inputs)
     params = [p for p in loss.parameters() if p.requires_grad]
     value = loss(**call)
     assert isinstance(value, torch.Tensor), f"loss returned {type(value).__name__}"
@@ -121,7 +129,7 @@ def check_loss(case: Case) -> None:
             lambda: build(entry, init), case.names, case.init_rule, f"{case.id} (constructor)"
         )
         value, grads = outcome(
-            lambda: evaluate(loss, call), case.names, case.rule, f"{case.id} (call)"
+            lambda: evaluate(loss, call, case.inputs), case.names, case.rule, f"{case.id} (call)"
         )
     except Refused:
         return
@@ -136,7 +144,9 @@ def check_loss(case: Case) -> None:
     for engine in ("dense", "blocked"):
         loss = build(entry, init, engine=engine, block_size=BLOCK)
         try:  # a forced engine may refuse a setting it cannot run, naming the engine
-            runs[engine] = outcome(partial(evaluate, loss, call), ("engine",), what=case.id)
+            runs[engine] = outcome(
+                partial(evaluate, loss, call, case.inputs), ("engine",), what=case.id
+            )
         except Refused:
             return
         _same_in_every_grad_mode(loss, call, runs[engine][0], rtol, f"{case.id} [{engine}]")
@@ -184,6 +194,7 @@ def input_cases(entry: LossEntry) -> Iterator[Case]:
     ex = example(entry, n=N, dim=DIM)
     init, call = ex.init, ex.call
     invariant = _scale_invariant(entry, init, call)
+    inputs = tuple(differentiable(call))
     for m in mutations(call, N):
         rule, reference = m.rule, None
         if m.reference in ("same", "close") or (m.reference == "scaled" and invariant):
@@ -191,7 +202,7 @@ def input_cases(entry: LossEntry) -> Iterator[Case]:
             rule = "valid"
         yield Case(
             f"{entry.name}-{m.label}", entry, init, m.call, tuple(call), rule, "valid",
-            reference, m.rtol,
+            reference, m.rtol, inputs,
         )  # fmt: skip
 
 
@@ -202,6 +213,7 @@ def hyper_cases(entry: LossEntry) -> Iterator[Case]:
     init, call = ex.init, ex.call
     cls = entry.load()
     params = constructor_params(cls)
+    inputs = tuple(differentiable(call))
     for p in params:
         if p.name not in init and p.default is inspect.Parameter.empty:
             continue
@@ -229,7 +241,7 @@ def hyper_cases(entry: LossEntry) -> Iterator[Case]:
             yield Case(
                 f"{entry.name}-{name}={value}-times-{m:g}", entry, new_init,
                 scaled(call, m, torch.float32),
-                (name, *call), "valid" if m == 1.0 else "either",
+                (name, *call), "valid" if m == 1.0 else "either", inputs=inputs,
             )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 import pairloss.metrics as metrics
+from pairloss import catalogue
 
 from .harness import BAD_VALUES, Refused, assert_finite, leaves, outcome, param_of, rule_for
 from .mutations import mutations, replace, scaled
@@ -63,7 +64,7 @@ def _pairs() -> dict:
     return {"emb_a": x, "emb_b": x + 0.5 * torch.randn(N, DIM, generator=g, dtype=torch.float64)}
 
 
-EXAMPLES: dict[str, Callable[[], dict]] = {
+EXAMPLES: dict[str, Callable[[], dict]] = {  # metrics on conventions the catalogue lacks
     "retrieval": lambda: {**dict(zip(("query", "query_labels"), _batch())), "k": (1, 2, 4)},
     "knn": lambda: {"query": _batch()[0], "gallery": _batch(3)[0], "k": 5},
     "cmc": lambda: {**_probe_gallery(), "ranks": (1, 2)},
@@ -82,7 +83,39 @@ EXAMPLES: dict[str, Callable[[], dict]] = {
     "similarity_stats": lambda: dict(zip(("embeddings", "labels"), _batch())),
     "icnn_score": lambda: dict(zip(("embeddings", "labels"), _batch())),
 }
-"""One valid call (argument name -> value) of each public metric function."""
+"""One valid call (argument name -> value) of each public metric whose arguments no call
+convention of the loss catalogue holds."""
+
+
+#: Values for required settings of a metric that no call convention holds.
+SETTINGS = {"k": 2}
+
+
+def _from_catalogue(name: str) -> Callable[[], dict] | None:
+    """An example call of metric ``name`` built from the first call convention of the loss
+    catalogue (:data:`pairloss.catalogue.EXAMPLES`) that holds every argument the metric
+    requires (ranking metrics take a slate, preference metrics preference log-probabilities),
+    so that a metric on a convention the catalogue knows needs no example of its own."""
+    params = inspect.signature(getattr(metrics, name)).parameters
+    required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
+    for builder in catalogue.EXAMPLES.values():
+        call = builder(N, DIM, torch.Generator().manual_seed(0), torch.float64).call
+        if required - SETTINGS.keys() <= call.keys():
+
+            def make(builder=builder) -> dict:
+                call = builder(N, DIM, torch.Generator().manual_seed(0), torch.float64).call
+                out = {k: v for k, v in call.items() if k in params}
+                out.update({k: v for k, v in SETTINGS.items() if k in required})
+                return out
+
+            return make
+    return None
+
+
+def example_of(name: str) -> Callable[[], dict] | None:
+    """The example call of metric ``name``: its entry of :data:`EXAMPLES`, else one built from
+    the loss catalogue's call conventions (None if neither has one)."""
+    return EXAMPLES.get(name) or _from_catalogue(name)
 
 
 def public_functions() -> list[str]:
@@ -210,7 +243,7 @@ def _params(name: str) -> list:
 
 def cases_for(name: str) -> Iterator[MetricCase]:
     """Every generated case of one metric function."""
-    call = EXAMPLES[name]()
+    call = example_of(name)()
     n = max(
         (v.shape[0] for v in call.values() if isinstance(v, torch.Tensor) and v.dim()), default=0
     )
@@ -250,4 +283,4 @@ def cases_for(name: str) -> Iterator[MetricCase]:
 
 def all_cases() -> list[MetricCase]:
     """Every generated metric case."""
-    return [c for name in EXAMPLES for c in cases_for(name)]
+    return [c for name in public_functions() if example_of(name) for c in cases_for(name)]

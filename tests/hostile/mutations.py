@@ -52,6 +52,19 @@ def floating(call: dict) -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors(call).items() if v.is_floating_point()}
 
 
+def differentiable(call: dict) -> dict[str, torch.Tensor]:
+    """The floating-point tensor arguments of ``call`` that are inputs rather than targets: a
+    floating tensor whose values are all integers holds labels given as floats (graded
+    relevance, class ids, counts); the example inputs (embeddings, scores, log-probabilities)
+    are drawn from continuous distributions."""
+    out = {}
+    for k, v in floating(call).items():
+        finite = v[torch.isfinite(v)] if not v.is_meta else v
+        if v.is_meta or not finite.numel() or not bool((finite == finite.round()).all()):
+            out[k] = v
+    return out
+
+
 def replace(call: dict, **changes) -> dict:
     """``call`` with some arguments replaced."""
     out = dict(call)

@@ -14,6 +14,7 @@ from pairloss import PairLossError
 from pairloss.catalogue import LOSSES, example
 
 from .loss_cases import build, supports_engine
+from .mutations import differentiable
 
 ENTRIES = {e.name: e for e in LOSSES}
 
@@ -51,10 +52,7 @@ STOP_GRADIENT = {"circle": _circle, "proxy_circle": _proxy_circle}
 
 def _inputs(entry):
     ex = example(entry, n=6, dim=3, seed=1)
-    floating = [
-        k for k, v in ex.call.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
-    ]
-    return ex, floating
+    return ex, list(differentiable(ex.call))
 
 
 def _as_function(loss, call, floating):
