@@ -34,7 +34,7 @@ Both engines run the same objective, so they agree to rounding. The blocked engi
 first-order gradients only: a backward with ``create_graph=True`` (double backward, gradient
 penalties), forward-mode AD and ``torch.func`` transforms with a forced ``engine="blocked"``
 raise :class:`~pairloss.errors.PairLossError` (``engine="auto"`` picks dense under a
-``torch.func`` transform); the dense engine differentiates to any order. The blocked engine
+``torch.func`` transform or forward-mode AD); the dense engine differentiates to any order. The blocked engine
 runs under ``torch.no_grad()`` without building any graph. fp16/bf16 inputs are computed in
 fp32 and the result is returned in the input dtype.
 """
@@ -585,14 +585,14 @@ def _div(v: torch.Tensor, d: float) -> torch.Tensor:
 
 def choose_engine(n_anchors: int, n_candidates: int, engine: str, transformed: bool = False) -> str:
     """'dense' or 'blocked' for ``engine='auto'`` by size (always 'dense' under a functorch
-    transform, ``transformed``); a forced choice is returned as is ('blocked' under a transform
-    is refused)."""
+    transform or forward-mode AD, ``transformed``); a forced choice is returned as is
+    ('blocked' there is refused)."""
     check_choice(engine, "engine", ENGINES)
     if transformed:
         if engine == "blocked":
             raise PairLossError(
                 "engine: the blocked engine does not run under torch.func transforms (grad, "
-                "vmap, jvp, ...); expected engine='dense' or 'auto'"
+                "vmap, jvp, ...) or forward-mode AD; expected engine='dense' or 'auto'"
             )
         return "dense"
     if engine != "auto":
@@ -622,9 +622,12 @@ def _entangled(params: Sequence[torch.Tensor]) -> bool:
     return False
 
 
-def _transformed() -> bool:
-    """Whether a functorch transform (``torch.func.grad``, ``vmap``, ``jvp``, ...) is active."""
-    return torch._C._functorch.peek_interpreter_stack() is not None
+def _transformed(*inputs: torch.Tensor) -> bool:
+    """Whether a functorch transform (``torch.func.grad``, ``vmap``, ``jvp``, ...) is active or
+    one of ``inputs`` carries a forward-mode tangent (``torch.autograd.forward_ad``)."""
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    return any(torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in inputs)
 
 
 def default_block_size(n_candidates: int, device: torch.device | str | None = None) -> int:
@@ -653,7 +656,8 @@ def run(
     check_reduction(problem.reduction)
     block_size = check_block_size(block_size)
     n_cand = anchors.shape[0] if candidates is None else candidates.shape[0]
-    chosen = choose_engine(anchors.shape[0], n_cand, engine, transformed=_transformed())
+    transformed = _transformed(anchors, *([] if candidates is None else [candidates]))
+    chosen = choose_engine(anchors.shape[0], n_cand, engine, transformed=transformed)
     if chosen == "blocked" and torch.is_grad_enabled() and _entangled(problem.params):
         if engine == "blocked":
             raise PairLossError(
