@@ -101,3 +101,41 @@ def test_parameters_on_another_device_are_named(make):
     loss = make().to("meta")
     with pytest.raises(PairLossError, match=r"embeddings: are on device cpu .*\(move the loss"):
         loss(X, Y)
+
+
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda: MultiSimilarityLoss(beta=float("nan")), "beta"),
+        (lambda: MultiSimilarityLoss(alpha=0), "alpha"),
+        (lambda: MultiSimilarityLoss(miner="batch_hard"), "miner"),
+        (lambda: MultiSimilarityLoss(block_size=True), "block_size"),
+        (lambda: MultiSimilarityLoss(engine="fast"), "engine"),
+        (lambda: pairloss.TripletMarginLoss(swap="yes"), "swap"),
+        (lambda: pairloss.LargeMarginSoftmaxLoss(3, 4, margin=2.5), "margin"),
+        (lambda: pairloss.CosFaceLoss(3, 4, scale=True), "scale"),
+        (lambda: pairloss.ArcFaceLoss(3, 4, init=lambda w: w.fill_(float("nan"))), "init"),
+    ],
+)
+def test_hyper_parameters_are_checked_at_construction(make, name):
+    with pytest.raises(PairLossError, match=name):
+        make()
+
+
+def test_an_init_that_does_not_fill_the_weights_leaves_zeros():
+    loss = pairloss.ArcFaceLoss(3, 4, init=lambda w: None)
+    assert torch.equal(loss.W, torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1e-30, 1e20, 1e30])
+def test_cosine_losses_do_not_depend_on_the_scale(dtype, scale):
+    x = X.to(dtype)
+    for engine in ("dense", "blocked"):
+        loss = MultiSimilarityLoss(engine=engine, block_size=4)
+        torch.testing.assert_close(loss(x * scale, Y), loss(x, Y), rtol=1e-4, atol=1e-6)
+
+
+def test_overflowing_raw_scores_are_named():
+    with pytest.raises(PairLossError, match="embeddings: the scores overflow"):
+        MultiSimilarityLoss(distance="dot")(X * 1e20, Y)

@@ -92,3 +92,16 @@ def test_miner_call_returns_a_marker_for_the_loss():
     x = torch.randn(8, 3)
     out = miners.MultiSimilarityMiner()(x, torch.arange(8) // 2)
     assert isinstance(out, miners.MinedRelation)
+
+
+def _triplets(out):
+    return set(zip(*(t.tolist() for t in out)))
+
+
+@pytest.mark.parametrize("kind", ["all", "hard", "semihard", "easy"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_triplet_margin_miner_indices_match_pml(kind, seed):
+    x, y = make_batch(seed, "unbalanced", n=16)
+    ours = miners.TripletMarginMiner(0.2, kind).indices(x.detach(), y)
+    theirs = pml_miners.TripletMarginMiner(0.2, kind)(x.detach(), y)
+    assert _triplets(ours) == _triplets(theirs)

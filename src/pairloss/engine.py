@@ -30,10 +30,13 @@ walk when all but one hand their gradient over on the positive cells (compressed
 products), or through normalisers known from the labels (:attr:`PairProblem.counts`); otherwise
 one walk without gradients counts them first.
 
-Both engines run the same objective, so they agree to rounding. The blocked engine supports
-first-order gradients only (no double backward, no forward-mode AD); it runs under
-``torch.no_grad()`` without building any graph. fp16/bf16 inputs are computed in fp32 and the
-result is returned in the input dtype.
+Both engines run the same objective, so they agree to rounding. The blocked engine gives
+first-order gradients only: a backward with ``create_graph=True`` (double backward, gradient
+penalties), forward-mode AD and ``torch.func`` transforms with a forced ``engine="blocked"``
+raise :class:`~pairloss.errors.PairLossError` (``engine="auto"`` picks dense under a
+``torch.func`` transform or forward-mode AD); the dense engine differentiates to any order. The blocked engine
+runs under ``torch.no_grad()`` without building any graph. fp16/bf16 inputs are computed in
+fp32 and the result is returned in the input dtype.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ from .objectives.terms import RowScale, RowTerms
 from .reduction import DATA_DEPENDENT, check_reduction, normalizer, reduce_terms, row_counts
 from .relations import BlockPairs, Relation
 from .similarity import Similarity
+from .validation import check_block_size, check_choice, check_result
 
+ENGINES = ("auto", "dense", "blocked")
 DENSE_MAX_CELLS = 1 << 21
 BLOCK_CELLS = 1 << 21
 BLOCK_CELLS_CUDA = 1 << 24  # a GPU runs a block's elementwise passes as kernel launches
@@ -151,8 +156,22 @@ def _block_masks(problem: PairProblem, prep: _Prepared, s: torch.Tensor, start: 
 
 def _block_terms(problem, prep, a_block, c, start, end) -> list[RowTerms]:
     s = problem.similarity.matrix(a_block, c)
+    if not problem.similarity.bounded:
+        _check_scores(s, a_block, c)
     pos, neg = _block_masks(problem, prep, s, start, end)
     return problem.objective(s, pos, neg, start, end)
+
+
+def _check_scores(s: torch.Tensor, a: torch.Tensor, c: torch.Tensor) -> None:
+    """Raw (unnormalised) scores must fit their dtype: a raw dot product or squared distance of
+    large vectors overflows (float32 holds up to about 3.4e38)."""
+    if not bool(torch.isfinite(s).all()):
+        top = max(float(t.detach().abs().amax()) for t in (a, c) if t.numel())
+        raise PairLossError(
+            f"embeddings: the scores overflow {s.dtype} (raw dot products or distances of "
+            f"vectors with entries up to {top:.3g}); expected inputs of moderate magnitude "
+            "(scale them down), float64, or a normalised similarity such as cosine"
+        )
 
 
 def _dense(problem: PairProblem, prep: _Prepared) -> torch.Tensor:
@@ -449,7 +468,33 @@ def _split_walk(walker: _FusedWalk, need, reduction: str, n_rows: int):
     return values, counts, grads
 
 
-class _BlockedScalar(torch.autograd.Function):
+def _first_order_only(create_graph: bool) -> None:
+    """The blocked engine's gradients are numbers computed in the forward pass, not a graph:
+    refuse a backward that asks for one (``create_graph=True``: double backward, gradient
+    penalties, second-order methods) instead of returning gradients of the gradient that are
+    silently zero."""
+    if create_graph:
+        raise PairLossError(
+            "engine: the blocked engine gives first-order gradients only, but the backward was "
+            "asked for a graph (create_graph=True, double backward or higher derivatives); "
+            "expected engine='dense', which differentiates to any order"
+        )
+
+
+class _FirstOrder(torch.autograd.Function):
+    """Base of the blocked engine's Functions: no forward-mode AD (``jvp``) and no functorch
+    transforms (``torch.func.grad``, ``vmap``, ...); both are refused with a
+    :class:`PairLossError` that names the dense engine."""
+
+    @staticmethod
+    def jvp(ctx, *grad_inputs):
+        raise PairLossError(
+            "engine: the blocked engine has no forward-mode gradients (torch.func.jvp, "
+            "torch.autograd.forward_ad); expected engine='dense'"
+        )
+
+
+class _BlockedScalar(_FirstOrder):
     """Scalar-reduced blocked loss: gradients are computed in forward, scaled in backward."""
 
     @staticmethod
@@ -492,6 +537,7 @@ class _BlockedScalar(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
+        _first_order_only(torch.is_grad_enabled())
         grad_a, grad_c, grad_p = ctx.grads
         if bool(grad_output == 1):
             # the usual loss.backward(): hand the buffers over without a copy (autograd copies
@@ -504,7 +550,7 @@ class _BlockedScalar(torch.autograd.Function):
         return ctx.walker.outputs(scaled(grad_a), scaled(grad_c), [scaled(t) for t in grad_p])
 
 
-class _BlockedRows(torch.autograd.Function):
+class _BlockedRows(_FirstOrder):
     """Per-row (reduction 'none') blocked loss: the backward walks the blocks again."""
 
     @staticmethod
@@ -516,6 +562,7 @@ class _BlockedRows(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
+        _first_order_only(torch.is_grad_enabled())
         _, _, _, grads = ctx.walker.run(ctx.need, None, row_weights=grad_output)
         return ctx.walker.outputs(*ctx.walker.to_raw_(grads))
 
@@ -536,13 +583,51 @@ def _div(v: torch.Tensor, d: float) -> torch.Tensor:
     return v / d if d > 0 else v * 0.0
 
 
-def choose_engine(n_anchors: int, n_candidates: int, engine: str) -> str:
-    """'dense' or 'blocked' for ``engine='auto'`` by size; a forced choice is returned as is."""
-    if engine not in ("auto", "dense", "blocked"):
-        raise PairLossError(f"engine: expected 'auto', 'dense' or 'blocked', got {engine!r}")
+def choose_engine(n_anchors: int, n_candidates: int, engine: str, transformed: bool = False) -> str:
+    """'dense' or 'blocked' for ``engine='auto'`` by size (always 'dense' under a functorch
+    transform or forward-mode AD, ``transformed``); a forced choice is returned as is
+    ('blocked' there is refused)."""
+    check_choice(engine, "engine", ENGINES)
+    if transformed:
+        if engine == "blocked":
+            raise PairLossError(
+                "engine: the blocked engine does not run under torch.func transforms (grad, "
+                "vmap, jvp, ...) or forward-mode AD; expected engine='dense' or 'auto'"
+            )
+        return "dense"
     if engine != "auto":
         return engine
     return "dense" if n_anchors * n_candidates <= DENSE_MAX_CELLS else "blocked"
+
+
+def _entangled(params: Sequence[torch.Tensor]) -> bool:
+    """Whether a parameter with a history (e.g. DCLW's batch statistic) was computed from
+    another parameter that wants a gradient (e.g. a learnable similarity's scale). The blocked
+    walk differentiates each block with respect to every parameter as a whole (total
+    derivatives), so it would count the path through the first twice; the dense engine
+    differentiates the graph once."""
+    wanted = {id(p) for p in params if p.grad_fn is None and p.requires_grad}
+    if not wanted:
+        return False
+    stack = [p.grad_fn for p in params if p.grad_fn is not None]
+    seen = set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if id(getattr(fn, "variable", None)) in wanted:
+            return True
+        stack.extend(f for f, _ in fn.next_functions)
+    return False
+
+
+def _transformed(*inputs: torch.Tensor) -> bool:
+    """Whether a functorch transform (``torch.func.grad``, ``vmap``, ``jvp``, ...) is active or
+    one of ``inputs`` carries a forward-mode tangent (``torch.autograd.forward_ad``)."""
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    return any(torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in inputs)
 
 
 def default_block_size(n_candidates: int, device: torch.device | str | None = None) -> int:
@@ -569,10 +654,18 @@ def run(
     self-pairs). Returns a scalar, or [B] for reduction 'none', in the anchors' dtype.
     """
     check_reduction(problem.reduction)
-    if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
-        raise PairLossError(f"block_size: expected a positive int, got {block_size!r}")
+    block_size = check_block_size(block_size)
     n_cand = anchors.shape[0] if candidates is None else candidates.shape[0]
-    chosen = choose_engine(anchors.shape[0], n_cand, engine)
+    transformed = _transformed(anchors, *([] if candidates is None else [candidates]))
+    chosen = choose_engine(anchors.shape[0], n_cand, engine, transformed=transformed)
+    if chosen == "blocked" and torch.is_grad_enabled() and _entangled(problem.params):
+        if engine == "blocked":
+            raise PairLossError(
+                "engine: a tensor this loss reads (a batch statistic) was computed from a "
+                "learnable parameter that the blocked walk differentiates as well, which it "
+                "cannot separate; expected engine='dense' or 'auto'"
+            )
+        chosen = "dense"
     fused = chosen == "blocked" and _fusable(problem)
     prep = _Prepared(problem, anchors, candidates, inside=fused)
     if chosen == "dense":
@@ -591,7 +684,7 @@ def run(
             out = fn.apply(walker, *inputs)
         else:
             out = fn.forward(_NoGradCtx(len(inputs)), walker, *inputs)
-    return out.to(anchors.dtype)
+    return check_result(out.to(anchors.dtype), anchors)
 
 
 def _fusable(problem: PairProblem) -> bool:

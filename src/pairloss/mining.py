@@ -17,11 +17,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .engine import compute_dtype
 from .errors import PairLossError
 from .objectives.terms import masked_max, masked_min
 from .relations import LabelRelation
 from .similarity import CosineSimilarity, LpDistance, Similarity, get_similarity
-from .validation import check_embeddings, check_labels
+from .validation import (
+    check_choice,
+    check_embeddings,
+    check_labels,
+    check_real,
+    check_same_device_dtype,
+)
 
 
 @dataclass
@@ -59,19 +66,36 @@ class Miner(nn.Module):
 
     def masks(self, embeddings, labels, ref_emb=None, ref_labels=None):
         """Dense mined masks (pos, neg) of shape [B, N], for inspection and tests."""
+        s, pos, neg = self._scores_and_relation(embeddings, labels, ref_emb, ref_labels)
+        with torch.no_grad():
+            return self.transform(s, pos, neg)
+
+    def _scores_and_relation(self, embeddings, labels, ref_emb, ref_labels):
+        """The checked inputs' [B, N] scores in the miner's similarity and the label masks."""
         embeddings = check_embeddings(embeddings)
-        labels = check_labels(labels, embeddings.shape[0])
+        labels = check_labels(labels, embeddings.shape[0]).to(embeddings.device)
         if ref_emb is not None:
+            if isinstance(ref_emb, torch.Tensor):
+                check_same_device_dtype(embeddings, ref_emb, "embeddings", "ref_emb")
             ref_emb = check_embeddings(ref_emb, "ref_emb")
+            if ref_emb.shape[1] != embeddings.shape[1]:
+                raise PairLossError(
+                    f"ref_emb: has {ref_emb.shape[1]} features but embeddings have "
+                    f"{embeddings.shape[1]}; expected the same embedding size"
+                )
             if ref_labels is None:
                 raise PairLossError("ref_labels: required when ref_emb is given")
             ref_labels = check_labels(ref_labels, ref_emb.shape[0], "ref_labels")
+            ref_labels = ref_labels.to(embeddings.device)
+        elif ref_labels is not None:
+            raise PairLossError("ref_labels: given without ref_emb; expected both or neither")
         with torch.no_grad():
-            a = self.similarity.prepare(embeddings)
-            c = a if ref_emb is None else self.similarity.prepare(ref_emb)
+            dtype = compute_dtype(embeddings)
+            a = self.similarity.prepare(embeddings.to(dtype))
+            c = a if ref_emb is None else self.similarity.prepare(ref_emb.to(dtype))
             s = self.similarity.matrix(a, c)
             pos, neg = LabelRelation(labels, ref_labels).block(0, embeddings.shape[0])
-            return self.transform(s, pos, neg)
+        return s, pos, neg
 
     def indices(self, embeddings, labels, ref_emb=None, ref_labels=None):
         """PML-style pair indices ``(a1, p, a2, n)`` of the mined masks."""
@@ -94,7 +118,7 @@ class MultiSimilarityMiner(Miner):
 
     def __init__(self, epsilon: float = 0.1, distance: Similarity | str | None = None) -> None:
         super().__init__(distance)
-        self.epsilon = float(epsilon)
+        self.epsilon = check_real(epsilon, "epsilon")
 
     def transform(self, s, pos, neg):
         c = self._closeness(s)
@@ -114,7 +138,8 @@ class PairMarginMiner(Miner):
 
     def __init__(self, pos_margin: float = 0.2, neg_margin: float = 0.8, distance=None) -> None:
         super().__init__(distance)
-        self.pos_margin, self.neg_margin = float(pos_margin), float(neg_margin)
+        self.pos_margin = check_real(pos_margin, "pos_margin")
+        self.neg_margin = check_real(neg_margin, "neg_margin")
 
     def transform(self, s, pos, neg):
         if self.similarity.is_distance:
@@ -137,6 +162,18 @@ def _one_hot_pick(c: torch.Tensor, mask: torch.Tensor, largest: bool) -> tuple[t
     return one_hot, value, found
 
 
+def _check_range(value: object, name: str) -> tuple[float, float] | None:
+    """None or a pair (low, high) of finite numbers with low <= high."""
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise PairLossError(f"{name}: expected None or a pair (low, high), got {value!r}")
+    low, high = check_real(value[0], name), check_real(value[1], name)
+    if low > high:
+        raise PairLossError(f"{name}: expected low <= high, got {value!r}")
+    return low, high
+
+
 class BatchEasyHardMiner(Miner):
     """One positive and/or one negative per anchor, by strategy (Xuan et al., WACV 2020).
 
@@ -157,15 +194,15 @@ class BatchEasyHardMiner(Miner):
         distance=None,
     ) -> None:
         super().__init__(distance)
-        for name, v in (("pos_strategy", pos_strategy), ("neg_strategy", neg_strategy)):
-            if v not in _STRATEGIES:
-                raise PairLossError(f"{name}: expected one of {_STRATEGIES}, got {v!r}")
+        check_choice(pos_strategy, "pos_strategy", _STRATEGIES)
+        check_choice(neg_strategy, "neg_strategy", _STRATEGIES)
         if pos_strategy == neg_strategy == "semihard":
             raise PairLossError("pos_strategy, neg_strategy: cannot both be 'semihard'")
         if "semihard" in (pos_strategy, neg_strategy) and "all" in (pos_strategy, neg_strategy):
             raise PairLossError("pos_strategy, neg_strategy: 'semihard' cannot go with 'all'")
         self.pos_strategy, self.neg_strategy = pos_strategy, neg_strategy
-        self.allowed_pos_range, self.allowed_neg_range = allowed_pos_range, allowed_neg_range
+        self.allowed_pos_range = _check_range(allowed_pos_range, "allowed_pos_range")
+        self.allowed_neg_range = _check_range(allowed_neg_range, "allowed_neg_range")
 
     @property
     def picks_one_pair(self) -> bool:
@@ -224,13 +261,10 @@ class TripletMarginMiner(Miner):
 
     def __init__(self, margin: float = 0.2, type_of_triplets: str = "all", distance=None) -> None:
         super().__init__(distance)
-        if type_of_triplets not in ("all", "hard", "semihard", "easy"):
-            raise PairLossError(
-                "type_of_triplets: expected 'all', 'hard', 'semihard' or 'easy', "
-                f"got {type_of_triplets!r}"
-            )
-        self.margin = float(margin)
-        self.type_of_triplets = type_of_triplets
+        self.type_of_triplets = check_choice(
+            type_of_triplets, "type_of_triplets", ("all", "hard", "semihard", "easy")
+        )
+        self.margin = check_real(margin, "margin")
 
     def window(self) -> tuple[float, float]:
         """Allowed (low, high] range of the triplet margin m = d_an - d_ap."""
@@ -244,6 +278,19 @@ class TripletMarginMiner(Miner):
 
     def transform(self, s, pos, neg):
         raise PairLossError(
-            "indices_tuple: TripletMarginMiner selects triplets, which only TripletMarginLoss "
-            "can apply; use a pair miner (MultiSimilarityMiner, BatchHardMiner, ...) here"
+            "miner: TripletMarginMiner selects triplets, which only TripletMarginLoss can "
+            "apply (as miner= or indices_tuple); use a pair miner (MultiSimilarityMiner, "
+            "BatchHardMiner, ...) here"
         )
+
+    def indices(self, embeddings, labels, ref_emb=None, ref_labels=None):
+        """pytorch-metric-learning's triplets ``(a, p, n)``: every anchor, positive and negative
+        whose margin ``d_an - d_ap`` (``s_ap - s_an`` for similarities) lies in the window of
+        ``type_of_triplets``. Memory O(B x N x N) (for inspection and tests)."""
+        s, pos, neg = self._scores_and_relation(embeddings, labels, ref_emb, ref_labels)
+        with torch.no_grad():
+            c = self._closeness(s)
+            margin = c[:, :, None] - c[:, None, :]  # [a, p, n]: closeness(a, p) - (a, n)
+            low, high = self.window()
+            keep = pos[:, :, None] & neg[:, None, :] & (margin > low) & (margin <= high)
+            return tuple(keep.nonzero(as_tuple=True))

@@ -16,9 +16,14 @@ from .errors import PairLossError
 
 
 def check_tensor(x: object, name: str) -> torch.Tensor:
-    """Return ``x`` if it is a tensor, else raise naming ``name``."""
+    """Return ``x`` if it is a tensor with values (not on the ``meta`` device), else raise
+    naming ``name``."""
     if not isinstance(x, torch.Tensor):
         raise PairLossError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.is_meta:
+        raise PairLossError(
+            f"{name}: is on the meta device, which holds no values; expected a tensor with data"
+        )
     return x
 
 
@@ -56,8 +61,29 @@ def check_finite(x: torch.Tensor, name: str) -> None:
         )
 
 
+def check_result(
+    value: torch.Tensor, inputs: torch.Tensor, name: str = "embeddings"
+) -> torch.Tensor:
+    """``value`` if it is finite; else a :class:`PairLossError` naming ``name``.
+
+    The last line of defence of every loss: its inputs and hyper-parameters were checked, so a
+    non-finite result means that the computation left the range of the dtype (raw dot products
+    or squared distances of very large vectors in float32, a float16 result above 65504, ...);
+    the error says so instead of returning inf or NaN."""
+    if value.numel() and not bool(torch.isfinite(value).all()):
+        top = float(inputs.detach().abs().amax()) if inputs.numel() else 0.0
+        raise PairLossError(
+            f"{name}: the loss is not finite in {value.dtype} although every input is (largest "
+            f"|entry| {top:.3g}): its scores or their exponentials leave the range of the dtype; "
+            "expected inputs of moderate magnitude (scale them down), float64, or a normalised "
+            "similarity such as cosine"
+        )
+    return value
+
+
 def check_labels(labels: object, n: int, name: str = "labels") -> torch.Tensor:
-    """A 1-D tensor of ``n`` integer class labels (integral floats are accepted and cast)."""
+    """A 1-D tensor of ``n`` integer class labels, returned as int64 (other integer dtypes,
+    bools and integral floats are accepted and cast)."""
     labels = check_tensor(labels, name)
     if labels.dim() != 1:
         raise PairLossError(
@@ -78,7 +104,7 @@ def check_labels(labels: object, n: int, name: str = "labels") -> torch.Tensor:
         return labels.long()
     if labels.is_complex():
         raise PairLossError(f"{name}: expected integer class labels, got dtype {labels.dtype}")
-    return labels
+    return labels.long()
 
 
 def check_same_device(ref: torch.Tensor, other: torch.Tensor, ref_name: str, name: str) -> None:
@@ -319,3 +345,22 @@ def check_token_counts(x: object, name: str, like: torch.Tensor, like_name: str)
     if not bool((torch.isfinite(v) & (v > 0)).all()):
         raise PairLossError(f"{name}: expected token counts > 0, got {x.min().item()!r} at least")
     return v
+
+
+def check_miner(value: object, name: str = "miner"):
+    """``value`` if it is None or a pairloss miner (:class:`pairloss.mining.Miner`); else a
+    :class:`PairLossError` (a miner's name such as ``"batch_hard"`` is refused: the miner has
+    its own arguments, so it is built as an object, e.g. ``pairloss.miners.BatchHardMiner()``)."""
+    from .mining import Miner
+
+    if value is None or isinstance(value, Miner):
+        return value
+    hint = ""
+    if isinstance(value, str):
+        hint = " (build the miner itself, e.g. pairloss.miners.BatchHardMiner())"
+    raise PairLossError(f"{name}: expected a pairloss miner or None, got {value!r}{hint}")
+
+
+def check_block_size(value: object, name: str = "block_size") -> int | None:
+    """None (the engine's default) or an int >= 1 (bools refused)."""
+    return None if value is None else check_int(value, name, minimum=1)

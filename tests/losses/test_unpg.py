@@ -308,3 +308,45 @@ def test_bad_inputs():
         loss_fn(x, torch.tensor([0, 1, 2, 3, 0]))
     with pytest.raises(PairLossError, match="ref_emb"):
         loss_fn(x, torch.zeros(5, dtype=torch.long), ref_emb=x, ref_labels=torch.zeros(5))
+
+
+@pytest.mark.parametrize("engine", ["dense", "blocked"])
+def test_frozen_encoder_keeps_the_in_batch_term(engine):
+    """Embeddings that need no gradient (torch.no_grad(), a frozen encoder) give the same loss
+    and the same class-weight gradient: the blocked engine must not take the base loss's fused
+    form, which knows only the class term."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 8, generator=g), torch.arange(40) % 10
+    torch.manual_seed(1)
+    loss_fn = UNPGLoss(10, 8, engine=engine, block_size=7)
+    x_grad = x.clone().requires_grad_(True)
+    full = loss_fn(x_grad, y)
+    (w_full,) = torch.autograd.grad(full, [loss_fn.W])
+    frozen = loss_fn(x, y)
+    (w_frozen,) = torch.autograd.grad(frozen, [loss_fn.W])
+    with torch.no_grad():
+        no_grad = loss_fn(x, y)
+    base = CosFaceLoss(10, 8, engine=engine, block_size=7)
+    base.W.data.copy_(loss_fn.W.data)
+    assert float(frozen.detach()) > float(base(x, y).detach()) + 1.0  # the in-batch negatives
+    torch.testing.assert_close(frozen, full.detach())
+    torch.testing.assert_close(no_grad, full.detach())
+    torch.testing.assert_close(w_frozen, w_full)
+
+
+def test_a_subclass_that_changes_the_objective_loses_the_fused_form():
+    from pairloss.losses.base import fused_form_applies
+
+    class Shifted(CosFaceLoss):
+        def proxy_objective(self, s, pos, neg, start, end, weights, extra):
+            return super().proxy_objective(s + 0.1, pos, neg, start, end, weights, extra)
+
+    assert fused_form_applies(CosFaceLoss(3, 4), ("proxy_fused_form",), ("proxy_objective",))
+    shifted = Shifted(3, 4)
+    assert not fused_form_applies(shifted, ("proxy_fused_form",), ("proxy_objective",))
+    x, y = torch.randn(9, 4), torch.arange(9) % 3
+    dense = Shifted(3, 4, engine="dense")
+    blocked = Shifted(3, 4, engine="blocked", block_size=4)
+    blocked.W.data.copy_(dense.W.data)
+    with torch.no_grad():
+        torch.testing.assert_close(blocked(x, y), dense(x, y))

@@ -31,8 +31,9 @@ def test_hand_computed_alignment_uniformity_tolerance():
     # one class of three: similarities 1/sqrt2, 0, 1/sqrt2 -> sqrt(2)/3
     three = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
     assert tolerance(three, torch.zeros(3)) == pytest.approx(math.sqrt(2) / 3, abs=1e-7)
-    # no positive pair at all
-    assert math.isnan(alignment(SQUARE, torch.arange(4)))
+    # no positive pair at all: undefined
+    assert alignment(SQUARE, torch.arange(4)) is None
+    assert tolerance(SQUARE, torch.arange(4)) is None
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

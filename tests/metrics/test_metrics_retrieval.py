@@ -126,10 +126,10 @@ def test_tie_order_matters_for_map(rank_path):
         assert r.map == 0.5 and r.mrr == 0.5 and r.recall[1] == 0.0
 
 
-def test_all_queries_excluded_gives_nan_and_counts(rank_path):
+def test_all_queries_excluded_gives_none_and_counts(rank_path):
     x = torch.randn(4, 3)
     r = retrieval(x, torch.arange(4), k=1, backend="torch")
-    assert math.isnan(r.recall[1]) and math.isnan(r.map)
+    assert r.recall[1] is None and r.map is None
     assert r.excluded == {"singleton_class": 4}
 
 
@@ -548,3 +548,13 @@ def test_rank_threads_give_identical_values(workers, monkeypatch, rank_path):
     monkeypatch.setattr(retrieval_module, "_WORKERS", workers)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     assert retrieval(x, labels, k=(1, 4), chunk_size=9).to_dict() == expected
+
+
+@pytest.mark.parametrize("metric", ["dot", "euclidean"])
+@pytest.mark.parametrize("scale", [1e-30, 1e25])
+def test_raw_scores_of_huge_or_tiny_vectors_rank_as_the_unscaled_ones(metric, scale):
+    g = torch.Generator().manual_seed(0)
+    x, labels = torch.randn(40, 5, generator=g), torch.arange(40) % 5
+    expected = retrieval(x, labels, k=(1, 4), metric=metric, backend="torch")
+    got = retrieval(x * scale, labels, k=(1, 4), metric=metric, backend="torch")
+    assert got.values() == expected.values()

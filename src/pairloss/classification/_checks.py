@@ -6,54 +6,10 @@ Every check raises :class:`pairloss.PairLossError` naming the argument. Half-pre
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 
 from ..errors import PairLossError
 from ..validation import check_finite, check_same_device, check_tensor
-
-REDUCTIONS = ("mean", "sum", "none")
-
-
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """float32 for half-precision inputs, otherwise the input's own floating dtype."""
-    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-
-
-def check_reduction(reduction: object) -> str:
-    """Return ``reduction`` if it is one of ``"mean"``, ``"sum"``, ``"none"``, else raise."""
-    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
-        raise PairLossError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
-    return reduction
-
-
-def check_real(
-    value: object,
-    name: str,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """A finite real number in [low, high] (an end is open when ``*_open``); bools rejected."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise PairLossError(f"{name}: expected a real number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise PairLossError(f"{name}: expected a finite number, got {value!r}")
-    below = low is not None and (v <= low if low_open else v < low)
-    above = high is not None and (v >= high if high_open else v > high)
-    if below or above:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        lo_text = "-inf" if low is None else f"{low:g}"
-        hi_text = "inf" if high is None else f"{high:g}"
-        raise PairLossError(
-            f"{name}: expected a number in {lo}{lo_text}, {hi_text}{hi}, got {value!r}"
-        )
-    return v
 
 
 def check_logits(logits: object, name: str = "logits") -> torch.Tensor:

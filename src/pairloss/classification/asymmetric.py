@@ -9,14 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import (
-    check_logits,
-    check_multihot,
-    check_real,
-    check_reduction,
-    compute_dtype,
-    reduce_rows,
-)
+from ..engine import compute_dtype
+from ..reduction import ROW_REDUCTIONS, check_reduction
+from ..validation import check_real
+from ._checks import check_logits, check_multihot, reduce_rows
 
 
 def _check_hyper(
@@ -70,7 +66,7 @@ def asymmetric_loss(
     logits = check_logits(logits)
     positive = check_multihot(targets, logits)
     g_pos, g_neg, m, clip = _check_hyper(gamma_pos, gamma_neg, margin, eps)
-    reduction = check_reduction(reduction)
+    reduction = check_reduction(reduction, ROW_REDUCTIONS)
     dtype = compute_dtype(logits)
     tiny = torch.finfo(dtype).tiny  # keeps d/du u^gamma finite at u = 0 when 0 < gamma < 1
     x = logits.to(dtype)
@@ -103,7 +99,7 @@ class AsymmetricLoss(nn.Module):
         self.gamma_pos, self.gamma_neg, self.margin, self.eps = _check_hyper(
             gamma_pos, gamma_neg, margin, eps
         )
-        self.reduction = check_reduction(reduction)
+        self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return asymmetric_loss(

@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ..engine import compute_dtype
 from ..errors import PairLossError
-from ._checks import check_binary_scores, check_binary_targets, check_reduction, compute_dtype
+from ..reduction import ROW_REDUCTIONS, check_reduction
+from ._checks import check_binary_scores, check_binary_targets
 
 
 class _PairSoftplusRows(torch.autograd.Function):
@@ -84,7 +86,7 @@ def mann_whitney_loss(
     """
     s = check_binary_scores(scores, "scores")
     positive = check_binary_targets(targets, s)
-    reduction = check_reduction(reduction)
+    reduction = check_reduction(reduction, ROW_REDUCTIONS)
     chunk = _check_chunk(chunk_size)
     x = s.to(compute_dtype(s))
     pos, neg = x[positive], x[~positive]
@@ -103,7 +105,7 @@ class MannWhitneyLoss(nn.Module):
 
     def __init__(self, reduction: str = "mean", chunk_size: int = 1024) -> None:
         super().__init__()
-        self.reduction = check_reduction(reduction)
+        self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
         self.chunk_size = _check_chunk(chunk_size)
 
     def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

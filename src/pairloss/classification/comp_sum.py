@@ -6,14 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import (
-    check_class_targets,
-    check_logits,
-    check_real,
-    check_reduction,
-    compute_dtype,
-    reduce_rows,
-)
+from ..engine import compute_dtype
+from ..reduction import ROW_REDUCTIONS, check_reduction
+from ..validation import check_real
+from ._checks import check_class_targets, check_logits, reduce_rows
 
 
 def comp_sum_loss(
@@ -57,7 +53,7 @@ def comp_sum_loss(
     logits = check_logits(logits)
     targets = check_class_targets(targets, logits)
     t = check_real(tau, "tau", 0.0)
-    reduction = check_reduction(reduction)
+    reduction = check_reduction(reduction, ROW_REDUCTIONS)
     log_p = torch.log_softmax(logits.to(compute_dtype(logits)), dim=1)
     ce = -log_p.gather(1, targets[:, None])[:, 0]
     per_row = ce if t == 1.0 else torch.expm1((1.0 - t) * ce) / (1.0 - t)
@@ -70,7 +66,7 @@ class CompSumLoss(nn.Module):
     def __init__(self, tau: float = 1.0, reduction: str = "mean") -> None:
         super().__init__()
         self.tau = check_real(tau, "tau", 0.0)
-        self.reduction = check_reduction(reduction)
+        self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return comp_sum_loss(logits, targets, self.tau, self.reduction)

@@ -6,14 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import (
-    check_class_targets,
-    check_logits,
-    check_real,
-    check_reduction,
-    compute_dtype,
-    reduce_rows,
-)
+from ..engine import compute_dtype
+from ..reduction import ROW_REDUCTIONS, check_reduction
+from ..validation import check_real
+from ._checks import check_class_targets, check_logits, reduce_rows
 
 
 def label_smoothing_cross_entropy(
@@ -44,7 +40,7 @@ def label_smoothing_cross_entropy(
     logits = check_logits(logits)
     targets = check_class_targets(targets, logits)
     eps = check_real(smoothing, "smoothing", 0.0, 1.0)
-    reduction = check_reduction(reduction)
+    reduction = check_reduction(reduction, ROW_REDUCTIONS)
     log_p = torch.log_softmax(logits.to(compute_dtype(logits)), dim=1)
     nll = -log_p.gather(1, targets[:, None])[:, 0]
     per_row = (1.0 - eps) * nll - eps * log_p.mean(dim=1) if eps > 0 else nll
@@ -57,7 +53,7 @@ class LabelSmoothingCrossEntropyLoss(nn.Module):
     def __init__(self, smoothing: float = 0.0, reduction: str = "mean") -> None:
         super().__init__()
         self.smoothing = check_real(smoothing, "smoothing", 0.0, 1.0)
-        self.reduction = check_reduction(reduction)
+        self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return label_smoothing_cross_entropy(logits, targets, self.smoothing, self.reduction)

@@ -8,16 +8,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..engine import compute_dtype
 from ..errors import PairLossError
-from ..validation import check_same_device
-from ._checks import (
-    check_class_targets,
-    check_logits,
-    check_real,
-    check_reduction,
-    compute_dtype,
-    reduce_rows,
-)
+from ..reduction import ROW_REDUCTIONS, check_reduction
+from ..validation import check_real, check_same_device
+from ._checks import check_class_targets, check_logits, reduce_rows
 
 
 def _check_alpha(
@@ -78,7 +73,7 @@ def focal_loss(
     targets = check_class_targets(targets, logits)
     g = check_real(gamma, "gamma", 0.0)
     weights = _check_alpha(alpha, logits.shape[1])
-    reduction = check_reduction(reduction)
+    reduction = check_reduction(reduction, ROW_REDUCTIONS)
     dtype = compute_dtype(logits)
     log_pt = torch.log_softmax(logits.to(dtype), dim=1).gather(1, targets[:, None])[:, 0]
     # (1 - p_t) is kept >= tiny so that d/dp (1 - p)^gamma stays finite for 0 < gamma < 1.
@@ -108,7 +103,7 @@ class FocalLoss(nn.Module):
         super().__init__()
         self.gamma = check_real(gamma, "gamma", 0.0)
         self.register_buffer("alpha", _check_alpha(alpha, None))
-        self.reduction = check_reduction(reduction)
+        self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return focal_loss(logits, targets, self.gamma, self.alpha, self.reduction)

@@ -9,15 +9,11 @@ import math
 import torch
 from torch import nn
 
+from ..engine import compute_dtype
 from ..errors import PairLossError
-from ._checks import (
-    check_class_targets,
-    check_logits,
-    check_real,
-    check_reduction,
-    compute_dtype,
-    reduce_rows,
-)
+from ..reduction import ROW_REDUCTIONS, check_reduction
+from ..validation import check_real
+from ._checks import check_class_targets, check_logits, reduce_rows
 
 
 def _gaps(logits: torch.Tensor, targets: torch.Tensor, margin: float) -> torch.Tensor:
@@ -71,7 +67,7 @@ def ldr_kl_loss(
     targets = check_class_targets(targets, logits)
     lam_v = check_real(lam, "lam", 0.0, low_open=True)
     c = check_real(margin, "margin", 0.0)
-    reduction = check_reduction(reduction)
+    reduction = check_reduction(reduction, ROW_REDUCTIONS)
     per_row = _ldr_value(_gaps(logits, targets, c), lam_v)
     return reduce_rows(per_row, reduction, logits.dtype)
 
@@ -183,7 +179,7 @@ def adaptive_ldr_kl_loss(
     logits = check_logits(logits)
     targets = check_class_targets(targets, logits)
     lambda0, alpha, c, max_iter = _check_adaptive(lambda0, alpha, margin, max_iter)
-    reduction = check_reduction(reduction)
+    reduction = check_reduction(reduction, ROW_REDUCTIONS)
     z = _gaps(logits, targets, c)
     lam = _solve_lambdas(z, lambda0, alpha, max_iter)
     penalty = alpha * math.log(z.shape[1]) / (2.0 * lambda0) * (lam - lambda0).square()
@@ -198,7 +194,7 @@ class LDRKLLoss(nn.Module):
         super().__init__()
         self.lam = check_real(lam, "lam", 0.0, low_open=True)
         self.margin = check_real(margin, "margin", 0.0)
-        self.reduction = check_reduction(reduction)
+        self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return ldr_kl_loss(logits, targets, self.lam, self.margin, self.reduction)
@@ -219,7 +215,7 @@ class AdaptiveLDRKLLoss(nn.Module):
         self.lambda0, self.alpha, self.margin, self.max_iter = _check_adaptive(
             lambda0, alpha, margin, max_iter
         )
-        self.reduction = check_reduction(reduction)
+        self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return adaptive_ldr_kl_loss(

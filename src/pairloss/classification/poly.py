@@ -6,14 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import (
-    check_class_targets,
-    check_logits,
-    check_real,
-    check_reduction,
-    compute_dtype,
-    reduce_rows,
-)
+from ..engine import compute_dtype
+from ..reduction import ROW_REDUCTIONS, check_reduction
+from ..validation import check_real
+from ._checks import check_class_targets, check_logits, reduce_rows
 
 
 def poly1_loss(
@@ -44,7 +40,7 @@ def poly1_loss(
     logits = check_logits(logits)
     targets = check_class_targets(targets, logits)
     eps = check_real(epsilon, "epsilon", -1.0)
-    reduction = check_reduction(reduction)
+    reduction = check_reduction(reduction, ROW_REDUCTIONS)
     log_pt = torch.log_softmax(logits.to(compute_dtype(logits)), dim=1).gather(1, targets[:, None])[
         :, 0
     ]
@@ -58,7 +54,7 @@ class Poly1Loss(nn.Module):
     def __init__(self, epsilon: float = 1.0, reduction: str = "mean") -> None:
         super().__init__()
         self.epsilon = check_real(epsilon, "epsilon", -1.0)
-        self.reduction = check_reduction(reduction)
+        self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return poly1_loss(logits, targets, self.epsilon, self.reduction)

@@ -10,14 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import (
-    check_class_targets,
-    check_logits,
-    check_real,
-    check_reduction,
-    compute_dtype,
-    reduce_rows,
-)
+from ..engine import compute_dtype
+from ..reduction import ROW_REDUCTIONS, check_reduction
+from ..validation import check_real
+from ._checks import check_class_targets, check_logits, reduce_rows
 
 
 def _check_hyper(a: float, b: float) -> tuple[float, float]:
@@ -64,7 +60,7 @@ def spherical_z_loss(
     logits = check_logits(logits)
     targets = check_class_targets(targets, logits)
     a, b = _check_hyper(a, b)
-    reduction = check_reduction(reduction)
+    reduction = check_reduction(reduction, ROW_REDUCTIONS)
     dtype = compute_dtype(logits)
     x = logits.to(dtype)
     centred = x - x.mean(dim=1, keepdim=True)
@@ -81,7 +77,7 @@ class SphericalZLoss(nn.Module):
     def __init__(self, a: float, b: float, reduction: str = "mean") -> None:
         super().__init__()
         self.a, self.b = _check_hyper(a, b)
-        self.reduction = check_reduction(reduction)
+        self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return spherical_z_loss(logits, targets, self.a, self.b, self.reduction)

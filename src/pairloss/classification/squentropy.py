@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_class_targets, check_logits, check_reduction, compute_dtype, reduce_rows
+from ..engine import compute_dtype
+from ..reduction import ROW_REDUCTIONS, check_reduction
+from ._checks import check_class_targets, check_logits, reduce_rows
 
 
 def squentropy_loss(
@@ -33,7 +35,7 @@ def squentropy_loss(
     """
     logits = check_logits(logits)
     targets = check_class_targets(targets, logits)
-    reduction = check_reduction(reduction)
+    reduction = check_reduction(reduction, ROW_REDUCTIONS)
     x = logits.to(compute_dtype(logits))
     log_p = torch.log_softmax(x, dim=1)
     ce = -log_p.gather(1, targets[:, None])[:, 0]
@@ -47,7 +49,7 @@ class SquentropyLoss(nn.Module):
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
-        self.reduction = check_reduction(reduction)
+        self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return squentropy_loss(logits, targets, self.reduction)

@@ -12,13 +12,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..engine import FusedObjective, Objective, PairProblem, run
+from ..engine import ENGINES, FusedObjective, Objective, PairProblem, run
 from ..errors import PairLossError
 from ..mining import MinedRelation, Miner
 from ..reduction import check_reduction
 from ..relations import LabelRelation, PairListRelation, Relation
 from ..similarity import Similarity
-from ..validation import check_embeddings, check_labels, check_same_device_dtype
+from ..validation import (
+    check_block_size,
+    check_choice,
+    check_embeddings,
+    check_labels,
+    check_miner,
+    check_same_device_dtype,
+)
 
 
 def check_reference(embeddings: torch.Tensor, ref_emb: object) -> torch.Tensor:
@@ -114,6 +121,25 @@ def pair_loss(
     return run(problem, embeddings, ref_emb, engine=engine, block_size=block_size)
 
 
+def _owner(cls: type, name: str) -> type:
+    """The class of ``cls``'s MRO that defines attribute ``name``."""
+    return next((k for k in cls.__mro__ if name in vars(k)), object)
+
+
+def fused_form_applies(module: nn.Module, forms: Sequence[str], reads: Sequence[str]) -> bool:
+    """Whether ``module``'s hand-differentiated objective is the twin of the objective it runs.
+
+    A fused form (given by the methods or attributes ``forms``) is written for one objective. It
+    applies only when the class that gives it also gives, or inherits unchanged, every method in
+    ``reads`` (the objective and the hooks the objective reads): a subclass that changes the
+    objective without giving its own fused form runs the generic walk, never its base's fused
+    form (which would silently compute the base's loss on the blocked engine)."""
+    cls = type(module)
+    mro = cls.__mro__
+    owner = min((_owner(cls, f) for f in forms), key=mro.index)
+    return all(issubclass(owner, _owner(cls, r)) for r in reads)
+
+
 class PairLossModule(nn.Module):
     """Base class of the embedding losses.
 
@@ -138,10 +164,10 @@ class PairLossModule(nn.Module):
         from ..similarity import get_similarity
 
         self.distance = get_similarity(distance, self.default_similarity())
-        self.reduction = check_reduction(reduction or self.default_reduction)
-        self.miner = miner
-        self.engine = engine
-        self.block_size = block_size
+        self.reduction = check_reduction(self.default_reduction if reduction is None else reduction)
+        self.miner = check_miner(miner)
+        self.engine = check_choice(engine, "engine", ENGINES)
+        self.block_size = check_block_size(block_size)
 
     @staticmethod
     def default_similarity() -> Similarity:
@@ -168,7 +194,13 @@ class PairLossModule(nn.Module):
         fused: FusedObjective | None = None,
     ) -> torch.Tensor:
         """Run ``objective`` with this module's similarity, reduction, engine and parameters
-        (plus ``extra_params``); ``miner`` is the module's own unless given (None: no miner)."""
+        (plus ``extra_params``); ``miner`` is the module's own unless given (None: no miner).
+        ``fused`` is dropped unless it is the twin of this class's objective
+        (:func:`fused_form_applies`)."""
+        if fused is not None and not fused_form_applies(
+            self, ("fused", "fused_form"), ("objective",)
+        ):
+            fused = None
         return pair_loss(
             objective,
             embeddings,

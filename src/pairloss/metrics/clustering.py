@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import PairLossError
-from ..validation import check_embeddings, check_labels
+from ..similarity import power_of_two_scale
+from ..validation import check_embeddings, check_int, check_labels
 from ._format import format_table
 from .neighbors import faiss_available
 
@@ -77,11 +78,15 @@ def kmeans_labels(
         niter: iterations for FAISS (default 20, as in PML); scikit-learn runs to convergence.
         n_init: restarts, keeping the lowest k-means objective (default 1, as in PML).
     """
-    x = check_embeddings(embeddings, "embeddings").detach().cpu().to(torch.float32).contiguous()
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int):
-        raise PairLossError(f"n_clusters: expected an int, got {n_clusters!r}")
-    if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
-        raise PairLossError(f"n_init: expected a positive int, got {n_init!r}")
+    x = check_embeddings(embeddings, "embeddings").detach().cpu()
+    # k-means is invariant to the scale of the data: bring it to max-abs about 1 (a power of
+    # two, so exactly) before the float32 clustering, whose squared distances would overflow
+    # (FAISS aborts the process) or vanish at extreme magnitudes
+    x = (x.double() / power_of_two_scale(x)).to(torch.float32).contiguous()
+    n_clusters = check_int(n_clusters, "n_clusters")
+    n_init = check_int(n_init, "n_init", minimum=1)
+    niter = check_int(niter, "niter", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     if not 1 <= n_clusters <= x.shape[0]:
         raise PairLossError(
             f"n_clusters: got {n_clusters}; expected 1 <= n_clusters <= {x.shape[0]} (samples)"

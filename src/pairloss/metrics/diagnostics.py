@@ -17,7 +17,8 @@ import torch
 
 from ..engine import compute_dtype
 from ..errors import PairLossError
-from ..validation import check_embeddings, check_labels, check_positive
+from ..similarity import normalize_rows
+from ..validation import check_bool, check_embeddings, check_int, check_labels, check_positive
 from ._format import format_table
 from .neighbors import check_chunk_size
 from .verification import roc_auc
@@ -32,29 +33,34 @@ class SimilarityStats:
     """Cosine similarities of positive (same-class) and negative pairs.
 
     Attributes:
-        pos_mean, pos_std, neg_mean, neg_std: mean and population std over all such pairs.
+        pos_mean, pos_std, neg_mean, neg_std: mean and population std over all such pairs;
+            None (undefined) when there is no such pair.
         bin_edges: ``[bins + 1]`` equal-width edges over ``[-1, 1]``.
-        pos_hist, neg_hist: ``[bins]`` normalised histograms (each sums to 1).
-        overlap: ``sum_b min(pos_hist[b], neg_hist[b])``, 1 for identical, 0 for disjoint.
-        auc: ``P(s+ > s-) + 0.5 P(s+ = s-)`` (the ROC AUC of separating them by similarity).
-        auc_pairs: number of pairs the AUC was computed on (all pairs unless sampled).
+        pos_hist, neg_hist: ``[bins]`` normalised histograms (each sums to 1; all zero when
+            there is no such pair).
+        overlap: ``sum_b min(pos_hist[b], neg_hist[b])``, 1 for identical, 0 for disjoint;
+            None without positive or without negative pairs.
+        auc: ``P(s+ > s-) + 0.5 P(s+ = s-)`` (the ROC AUC of separating them by similarity);
+            None without positive or without negative pairs.
+        auc_pairs: number of pairs the AUC was computed on (all pairs unless sampled; 0 when
+            it is None).
         n_pos, n_neg: numbers of positive and negative pairs.
     """
 
-    pos_mean: float
-    pos_std: float
-    neg_mean: float
-    neg_std: float
+    pos_mean: float | None
+    pos_std: float | None
+    neg_mean: float | None
+    neg_std: float | None
     bin_edges: torch.Tensor
     pos_hist: torch.Tensor
     neg_hist: torch.Tensor
-    overlap: float
-    auc: float
+    overlap: float | None
+    auc: float | None
     auc_pairs: int
     n_pos: int
     n_neg: int
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | None]:
         """The scalar statistics (histograms stay attributes)."""
         return {
             "pos_mean": self.pos_mean,
@@ -125,7 +131,7 @@ def alignment(
     alpha: float = 2.0,
     normalize: bool = True,
     chunk_size: int | None = None,
-) -> float:
+) -> float | None:
     """Alignment of Wang and Isola (ICML 2020, "Understanding Contrastive Representation Learning
     through Alignment and Uniformity on the Hypersphere"): ``E ||f(x) - f(y)||^alpha`` over the
     positive pairs.
@@ -138,16 +144,17 @@ def alignment(
         chunk_size: rows per block (default automatic).
 
     Returns:
-        The mean over positive pairs (lower is better aligned); NaN if there is none.
+        The mean over positive pairs (lower is better aligned); None (undefined) if there is
+        no positive pair.
     """
     x, labels, chunk = _setup(embeddings, labels, normalize, chunk_size)
     alpha = check_positive(alpha, "alpha")
     total, count = 0.0, 0
     for a, b, upper in _positive_blocks(x, labels, chunk):
-        d = _squared_distances(a, b)[upper].clamp(min=0).to(torch.float64)
+        d = _finite(_squared_distances(a, b)[upper].clamp(min=0).to(torch.float64))
         total += float((d ** (alpha / 2)).sum())
         count += int(upper.sum())
-    return total / count if count else math.nan
+    return total / count if count else None
 
 
 def uniformity(
@@ -176,13 +183,14 @@ def uniformity(
     """
     x, _, chunk = _setup(embeddings, None, normalize, chunk_size)
     t = check_positive(t, "t")
+    seed = check_int(seed, "seed", minimum=0)
     x = _subsample(x, sample, seed)
     if x.shape[0] < 2:
         raise PairLossError("embeddings: uniformity needs at least 2 rows")
     acc = torch.tensor(-math.inf, dtype=torch.float64)
     for rows in _row_blocks(x, chunk):
         upper = _upper(rows, x.shape[0])
-        d = _squared_distances(x[rows], x).clamp(min=0).to(torch.float64)
+        d = _finite(_squared_distances(x[rows], x).clamp(min=0).to(torch.float64))
         acc = torch.logaddexp(acc, torch.logsumexp((-t * d)[upper], dim=0))
     n = x.shape[0]
     return float(acc) - math.log(n * (n - 1) / 2)
@@ -190,7 +198,7 @@ def uniformity(
 
 def tolerance(
     embeddings: torch.Tensor, labels: torch.Tensor, chunk_size: int | None = None
-) -> float:
+) -> float | None:
     """Tolerance of Wang and Liu (CVPR 2021, "Understanding the Behaviour of Contrastive Loss"):
     the mean cosine similarity of the normalised features over distinct same-class pairs.
 
@@ -201,14 +209,14 @@ def tolerance(
 
     Returns:
         The mean similarity in [-1, 1] (higher = more tolerant to semantically similar
-        samples); NaN if there is no positive pair.
+        samples); None (undefined) if there is no positive pair.
     """
     x, labels, chunk = _setup(embeddings, labels, True, chunk_size)
     total, count = 0.0, 0
     for a, b, upper in _positive_blocks(x, labels, chunk):
         total += float((a @ b.T)[upper].to(torch.float64).sum())
         count += int(upper.sum())
-    return total / count if count else math.nan
+    return total / count if count else None
 
 
 def similarity_stats(
@@ -236,10 +244,9 @@ def similarity_stats(
         seed: seed of the AUC row sample (default 0).
     """
     x, labels, chunk = _setup(embeddings, labels, True, chunk_size)
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise PairLossError(f"bins: expected a positive int, got {bins!r}")
-    if isinstance(max_auc_pairs, bool) or not isinstance(max_auc_pairs, int) or max_auc_pairs < 1:
-        raise PairLossError(f"max_auc_pairs: expected a positive int, got {max_auc_pairs!r}")
+    bins = check_int(bins, "bins", minimum=1)
+    max_auc_pairs = check_int(max_auc_pairs, "max_auc_pairs", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     if x.shape[0] < 2:
         raise PairLossError("embeddings: similarity statistics need at least 2 rows")
     hist = torch.zeros(2, bins, dtype=torch.float64)
@@ -253,19 +260,25 @@ def similarity_stats(
         sums[:, 0].index_add_(0, pos, s)
         sums[:, 1].index_add_(0, pos, s * s)
     counts = hist.sum(dim=1)
-    means = sums[:, 0] / counts
-    stds = (sums[:, 1] / counts - means**2).clamp(min=0).sqrt()
-    density = hist / counts[:, None]
-    auc, auc_pairs = _pair_auc(x, labels, max_auc_pairs, seed)
+    present = counts > 0
+    means = sums[:, 0] / counts.clamp(min=1)
+    stds = (sums[:, 1] / counts.clamp(min=1) - means**2).clamp(min=0).sqrt()
+    density = hist / counts.clamp(min=1)[:, None]
+    both = bool(present.all())
+    auc, auc_pairs = _pair_auc(x, labels, max_auc_pairs, seed) if both else (None, 0)
+
+    def defined(values: torch.Tensor, kind: int) -> float | None:
+        return float(values[kind]) if bool(present[kind]) else None
+
     return SimilarityStats(
-        pos_mean=float(means[1]),
-        pos_std=float(stds[1]),
-        neg_mean=float(means[0]),
-        neg_std=float(stds[0]),
+        pos_mean=defined(means, 1),
+        pos_std=defined(stds, 1),
+        neg_mean=defined(means, 0),
+        neg_std=defined(stds, 0),
         bin_edges=torch.linspace(-1, 1, bins + 1, dtype=torch.float64),
         pos_hist=density[1],
         neg_hist=density[0],
-        overlap=float(torch.minimum(density[0], density[1]).sum()),
+        overlap=float(torch.minimum(density[0], density[1]).sum()) if both else None,
         auc=auc,
         auc_pairs=auc_pairs,
         n_pos=int(counts[1]),
@@ -330,12 +343,9 @@ def icnn_score(
         eps: the constant added to the denominators (default ``1e-7``, as in the authors' code).
     """
     x, labels, chunk = _setup(embeddings, labels, normalize, chunk_size)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise PairLossError(f"k: expected a positive int, got {k!r}")
-    if n_neighbors is not None and (
-        isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int) or n_neighbors < k
-    ):
-        raise PairLossError(f"n_neighbors: expected None or an int >= k={k}, got {n_neighbors!r}")
+    k = check_int(k, "k", minimum=1)
+    if n_neighbors is not None:
+        n_neighbors = check_int(n_neighbors, "n_neighbors", minimum=k)
     eps = check_positive(eps, "eps")
     n = x.shape[0]
     if n < 2:
@@ -347,7 +357,7 @@ def icnn_score(
     sums = torch.zeros(5, dtype=torch.float64)
     delta = torch.zeros((), dtype=torch.float64)
     for rows in _row_blocks(x, chunk):
-        d = (_squared_distances(x[rows], x).clamp(min=0) + _ICNN_DIST_EPS).sqrt()
+        d = (_finite(_squared_distances(x[rows], x)).clamp(min=0) + _ICNN_DIST_EPS).sqrt()
         d[torch.arange(rows.numel(), device=x.device), rows] = math.inf
         dist, idx = d.topk(n_nb, dim=1, largest=False)
         other = labels[idx] != labels[rows, None]
@@ -388,21 +398,31 @@ def _setup(
     chunk_size: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     x = check_embeddings(embeddings, "embeddings").detach()
+    x = x.to(compute_dtype(x))
     if labels is not None:
         labels = check_labels(labels, x.shape[0], "labels").to(x.device)
-    if not isinstance(normalize, bool):
-        raise PairLossError(f"normalize: expected a bool, got {normalize!r}")
+    normalize = check_bool(normalize, "normalize")
     if normalize:
-        norms = x.norm(dim=1)
-        if bool((norms == 0).any()):
-            rows = (norms == 0).nonzero().flatten()[:5].tolist()
+        zero = x.abs().amax(dim=1) == 0
+        if bool(zero.any()):
+            rows = zero.nonzero().flatten()[:5].tolist()
             raise PairLossError(
                 f"embeddings: row(s) {rows} have zero norm and cannot be normalised; "
                 "expected non-zero rows (or normalize=False)"
             )
-        x = x / norms[:, None]
+        x = normalize_rows(x)
     chunk = check_chunk_size(chunk_size) or max(1, _BLOCK_ENTRIES // x.shape[0])
     return x, labels, chunk
+
+
+def _finite(d: torch.Tensor) -> torch.Tensor:
+    """Squared distances computed from raw (unnormalised) embeddings must fit their dtype."""
+    if not bool(torch.isfinite(d).all()):
+        raise PairLossError(
+            f"embeddings: the squared distances overflow {d.dtype}; expected embeddings of "
+            "moderate magnitude (scale them down), float64, or normalize=True"
+        )
+    return d
 
 
 def _row_blocks(x: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:

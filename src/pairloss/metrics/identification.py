@@ -31,15 +31,17 @@ class CmcResult:
     """Closed-set identification rates.
 
     Attributes:
-        rates: ``{k: fraction of evaluated probes whose identity is at rank <= k}``.
-        curve: ``[n_identities]`` float64, ``curve[k - 1]`` the rank-k identification rate.
+        rates: ``{k: fraction of evaluated probes whose identity is at rank <= k}``; None
+            (undefined) when no probe's identity is enrolled.
+        curve: ``[n_identities]`` float64, ``curve[k - 1]`` the rank-k identification rate;
+            None when no probe's identity is enrolled.
         n_probes: probes given.
         n_excluded: probes whose identity is not in the gallery (left out of the rates).
         excluded: ``{reason: count}``.
     """
 
-    rates: dict[int, float]
-    curve: torch.Tensor
+    rates: dict[int, float | None]
+    curve: torch.Tensor | None
     n_probes: int
     n_excluded: int
     excluded: dict[str, int] = field(default_factory=dict)
@@ -141,13 +143,12 @@ def cmc(
             f"expected every rank <= {n_identities}"
         )
     n_excluded = int((~known).sum())
+    curve = None
     if bool(known.any()):
         hist = torch.bincount(rank[known] - 1, minlength=n_identities).to(torch.float64)
         curve = hist.cumsum(0) / int(known.sum())
-    else:
-        curve = torch.full((n_identities,), torch.nan, dtype=torch.float64)
     return CmcResult(
-        rates={k: float(curve[k - 1]) for k in ranks},
+        rates={k: None if curve is None else float(curve[k - 1]) for k in ranks},
         curve=curve,
         n_probes=search.n_queries,
         n_excluded=n_excluded,
@@ -205,8 +206,8 @@ def dir_at_far(
             notes.append(f"dir@far={f:g}: needs at least {needed} unknown probes, got {n_unknown}")
             continue
         m = math.floor(f * n_unknown + 1e-9)
-        t = float(unknown_top[m]) if m < n_unknown else -math.inf
-        thresholds[f] = t
+        t = float(unknown_top[m])  # m < n_unknown since far < 1
+        thresholds[f] = t * search.score_scale
         rates[f] = float((hit_at_rank & (own[known] > t)).to(torch.float64).mean())
     return DirResult(rates, thresholds, rank, n_known, n_unknown, tuple(notes))
 

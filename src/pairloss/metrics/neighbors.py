@@ -33,12 +33,14 @@ the FAISS backend.
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import PairLossError
+from ..similarity import row_scale
 from ..validation import check_embeddings
 
 METRICS = ("cosine", "euclidean", "dot")
@@ -103,11 +105,26 @@ def resolve_backend(backend: object, n_pairs: int) -> str:
     return str(backend)
 
 
-def prepare(x: torch.Tensor, metric: str, name: str) -> torch.Tensor:
-    """The float32 matrix every score is computed from (L2-normalised in float64 for cosine)."""
+def common_scale(*xs: torch.Tensor) -> float:
+    """1, or the power of two at or above the largest |entry| of ``xs`` when that entry lies
+    outside [2^-40, 2^40]: dot products and squared distances of the float32 embeddings divided
+    by it can neither overflow nor vanish, and since dividing by a power of two is exact, every
+    ranking (and every score, multiplied back) is the one of the unscaled embeddings."""
+    top = max((float(x.detach().abs().amax()) for x in xs if x.numel()), default=0.0)
+    if top == 0.0 or 2.0**-40 <= top <= 2.0**40:
+        return 1.0
+    return 2.0 ** math.ceil(math.log2(top))
+
+
+def prepare(x: torch.Tensor, metric: str, name: str, scale: float = 1.0) -> torch.Tensor:
+    """The float32 matrix every score is computed from: L2-normalised in float64 for cosine
+    (each row first divided by the power of two at its largest |entry|, exactly, so that no norm
+    overflows or vanishes), divided by ``scale`` (see :func:`common_scale`) otherwise."""
     x = x.detach()
     if metric != "cosine":
+        x = x if scale == 1.0 else x.to(torch.float64) / scale
         return x.to(torch.float32).contiguous()
+    x = x / row_scale(x)
     norms = squared_norms(x).sqrt_()
     zero = (norms == 0).nonzero().flatten()
     if zero.numel():
@@ -206,8 +223,15 @@ class ExactSearch:
                     f"{g_name}: is on device {gallery.device} but {q_name} is on {query.device}; "
                     "expected both on the same device"
                 )
-        self.q = prepare(query, self.metric, q_name)
-        self.g = self.q if gallery is None else prepare(gallery, self.metric, g_name)
+        # scores of the prepared embeddings times ``score_scale`` are the scores of the inputs
+        scale = (
+            1.0
+            if self.metric == "cosine"
+            else common_scale(query, *([gallery] if gallery is not None else []))
+        )
+        self.score_scale = scale * scale
+        self.q = prepare(query, self.metric, q_name, scale)
+        self.g = self.q if gallery is None else prepare(gallery, self.metric, g_name, scale)
         self.backend = resolve_backend(backend, self.q.shape[0] * self.g.shape[0])
         chunk_size = check_chunk_size(chunk_size)
         self.full_rows = max(1, _BLOCK_ENTRIES // self.g.shape[0])
@@ -440,4 +464,7 @@ def knn(
     if isinstance(k, bool) or not isinstance(k, int):
         raise PairLossError(f"k: expected an int, got {k!r}")
     parts = [search.topk(rows, k) for rows in search.blocks()]
-    return Neighbors(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    scores = torch.cat([p[1] for p in parts])
+    if search.score_scale != 1.0:
+        scores = scores * search.score_scale
+    return Neighbors(torch.cat([p[0] for p in parts]), scores)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import PairLossError
-from ..validation import check_labels, check_tensor
+from ..validation import check_bool, check_labels, check_tensor
 from ._checks import check_cutoffs
 from ._format import format_table
 from .neighbors import ExactSearch, rule_order
@@ -49,8 +49,10 @@ class RetrievalResult:
     """Averaged retrieval metrics (see :func:`retrieval` for the definitions).
 
     Attributes:
-        recall, precision, ndcg: ``{K: value}`` for each requested K (empty if not requested).
-        map_at_r, r_precision, map, mrr: the averages, or None if not requested.
+        recall, precision, ndcg: ``{K: value}`` for each requested K (empty if not requested;
+            the values are None when every query is excluded).
+        map_at_r, r_precision, map, mrr: the averages, or None if not requested or when every
+            query is excluded.
         n_queries: queries given.
         n_excluded: queries left out of the averages (no relevant gallery item).
         excluded: ``{reason: count}`` for the excluded queries.
@@ -58,9 +60,9 @@ class RetrievalResult:
         metric, backend: the score and the search backend used.
     """
 
-    recall: dict[int, float]
-    precision: dict[int, float]
-    ndcg: dict[int, float]
+    recall: dict[int, float | None]
+    precision: dict[int, float | None]
+    ndcg: dict[int, float | None]
     map_at_r: float | None
     r_precision: float | None
     map: float | None
@@ -155,7 +157,8 @@ def retrieval(
     Returns:
         A :class:`RetrievalResult`. Queries without any relevant gallery item (a singleton
         class in leave-one-out, a class missing from the gallery) are excluded from the
-        averages and counted in ``excluded``; if every query is excluded the values are NaN.
+        averages and counted in ``excluded``; if every query is excluded the values are None
+        (undefined).
     """
     wanted = _check_metric_names(metrics)
     ks = check_cutoffs(k, "k")
@@ -166,8 +169,7 @@ def retrieval(
             f"k: {ks[-1]} exceeds the {search.n_available} gallery items each query is ranked "
             f"against; expected every k <= {search.n_available}"
         )
-    if not isinstance(per_class, bool):
-        raise PairLossError(f"per_class: expected a bool, got {per_class!r}")
+    per_class = check_bool(per_class, "per_class")
     per_query, counts = _per_query_values(search, relevance, ks, wanted)
     valid = counts > 0
     groups = _class_ids(relevance.query_labels) if per_class else None
@@ -498,9 +500,11 @@ def _list_names(ks: tuple[int, ...], wanted: tuple[str, ...]) -> list[str]:
     return names + [m for m in ("map@r", "r_precision", "map", "mrr") if m in wanted]
 
 
-def _average(values: torch.Tensor, valid: torch.Tensor, groups: torch.Tensor | None) -> float:
+def _average(
+    values: torch.Tensor, valid: torch.Tensor, groups: torch.Tensor | None
+) -> float | None:
     if not bool(valid.any()):
-        return float("nan")
+        return None
     if groups is None:
         return float(values[valid].mean())
     ids, v = groups[valid], values[valid]
@@ -523,6 +527,11 @@ def _check_metric_names(metrics: Sequence[str] | None) -> tuple[str, ...]:
         return RETRIEVAL_METRICS
     if isinstance(metrics, str):
         metrics = (metrics,)
+    if not isinstance(metrics, (list, tuple)):
+        raise PairLossError(
+            f"metrics: got {metrics!r}; expected a non-empty subset of "
+            f"{', '.join(RETRIEVAL_METRICS)}"
+        )
     unknown = [m for m in metrics if m not in RETRIEVAL_METRICS]
     if unknown or not metrics:
         raise PairLossError(

@@ -22,7 +22,7 @@ from ..errors import PairLossError
 from ..validation import check_embeddings, check_positive, check_tensor
 from ._checks import check_open_unit, check_rates
 from ._format import format_table
-from .neighbors import check_metric, prepare
+from .neighbors import check_metric, common_scale, prepare
 
 DEFAULT_FAR = (1e-1, 1e-2, 1e-3, 1e-4)
 _PAIR_CHUNK = 65536
@@ -54,7 +54,8 @@ class VerificationResult:
             the crossing.
         tar_at_far: ``{far: TAR}``; None where there are fewer than ``ceil(1/far)`` impostors.
         accuracy, accuracy_std: mean and (population) std of the cross-validated fold accuracies.
-        fold_thresholds: the threshold chosen for each fold.
+        fold_thresholds: the threshold chosen for each fold (+inf, accepting no pair, where
+            rejecting every pair is best on that fold).
         min_dcf, min_dcf_threshold: the normalised minimum detection cost and its threshold.
         dcf_p_target, dcf_c_miss, dcf_c_fa: the cost parameters used.
         n_genuine, n_impostor: pair counts.
@@ -215,6 +216,11 @@ def pair_scores(
     Returns:
         ``[P]`` float64 scores on the CPU, computed in chunks of 65536 pairs.
     """
+    return _pair_scores(emb_a, emb_b, metric, pairs, "pairs")
+
+
+def _pair_scores(emb_a, emb_b, metric, pairs, pairs_name: str) -> torch.Tensor:
+    """:func:`pair_scores`, naming the index pairs ``pairs_name`` in errors."""
     metric = check_metric(metric)
     if pairs is None:
         a = check_embeddings(emb_a, "emb_a")
@@ -225,15 +231,20 @@ def pair_scores(
                 "expected one row per pair in both"
             )
         left = right = torch.arange(a.shape[0])
-        a, b = prepare(a, metric, "emb_a"), prepare(b, metric, "emb_b")
+        scale = 1.0 if metric == "cosine" else common_scale(a, b)
+        a, b = prepare(a, metric, "emb_a", scale), prepare(b, metric, "emb_b", scale)
     else:
-        a = b = prepare(check_embeddings(emb_a, "embeddings"), metric, "embeddings")
-        left, right = _check_pairs(check_tensor(pairs, "pairs"), a.shape[0])
+        a = check_embeddings(emb_a, "embeddings")
+        scale = 1.0 if metric == "cosine" else common_scale(a)
+        a = b = prepare(a, metric, "embeddings", scale)
+        left, right = _check_pairs(check_tensor(pairs, pairs_name), a.shape[0], pairs_name)
     parts = []
     for i, j in zip(left.split(_PAIR_CHUNK), right.split(_PAIR_CHUNK), strict=True):
         x, y = a[i.to(a.device)].to(torch.float64), b[j.to(b.device)].to(torch.float64)
         parts.append(-(x - y).norm(dim=1) if metric == "euclidean" else (x * y).sum(dim=1))
-    return torch.cat(parts).cpu()
+    scores = torch.cat(parts).cpu()
+    # the embeddings were divided by ``scale``: distances scale with it, dot products twice
+    return scores * (scale if metric == "euclidean" else scale * scale)
 
 
 def verification_from_pairs(
@@ -262,9 +273,9 @@ def verification_from_pairs(
     """
     emb_b = check_tensor(emb_b, "emb_b")
     if emb_b.is_floating_point():
-        scores = pair_scores(emb_a, emb_b, metric)
+        scores = _pair_scores(emb_a, emb_b, metric, None, "pairs")
     else:
-        scores = pair_scores(emb_a, None, metric, pairs=emb_b)
+        scores = _pair_scores(emb_a, None, metric, emb_b, "emb_b (read as index pairs)")
     return verification(scores, is_same, far, n_folds, dcf_p_target, dcf_c_miss, dcf_c_fa)
 
 
@@ -383,16 +394,18 @@ def _check_folds(n_folds: object, n_pairs: int) -> int:
     return n_folds
 
 
-def _check_pairs(pairs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_pairs(
+    pairs: torch.Tensor, n: int, name: str = "pairs"
+) -> tuple[torch.Tensor, torch.Tensor]:
     if pairs.dim() != 2 or pairs.shape[1] != 2 or pairs.shape[0] == 0:
         raise PairLossError(
-            f"pairs: expected a non-empty [P, 2] integer tensor, got shape {tuple(pairs.shape)}"
+            f"{name}: expected a non-empty [P, 2] integer tensor, got shape {tuple(pairs.shape)}"
         )
     if pairs.dtype == torch.bool or pairs.is_complex():
-        raise PairLossError(f"pairs: expected integer row indices, got dtype {pairs.dtype}")
+        raise PairLossError(f"{name}: expected integer row indices, got dtype {pairs.dtype}")
     if int(pairs.min()) < 0 or int(pairs.max()) >= n:
         raise PairLossError(
-            f"pairs: indices must lie in [0, {n}), got range [{int(pairs.min())}, "
+            f"{name}: indices must lie in [0, {n}), got range [{int(pairs.min())}, "
             f"{int(pairs.max())}]"
         )
     pairs = pairs.long().cpu()

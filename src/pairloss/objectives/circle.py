@@ -22,7 +22,8 @@ def circle_rows(
         softplus( LSE_{n in N(i)} gamma a_n (s_n - m) + LSE_{p in P(i)} -gamma a_p (s_p - 1 + m) )
 
     with the self-paced weights a_p = [1 + m - s_p]_+ and a_n = [s_n + m]_+ held constant
-    (detached). Rows missing positives or negatives give 0 and no term. One term per anchor.
+    (detached, as the paper's gradient and pytorch-metric-learning define them: a
+    stop-gradient, so higher derivatives hold them constant too). Rows missing positives or negatives give 0 and no term. One term per anchor.
     Both log-sum-exps subtract their row maximum, so gamma = 256 cannot overflow.
     """
     sd = s.detach()

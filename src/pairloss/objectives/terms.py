@@ -278,46 +278,70 @@ def _masked_extreme(s: torch.Tensor, mask: torch.Tensor, largest: bool) -> torch
     return torch.where(mask, s, float("inf")).amin(dim=1)
 
 
+def _dual_shifts(s, pos, neg, kp, bp, kn, bn, add_one):
+    """Row shifts ``mp``, ``mn`` [b] (the masked maxima of the exponents, 0 for an empty mask,
+    at least 0 with ``add_one``) and whether each mask is non-empty, of
+    :class:`_DualMaskedLSE`."""
+    mp = kp * _masked_extreme(s, pos, kp > 0) + bp
+    mn = kn * _masked_extreme(s, neg, kn > 0) + bn
+    has_p, has_n = torch.isfinite(mp), torch.isfinite(mn)
+    mp = torch.where(has_p, mp, 0.0)
+    mn = torch.where(has_n, mn, 0.0)
+    if add_one:
+        mp, mn = mp.clamp_min(0), mn.clamp_min(0)
+    return mp, mn, has_p, has_n
+
+
+def _dual_exponentials(s, pos, neg, kp, bp, kn, bn, add_one, mp, mn, has_p, has_n):
+    """The shifted exponentials ``e`` [b, N] of :class:`_DualMaskedLSE` (``-inf`` exponent
+    outside both masks) and their per-mask row sums ``sp``, ``sn`` [b] (1 for an empty mask),
+    for the row shifts ``mp``, ``mn``; differentiable in ``s``."""
+    k = torch.where(pos, kp, kn).to(s.dtype)
+    shift = torch.where(
+        pos, (bp - mp)[:, None], torch.where(neg, (bn - mn)[:, None], float("-inf"))
+    )
+    e = torch.addcmul(shift, k, s)
+    e = e.exp() if torch.is_grad_enabled() else e.exp_()
+    sp = torch.where(pos, e, 0.0).sum(dim=1)
+    sn = e.sum(dim=1) - sp
+    if add_one:
+        sp, sn = sp + torch.exp(-mp), sn + torch.exp(-mn)
+    sp = torch.where(has_p | add_one, sp, 1.0)
+    sn = torch.where(has_n | add_one, sn, 1.0)
+    return e, sp, sn
+
+
 class _DualMaskedLSE(torch.autograd.Function):
     """Fused forward/backward of :func:`dual_masked_logsumexp`.
 
     The per-mask row maxima of the exponent come from the masked extremes of ``s`` (the exponent
     is affine in s), so the shifted exponent k * s + (b - max) is built in one addcmul and
-    exponentiated in place; cells outside both masks get -inf. The backward is one scaled copy of
-    the saved exponentials.
+    exponentiated; cells outside both masks get -inf. The backward is one scaled copy of the
+    saved exponentials. A backward that builds a graph (``create_graph=True``: gradient
+    penalties, second-order methods) recomputes the exponentials from ``s`` with differentiable
+    operations, so higher derivatives are exact (the row shifts are constants: the log-sum-exp
+    does not depend on them).
     """
 
     @staticmethod
     def forward(ctx, s, pos, neg, kp, bp, kn, bn, add_one):
-        mp = kp * _masked_extreme(s, pos, kp > 0) + bp
-        mn = kn * _masked_extreme(s, neg, kn > 0) + bn
-        has_p, has_n = torch.isfinite(mp), torch.isfinite(mn)
-        mp = torch.where(has_p, mp, 0.0)
-        mn = torch.where(has_n, mn, 0.0)
-        if add_one:
-            mp, mn = mp.clamp_min(0), mn.clamp_min(0)
-        k = torch.where(pos, kp, kn).to(s.dtype)
-        shift = torch.where(
-            pos, (bp - mp)[:, None], torch.where(neg, (bn - mn)[:, None], float("-inf"))
-        )
-        e = torch.addcmul(shift, k, s).exp_()
-        sp = torch.where(pos, e, 0.0).sum(dim=1)
-        sn = e.sum(dim=1) - sp
-        if add_one:
-            sp, sn = sp + torch.exp(-mp), sn + torch.exp(-mn)
-        sp = torch.where(has_p | add_one, sp, 1.0)
-        sn = torch.where(has_n | add_one, sn, 1.0)
+        mp, mn, has_p, has_n = _dual_shifts(s, pos, neg, kp, bp, kn, bn, add_one)
+        e, sp, sn = _dual_exponentials(s, pos, neg, kp, bp, kn, bn, add_one, mp, mn, has_p, has_n)
         lp = torch.where(has_p, sp.log() + mp, 0.0)
         ln = torch.where(has_n, sn.log() + mn, 0.0)
-        ctx.save_for_backward(e, pos, sp, sn)
-        ctx.coefs = (kp, kn)
+        ctx.save_for_backward(e, pos, neg, sp, sn, s, mp, mn, has_p, has_n)
+        ctx.coefs = (kp, bp, kn, bn, add_one)
         ctx.mark_non_differentiable(has_p, has_n)
         return lp, ln, has_p, has_n
 
     @staticmethod
     def backward(ctx, gp, gn, _hp, _hn):
-        e, pos, sp, sn = ctx.saved_tensors
-        kp, kn = ctx.coefs
+        e, pos, neg, sp, sn, s, mp, mn, has_p, has_n = ctx.saved_tensors
+        kp, bp, kn, bn, add_one = ctx.coefs
+        if torch.is_grad_enabled():
+            e, sp, sn = _dual_exponentials(
+                s, pos, neg, kp, bp, kn, bn, add_one, mp, mn, has_p, has_n
+            )
         cp = (gp * kp / sp)[:, None]
         cn = (gn * kn / sn)[:, None]
         return e * torch.where(pos, cp, cn), None, None, None, None, None, None, None
@@ -339,10 +363,29 @@ def dual_masked_logsumexp(
         lse_neg = log([1 +] sum_{neg} e^{neg_coef * s + neg_bias})
 
     Returns ``(lse_pos, lse_neg, has_pos, has_neg)``; rows with an empty mask give 0 (as
-    :func:`masked_logsumexp`). Gradients with respect to ``s`` only, first order (the backward
-    reuses the forward's buffer, so it can run once). Used by objectives whose exponent is linear
-    in the score (Multi-Similarity).
+    :func:`masked_logsumexp`). Gradients with respect to ``s`` (of every order). Used by
+    objectives whose exponent is linear in the score (Multi-Similarity, Proxy-Anchor).
     """
-    return _DualMaskedLSE.apply(
-        s, pos, neg, float(pos_coef), float(pos_bias), float(neg_coef), float(neg_bias), add_one
-    )
+    coefs = (float(pos_coef), float(pos_bias), float(neg_coef), float(neg_bias), add_one)
+    if _composable(s):
+        return _dual_lse_composed(s, pos, neg, *coefs)
+    return _DualMaskedLSE.apply(s, pos, neg, *coefs)
+
+
+def _composable(s: torch.Tensor) -> bool:
+    """Whether ``s`` is seen by a functorch transform (``torch.func.grad``, ``vmap``, ...) or
+    carries a forward-mode tangent: then objectives use plain differentiable operations, which
+    every autograd mode composes with, instead of a custom Function."""
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    return torch.autograd.forward_ad.unpack_dual(s).tangent is not None
+
+
+def _dual_lse_composed(s, pos, neg, kp, bp, kn, bn, add_one):
+    """:func:`dual_masked_logsumexp` from differentiable operations (the row shifts are
+    constants)."""
+    mp, mn, has_p, has_n = _dual_shifts(s.detach(), pos, neg, kp, bp, kn, bn, add_one)
+    _, sp, sn = _dual_exponentials(s, pos, neg, kp, bp, kn, bn, add_one, mp, mn, has_p, has_n)
+    lp = torch.where(has_p, sp.log() + mp, 0.0)
+    ln = torch.where(has_n, sn.log() + mn, 0.0)
+    return lp, ln, has_p, has_n

@@ -6,9 +6,8 @@ from __future__ import annotations
 import torch
 
 from ...objectives.pair_margins import binomial_deviance_fused, binomial_deviance_rows
-from ...validation import check_positive
+from ...validation import check_positive, check_real
 from ..base import PairLossModule
-from .contrastive import check_real
 
 
 class BinomialDevianceLoss(PairLossModule):
@@ -46,8 +45,8 @@ class BinomialDevianceLoss(PairLossModule):
 
     def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.alpha = check_positive(check_real(alpha, "alpha"), "alpha")
-        self.beta = check_positive(check_real(beta, "beta"), "beta")
+        self.alpha = check_positive(alpha, "alpha")
+        self.beta = check_positive(beta, "beta")
         self.base = check_real(base, "base")
 
     def objective(self, s, pos, neg, start, end):

@@ -3,13 +3,11 @@ Optimization", CVPR 2020)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ...errors import PairLossError
 from ...objectives.circle import circle_fused, circle_rows
-from ...validation import check_positive
+from ...validation import check_positive, check_real
 from ..base import PairLossModule
 
 
@@ -48,16 +46,8 @@ class CircleLoss(PairLossModule):
                 "distance: Circle loss needs a similarity in [-1, 1] (e.g. CosineSimilarity), "
                 f"got the distance {type(self.distance).__name__}"
             )
-        try:
-            m_value = float(m)
-        except (TypeError, ValueError):
-            raise PairLossError(f"m: expected a number, got {m!r}") from None
-        if not math.isfinite(m_value):
-            raise PairLossError(f"m: expected a finite number, got {m!r}")
-        g = check_positive(gamma, "gamma")
-        if not math.isfinite(g):
-            raise PairLossError(f"gamma: expected a finite number > 0, got {gamma!r}")
-        self.m, self.gamma = m_value, g
+        self.m = check_real(m, "m")
+        self.gamma = check_positive(gamma, "gamma")
 
     def objective(self, s, pos, neg, start, end):
         return circle_rows(s, pos, neg, self.m, self.gamma)

@@ -3,25 +3,12 @@ Mapping", CVPR 2006)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ...errors import PairLossError
 from ...objectives.pair_margins import contrastive_fused, contrastive_rows
 from ...similarity import LpDistance, Similarity
+from ...validation import check_real
 from ..base import PairLossModule
-
-
-def check_real(value: float, name: str) -> float:
-    """A finite real number, else :class:`PairLossError` naming ``name``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise PairLossError(f"{name}: expected a finite number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise PairLossError(f"{name}: expected a finite number, got {value!r}")
-    return v
 
 
 class ContrastiveLoss(PairLossModule):

@@ -12,9 +12,8 @@ import torch
 from ...engine import compute_dtype, default_block_size
 from ...errors import PairLossError
 from ...objectives.softmax import dcl_fused, dcl_rows
-from ...validation import check_positive
+from ...validation import check_callable, check_positive
 from ..base import PairLossModule, build_relation
-from .supcon import check_temperature
 
 WeightFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -63,10 +62,8 @@ class DCLLoss(PairLossModule):
                 "reduction: DCL terms can be negative, so 'mean_nonzero' is meaningless; "
                 "expected 'mean_terms' (the default), 'mean', 'mean_valid', 'sum' or 'none'"
             )
-        self.temperature = check_temperature(temperature)
-        if weight_fn is not None and not callable(weight_fn):
-            raise PairLossError(f"weight_fn: expected a callable or None, got {weight_fn!r}")
-        self.weight_fn = weight_fn
+        self.temperature = check_positive(temperature, "temperature")
+        self.weight_fn = None if weight_fn is None else check_callable(weight_fn, "weight_fn")
 
     def objective(self, s, pos, neg, start, end):
         weight = None if self.weight_fn is None else self.weight_fn(self.distance.signed(s))
@@ -103,8 +100,6 @@ class DCLWLoss(DCLLoss):
             raise PairLossError("weight_fn: DCLWLoss sets its own weight; use DCLLoss instead")
         super().__init__(temperature=temperature, **kwargs)
         self.sigma = check_positive(sigma, "sigma")
-        if not math.isfinite(self.sigma):
-            raise PairLossError(f"sigma: expected a finite number > 0, got {sigma!r}")
 
     def log_mean_exp_positives(
         self,

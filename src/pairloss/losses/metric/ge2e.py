@@ -11,17 +11,19 @@ from ...engine import compute_dtype
 from ...errors import PairLossError
 from ...objectives.terms import RowTerms
 from ...reduction import ROW_REDUCTIONS, check_reduction, reduce_terms
-from ...validation import check_bool, check_embeddings, check_labels
-from ..proxy.proxy_base import check_number
+from ...similarity import normalize_rows
+from ...validation import (
+    check_bool,
+    check_choice,
+    check_embeddings,
+    check_labels,
+    check_positive,
+    check_real,
+    check_result,
+)
 
 LOSS_METHODS = ("softmax", "contrast")
 W_MIN = 1e-6
-
-
-def _check_method(loss_method: object) -> str:
-    if loss_method not in LOSS_METHODS:
-        raise PairLossError(f"loss_method: expected one of {LOSS_METHODS}, got {loss_method!r}")
-    return loss_method  # type: ignore[return-value]
 
 
 def _scalar(
@@ -35,12 +37,12 @@ def _scalar(
         if not bool(torch.isfinite(value).all()):
             raise PairLossError(f"{name}: expected a finite value, got {value.item()!r}")
         return value.reshape(()).to(device=device, dtype=dtype)
-    v = check_number(value, name, 0.0, strict=True) if positive else check_number(value, name)
+    v = check_positive(value, name) if positive else check_real(value, name)
     return torch.tensor(v, dtype=dtype, device=device)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
-    return F.normalize(x, p=2, dim=1, eps=1e-12)
+    return normalize_rows(x)
 
 
 def ge2e_rows(
@@ -113,7 +115,9 @@ def _compute(
     rows = ge2e_rows(x, labels, w_t, b_t, loss_method, normalize_embeddings)
     every_row = torch.ones_like(rows, dtype=torch.bool)
     terms = [RowTerms.per_anchor(rows, every_row)]
-    return reduce_terms(terms, reduction, rows.shape[0]).to(embeddings.dtype)
+    return check_result(
+        reduce_terms(terms, reduction, rows.shape[0]).to(embeddings.dtype), embeddings
+    )
 
 
 class GE2ELoss(nn.Module):
@@ -164,9 +168,9 @@ class GE2ELoss(nn.Module):
         normalize_embeddings: bool = True,
     ) -> None:
         super().__init__()
-        self.loss_method = _check_method(loss_method)
-        init_w = check_number(init_w, "init_w", 0.0, strict=True)
-        init_b = check_number(init_b, "init_b")
+        self.loss_method = check_choice(loss_method, "loss_method", LOSS_METHODS)
+        init_w = check_positive(init_w, "init_w")
+        init_b = check_real(init_b, "init_b")
         self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
         self.normalize_embeddings = check_bool(normalize_embeddings, "normalize_embeddings")
         self.w = nn.Parameter(torch.tensor(init_w, dtype=torch.float32))
@@ -207,6 +211,7 @@ def ge2e(
     (learnable) one-element tensors; ``w`` is clamped to at least ``1e-6``."""
     return _compute(
         embeddings, labels, indices_tuple, ref_emb, ref_labels, w, b,
-        _check_method(loss_method), check_reduction(reduction, ROW_REDUCTIONS),
+        check_choice(loss_method, "loss_method", LOSS_METHODS),
+        check_reduction(reduction, ROW_REDUCTIONS),
         check_bool(normalize_embeddings, "normalize_embeddings"),
     )  # fmt: skip

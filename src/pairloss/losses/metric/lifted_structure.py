@@ -8,8 +8,8 @@ import torch
 
 from ...objectives.pair_margins import generalized_lifted_fused, generalized_lifted_rows
 from ...similarity import LpDistance, Similarity
+from ...validation import check_real
 from ..base import PairLossModule
-from .contrastive import check_real
 
 
 class GeneralizedLiftedStructureLoss(PairLossModule):

@@ -11,9 +11,8 @@ from torch import nn
 from ...errors import PairLossError
 from ...objectives.pair_margins import margin_fused, margin_rows
 from ...similarity import LpDistance, Similarity
-from ...validation import check_labels, check_positive
+from ...validation import check_bool, check_int, check_labels, check_positive, check_real
 from ..base import PairLossModule
-from .contrastive import check_real
 
 
 class MarginLoss(PairLossModule):
@@ -81,14 +80,10 @@ class MarginLoss(PairLossModule):
                 f"triplets_per_anchor: only 'all' is supported, got {triplets_per_anchor!r}"
             )
         self.triplets_per_anchor = triplets_per_anchor
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-        ):
-            raise PairLossError(
-                f"num_classes: expected a positive int or None, got {num_classes!r}"
-            )
+        if num_classes is not None:
+            num_classes = check_int(num_classes, "num_classes", minimum=1)
         self.num_classes = num_classes
-        self.learn_beta = bool(learn_beta)
+        self.learn_beta = check_bool(learn_beta, "learn_beta")
         init = torch.full((num_classes or 1,), beta)
         if self.learn_beta:
             self.beta = nn.Parameter(init)

@@ -7,6 +7,7 @@ import torch
 
 from ...mining import MultiSimilarityMiner
 from ...objectives.multi_similarity import multi_similarity_fused, multi_similarity_rows
+from ...validation import check_positive, check_real
 from ..base import PairLossModule
 
 
@@ -32,7 +33,9 @@ class MultiSimilarityLoss(PairLossModule):
 
     def __init__(self, alpha: float = 2, beta: float = 50, base: float = 0.5, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.alpha, self.beta, self.base = float(alpha), float(beta), float(base)
+        self.alpha = check_positive(alpha, "alpha")
+        self.beta = check_positive(beta, "beta")
+        self.base = check_real(base, "base")
 
     def objective(self, s, pos, neg, start, end):
         return multi_similarity_rows(

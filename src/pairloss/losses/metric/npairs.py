@@ -9,7 +9,7 @@ from ...errors import PairLossError
 from ...mining import MinedRelation, Miner
 from ...objectives.npairs import npairs_pair_rows
 from ...similarity import DotProductSimilarity, Similarity
-from ...validation import check_embeddings, check_labels
+from ...validation import check_choice, check_embeddings, check_labels
 from ..base import PairLossModule, pair_loss
 
 PAIRS = ("unique_labels", "all")
@@ -87,9 +87,7 @@ class NPairsLoss(PairLossModule):
 
     def __init__(self, pairs: str = "unique_labels", **kwargs) -> None:
         super().__init__(**kwargs)
-        if pairs not in PAIRS:
-            raise PairLossError(f"pairs: expected one of {PAIRS}, got {pairs!r}")
-        self.pairs = pairs
+        self.pairs = check_choice(pairs, "pairs", PAIRS)
 
     @staticmethod
     def default_similarity() -> Similarity:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from ...objectives.softmax import ntxent_fused, ntxent_rows
+from ...validation import check_positive
 from ..base import PairLossModule
-from .supcon import check_temperature
 
 
 class NTXentLoss(PairLossModule):
@@ -41,7 +41,7 @@ class NTXentLoss(PairLossModule):
 
     def __init__(self, temperature: float = 0.07, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.temperature = check_temperature(temperature)
+        self.temperature = check_positive(temperature, "temperature")
 
     def objective(self, s, pos, neg, start, end):
         return ntxent_rows(s, pos, neg, self.temperature, self.distance.is_distance)

@@ -13,8 +13,14 @@ from torch import nn
 from ...engine import compute_dtype
 from ...errors import PairLossError
 from ...similarity import LpDistance, Similarity, get_similarity
-from ...validation import check_embeddings, check_labels
-from ..proxy.proxy_base import check_int, check_number
+from ...validation import (
+    check_embeddings,
+    check_int,
+    check_labels,
+    check_positive,
+    check_real,
+    check_result,
+)
 from .contrastive import contrastive
 
 
@@ -74,7 +80,7 @@ def pfid_value(
             block_size=block_size,
         )  # fmt: skip
         out = ce + pair_weight * pair
-    return out.to(embeddings.dtype)
+    return check_result(out.to(embeddings.dtype), embeddings)
 
 
 class PFIDLoss(nn.Module):
@@ -124,11 +130,11 @@ class PFIDLoss(nn.Module):
         block_size: int | None = None,
     ) -> None:
         super().__init__()
-        self.num_classes = check_int(num_classes, "num_classes")
-        self.embedding_size = check_int(embedding_size, "embedding_size")
-        self.pair_weight = check_number(pair_weight, "pair_weight", 0.0)
-        self.pos_margin = check_number(pos_margin, "pos_margin")
-        self.neg_margin = check_number(neg_margin, "neg_margin")
+        self.num_classes = check_int(num_classes, "num_classes", minimum=1)
+        self.embedding_size = check_int(embedding_size, "embedding_size", minimum=1)
+        self.pair_weight = check_positive(pair_weight, "pair_weight", strict=False)
+        self.pos_margin = check_real(pos_margin, "pos_margin")
+        self.neg_margin = check_real(neg_margin, "neg_margin")
         if not isinstance(bias, bool):
             raise PairLossError(f"bias: expected a bool, got {bias!r}")
         self.distance = get_similarity(distance, LpDistance())
@@ -192,6 +198,7 @@ def pfid(
         raise PairLossError(f"bias: expected None or a [{weight.shape[0]}] tensor")
     return pfid_value(
         weight, bias, embeddings, labels, indices_tuple, ref_emb, ref_labels,
-        check_number(pair_weight, "pair_weight", 0.0), check_number(pos_margin, "pos_margin"),
-        check_number(neg_margin, "neg_margin"), distance, engine, block_size,
+        check_positive(pair_weight, "pair_weight", strict=False),
+        check_real(pos_margin, "pos_margin"),
+        check_real(neg_margin, "neg_margin"), distance, engine, block_size,
     )  # fmt: skip

@@ -19,9 +19,17 @@ from ...engine import compute_dtype
 from ...errors import PairLossError
 from ...objectives.terms import RowTerms
 from ...reduction import ROW_REDUCTIONS, check_reduction, reduce_terms
-from ...validation import check_bool, check_embeddings, check_labels
+from ...similarity import normalize_rows
+from ...validation import (
+    check_bool,
+    check_embeddings,
+    check_int,
+    check_labels,
+    check_positive,
+    check_real,
+    check_result,
+)
 from ..base import check_reference
-from ..proxy.proxy_base import check_int, check_number
 
 DIST_EPS = 1e-6
 
@@ -57,8 +65,8 @@ def _inputs(embeddings, labels, indices_tuple, ref_emb, ref_labels, normalize, w
         ref_labels = check_labels(ref_labels, ref_emb.shape[0], "ref_labels").to(x.device)
         ref = ref_emb.to(dtype)
     if normalize:
-        x = F.normalize(x, p=2, dim=1)
-        ref = None if ref is None else F.normalize(ref, p=2, dim=1)
+        x = normalize_rows(x)
+        ref = None if ref is None else normalize_rows(ref)
     return embeddings, x, labels, ref, ref_labels
 
 
@@ -137,7 +145,7 @@ class ProtoTripletLoss(nn.Module):
         self, margin: float = 0.5, normalize_embeddings: bool = False, reduction: str = "mean"
     ) -> None:
         super().__init__()
-        self.margin = check_number(margin, "margin")
+        self.margin = check_real(margin, "margin")
         self.normalize_embeddings = check_bool(normalize_embeddings, "normalize_embeddings")
         self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
 
@@ -159,7 +167,7 @@ class ProtoTripletLoss(nn.Module):
         # "mean" averages over the queries that have an own and another prototype
         reduction = "mean_valid" if self.reduction == "mean" else self.reduction
         out = reduce_terms([RowTerms.per_anchor(rows, valid)], reduction, rows.shape[0])
-        return out.to(orig.dtype)
+        return check_result(out.to(orig.dtype), orig)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, reduction={self.reduction!r}"
@@ -286,13 +294,15 @@ class ICNNLoss(nn.Module):
         normalize_embeddings: bool = False,
     ) -> None:
         super().__init__()
-        self.k = check_int(k, "k")
-        self.n_neighbors = None if n_neighbors is None else check_int(n_neighbors, "n_neighbors")
+        self.k = check_int(k, "k", minimum=1)
+        self.n_neighbors = (
+            None if n_neighbors is None else check_int(n_neighbors, "n_neighbors", minimum=1)
+        )
         if self.n_neighbors is not None and self.n_neighbors < self.k:
             raise PairLossError(
                 f"n_neighbors: expected None or an int >= k={self.k}, got {n_neighbors!r}"
             )
-        self.eps = check_number(eps, "eps", 0.0, strict=True)
+        self.eps = check_positive(eps, "eps")
         self.normalize_embeddings = check_bool(normalize_embeddings, "normalize_embeddings")
 
     def score(
@@ -326,7 +336,7 @@ class ICNNLoss(nn.Module):
         )  # fmt: skip
         terms = icnn_score_terms(x, labels, ref, ref_labels, self.k, self.n_neighbors, self.eps)
         out = x.sum() * 0.0 if terms is None else -terms["score"].clamp(min=1e-12).log()
-        return out.to(orig.dtype)
+        return check_result(out.to(orig.dtype), orig)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, n_neighbors={self.n_neighbors}, eps={self.eps}"

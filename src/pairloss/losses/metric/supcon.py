@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ...errors import PairLossError
 from ...objectives.softmax import supcon_fused, supcon_rows
 from ...validation import check_positive
 from ..base import PairLossModule
-
-
-def check_temperature(temperature: float) -> float:
-    """A finite number > 0 (raises naming ``temperature`` otherwise)."""
-    t = check_positive(temperature, "temperature")
-    if not math.isfinite(t):
-        raise PairLossError(f"temperature: expected a finite number > 0, got {temperature!r}")
-    return t
 
 
 class SupConLoss(PairLossModule):
@@ -51,7 +40,7 @@ class SupConLoss(PairLossModule):
 
     def __init__(self, temperature: float = 0.1, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.temperature = check_temperature(temperature)
+        self.temperature = check_positive(temperature, "temperature")
 
     def objective(self, s, pos, neg, start, end):
         return supcon_rows(s, pos, neg, self.temperature, self.distance.is_distance)

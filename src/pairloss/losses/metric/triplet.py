@@ -6,7 +6,6 @@ triplet loss (Hermans et al., "In Defense of the Triplet Loss for Person Re-Iden
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
@@ -26,17 +25,8 @@ from ...objectives.triplet import (
 from ...reduction import reduce_terms
 from ...relations import LabelRelation, _check_index
 from ...similarity import EuclideanDistance, LpDistance, Similarity
-from ...validation import check_embeddings, check_labels
+from ...validation import check_bool, check_embeddings, check_int, check_labels, check_real
 from ..base import PairLossModule, check_reference
-
-
-def _check_margin(margin: object, name: str = "margin") -> float:
-    if isinstance(margin, bool) or not isinstance(margin, numbers.Real):
-        raise PairLossError(f"{name}: expected a real number, got {margin!r}")
-    value = float(margin)
-    if not math.isfinite(value):
-        raise PairLossError(f"{name}: expected a finite number, got {margin!r}")
-    return value
 
 
 def _pairs_to_triplets(a1, p, a2, n):
@@ -124,17 +114,11 @@ class TripletMarginLoss(PairLossModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.margin = _check_margin(margin)
-        self.swap = bool(swap)
-        self.smooth_loss = bool(smooth_loss)
-        if triplets_per_anchor != "all" and (
-            isinstance(triplets_per_anchor, bool)
-            or not isinstance(triplets_per_anchor, numbers.Integral)
-            or triplets_per_anchor < 1
-        ):
-            raise PairLossError(
-                f"triplets_per_anchor: expected 'all' or an int >= 1, got {triplets_per_anchor!r}"
-            )
+        self.margin = check_real(margin, "margin")
+        self.swap = check_bool(swap, "swap")
+        self.smooth_loss = check_bool(smooth_loss, "smooth_loss")
+        if triplets_per_anchor != "all":
+            triplets_per_anchor = check_int(triplets_per_anchor, "triplets_per_anchor", minimum=1)
         self.triplets_per_anchor = triplets_per_anchor
 
     @staticmethod
@@ -438,8 +422,8 @@ class BatchHardTripletLoss(PairLossModule):
 
     def __init__(self, margin: float = 5.0, soft: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.margin = _check_margin(margin)
-        self.soft = bool(soft)
+        self.margin = check_real(margin, "margin")
+        self.soft = check_bool(soft, "soft")
 
     @staticmethod
     def default_similarity() -> Similarity:

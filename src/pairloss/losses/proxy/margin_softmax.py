@@ -19,7 +19,9 @@ import torch
 
 from ...errors import PairLossError
 from ...objectives.margin_softmax import arcface_target, margin_softmax_rows, softmax_ce_fused
-from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_int, check_number
+from ...similarity import row_norms
+from ...validation import check_bool, check_int, check_positive
+from .proxy_base import InitSpec, ProxyLossModule, call_functional
 
 
 class _MarginSoftmax(ProxyLossModule):
@@ -38,8 +40,9 @@ class _MarginSoftmax(ProxyLossModule):
         init: InitSpec = None,
         **kwargs,
     ) -> None:
+        sub_centers = check_int(sub_centers, "sub_centers", minimum=1)
         super().__init__(num_classes, embedding_size, sub_centers, init=init, **kwargs)
-        self.scale = check_number(scale, "scale", 0.0, strict=True)
+        self.scale = check_positive(scale, "scale")
         self.margin_value = float(margin)
         self.easy_margin = False
 
@@ -99,7 +102,7 @@ class NormalizedSoftmaxLoss(_MarginSoftmax):
         init: InitSpec = None,
         **kwargs,
     ) -> None:
-        t = check_number(temperature, "temperature", 0.0, strict=True)
+        t = check_positive(temperature, "temperature")
         super().__init__(num_classes, embedding_size, 0.0, 1.0 / t, init=init, **kwargs)
         self.temperature = t
 
@@ -125,7 +128,7 @@ class CosFaceLoss(_MarginSoftmax):
         init: InitSpec = None,
         **kwargs,
     ) -> None:
-        m = check_number(margin, "margin", 0.0)
+        m = check_positive(margin, "margin", strict=False)
         super().__init__(num_classes, embedding_size, m, scale, init=init, **kwargs)
         self.margin = m
 
@@ -161,7 +164,7 @@ class ArcFaceLoss(_MarginSoftmax):
         sub_centers: int = 1,
         **kwargs,
     ) -> None:
-        deg = check_number(margin, "margin", 0.0)
+        deg = check_positive(margin, "margin", strict=False)
         if deg >= 180:
             raise PairLossError(f"margin: expected degrees in [0, 180), got {margin!r}")
         super().__init__(
@@ -174,7 +177,7 @@ class ArcFaceLoss(_MarginSoftmax):
             **kwargs,
         )
         self.margin = deg
-        self.easy_margin = bool(easy_margin)
+        self.easy_margin = check_bool(easy_margin, "easy_margin")
 
 
 class SubCenterArcFaceLoss(ArcFaceLoss):
@@ -197,7 +200,7 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
         init: InitSpec = None,
         **kwargs,
     ) -> None:
-        k = check_int(sub_centers, "sub_centers")
+        k = check_int(sub_centers, "sub_centers", minimum=1)
         super().__init__(
             num_classes, embedding_size, margin, scale, init=init, sub_centers=k, **kwargs
         )
@@ -230,13 +233,15 @@ class LargeMarginSoftmaxLoss(_MarginSoftmax):
         init: InitSpec = None,
         **kwargs,
     ) -> None:
-        m = check_number(margin, "margin", 1.0)
-        super().__init__(num_classes, embedding_size, int(m), scale, init=init, **kwargs)
-        self.margin = int(m)
+        # cos(m theta) by the multiple-angle expansion: m is an integer (2.5 is refused, not
+        # rounded)
+        m = check_int(margin, "margin", minimum=1)
+        super().__init__(num_classes, embedding_size, m, scale, init=init, **kwargs)
+        self.margin = m
 
     def extra_params(self, embeddings, w):
-        xn = torch.linalg.vector_norm(embeddings, dim=1)
-        return (xn, torch.linalg.vector_norm(w, dim=1)) if self.use_weight_norm else (xn,)
+        xn = row_norms(embeddings)
+        return (xn, row_norms(w)) if self.use_weight_norm else (xn,)
 
     def row_col_scales(self, extra, start, end):
         return extra[0][start:end], (extra[1] if self.use_weight_norm else None)
@@ -325,7 +330,7 @@ def sub_center_arcface(
     **kwargs,
 ) -> torch.Tensor:
     """Functional :class:`SubCenterArcFaceLoss` with sub-centres ``proxies`` [C * k, D]."""
-    k = check_int(sub_centers, "sub_centers")
+    k = check_int(sub_centers, "sub_centers", minimum=1)
     return call_functional(
         SubCenterArcFaceLoss, proxies, embeddings, labels, indices_tuple, ref_emb, ref_labels,
         per_class=k, margin=margin, scale=scale, sub_centers=k, **kwargs,

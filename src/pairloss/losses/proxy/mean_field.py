@@ -25,8 +25,8 @@ from ...objectives.mean_field import (
     segment_logsumexp,
 )
 from ...relations import LabelRelation
-from ...validation import check_labels
-from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_number
+from ...validation import check_labels, check_positive, check_real
+from .proxy_base import InitSpec, ProxyLossModule, call_functional
 
 
 class _MeanField(ProxyLossModule):
@@ -34,8 +34,8 @@ class _MeanField(ProxyLossModule):
 
     def __init__(self, num_classes, embedding_size, mf_reg, mf_power, init, **kwargs) -> None:
         super().__init__(num_classes, embedding_size, 1, init=init, **kwargs)
-        self.mf_reg = check_number(mf_reg, "mf_reg", 0.0)
-        self.mf_power = check_number(mf_power, "mf_power", 0.0, strict=True)
+        self.mf_reg = check_positive(mf_reg, "mf_reg", strict=False)
+        self.mf_power = check_positive(mf_power, "mf_power")
         self._labels = None
 
     def compute(self, proxies, embeddings, labels=None, indices_tuple=None, ref_emb=None,
@@ -114,8 +114,8 @@ class MeanFieldContrastiveLoss(_MeanField):
         **kwargs,
     ) -> None:
         super().__init__(num_classes, embedding_size, mf_reg, mf_power, init, **kwargs)
-        self.pos_margin = check_number(pos_margin, "pos_margin")
-        self.neg_margin = check_number(neg_margin, "neg_margin")
+        self.pos_margin = check_real(pos_margin, "pos_margin")
+        self.neg_margin = check_real(neg_margin, "neg_margin")
 
     def proxy_objective(self, s, pos, neg, start, end, weights, extra):
         return mean_field_contrastive_rows(
@@ -196,9 +196,9 @@ class MeanFieldClassWiseMultiSimilarityLoss(_MeanField):
             num_classes, embedding_size, mf_reg, mf_power, init, engine=engine,
             block_size=block_size, reduction="sum",
         )  # fmt: skip
-        self.alpha = check_number(alpha, "alpha", 0.0, strict=True)
-        self.beta = self.alpha if beta is None else check_number(beta, "beta", 0.0, strict=True)
-        self.base = check_number(base, "base")
+        self.alpha = check_positive(alpha, "alpha")
+        self.beta = self.alpha if beta is None else check_positive(beta, "beta")
+        self.base = check_real(base, "base")
         self._state = None
 
     def compute(self, proxies, embeddings, labels=None, indices_tuple=None, ref_emb=None,

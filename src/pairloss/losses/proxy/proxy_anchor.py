@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from ...objectives.proxy_anchor import proxy_anchor_fused, proxy_anchor_rows
-from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_number
+from ...validation import check_positive, check_real
+from .proxy_base import InitSpec, ProxyLossModule, call_functional
 
 
 class ProxyAnchorLoss(ProxyLossModule):
@@ -46,8 +47,8 @@ class ProxyAnchorLoss(ProxyLossModule):
         **kwargs,
     ) -> None:
         super().__init__(num_classes, embedding_size, 1, init=init, **kwargs)
-        self.margin = check_number(margin, "margin")
-        self.alpha = check_number(alpha, "alpha", 0.0, strict=True)
+        self.margin = check_real(margin, "margin")
+        self.alpha = check_positive(alpha, "alpha")
 
     def pml_weight_shape(self) -> str:
         return "CD"

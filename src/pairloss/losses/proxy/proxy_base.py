@@ -34,34 +34,12 @@ from ...engine import FusedObjective, PairProblem, compute_dtype, run
 from ...errors import PairLossError
 from ...relations import LabelRelation
 from ...similarity import Similarity
-from ...validation import check_embeddings, check_labels
-from ..base import PairLossModule
+from ...validation import check_embeddings, check_finite, check_int, check_labels
+from ..base import PairLossModule, fused_form_applies
 
 InitSpec = str | Callable[[torch.Tensor], object] | None
 
 _INITS = ("normal", "xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform")
-
-
-def check_int(value: object, name: str, minimum: int = 1) -> int:
-    """An int >= ``minimum`` (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PairLossError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return value
-
-
-def check_number(value: object, name: str, minimum: float | None = None, strict=False) -> float:
-    """A finite real number, optionally >= (or > when ``strict``) ``minimum``."""
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise PairLossError(f"{name}: expected a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise PairLossError(f"{name}: expected a finite number, got {value!r}")
-    if minimum is not None and (v <= minimum if strict else v < minimum):
-        raise PairLossError(
-            f"{name}: expected a number {'>' if strict else '>='} {minimum}, got {value!r}"
-        )
-    return v
 
 
 def miner_weights(indices_tuple, n: int, using_ref: bool, device, dtype) -> torch.Tensor | None:
@@ -136,11 +114,11 @@ class ProxyLossModule(PairLossModule):
             engine=engine,
             block_size=block_size,
         )
-        self.num_classes = check_int(num_classes, "num_classes")
-        self.embedding_size = check_int(embedding_size, "embedding_size")
-        self.proxies_per_class = check_int(proxies_per_class, "proxies_per_class")
+        self.num_classes = check_int(num_classes, "num_classes", minimum=1)
+        self.embedding_size = check_int(embedding_size, "embedding_size", minimum=1)
+        self.proxies_per_class = check_int(proxies_per_class, "proxies_per_class", minimum=1)
         n = self.num_classes * self.proxies_per_class
-        self.W = nn.Parameter(torch.empty(n, self.embedding_size, dtype=torch.float32))
+        self.W = nn.Parameter(torch.zeros(n, self.embedding_size, dtype=torch.float32))
         self.reset_parameters(init)
 
     # ------------------------------------------------------------------ initialisation
@@ -154,7 +132,14 @@ class ProxyLossModule(PairLossModule):
         nn.init.normal_(w)
 
     def reset_parameters(self, init: InitSpec = None) -> None:
-        """(Re-)initialise ``W`` (see the class docstring for ``init``)."""
+        """(Re-)initialise ``W`` (see the class docstring for ``init``). A callable ``init``
+        receives ``W`` filled with zeros (never uninitialised memory) and must leave it
+        finite."""
+        named = isinstance(init, str) and init in ("default", *_INITS)
+        if not (init is None or callable(init) or named):
+            raise PairLossError(
+                f"init: expected 'default', a callable or one of {_INITS}, got {init!r}"
+            )
         with torch.no_grad():
             if init is None or init == "default":
                 if self.pml_weight_shape() == "DC":
@@ -164,7 +149,9 @@ class ProxyLossModule(PairLossModule):
                 else:
                     self.default_init(self.W)
             elif callable(init):
+                self.W.zero_()
                 init(self.W)
+                check_finite(self.W, "init")
             elif init == "normal":
                 nn.init.normal_(self.W)
             elif init == "xavier_normal":
@@ -173,12 +160,8 @@ class ProxyLossModule(PairLossModule):
                 nn.init.xavier_uniform_(self.W)
             elif init == "kaiming_normal":
                 nn.init.kaiming_normal_(self.W, mode="fan_out")
-            elif init == "kaiming_uniform":
-                nn.init.kaiming_uniform_(self.W, a=math.sqrt(5), mode="fan_out")
             else:
-                raise PairLossError(
-                    f"init: expected 'default', a callable or one of {_INITS}, got {init!r}"
-                )
+                nn.init.kaiming_uniform_(self.W, a=math.sqrt(5), mode="fan_out")
 
     def proxy_labels(self, device) -> torch.Tensor:
         """The class of each row of ``W``: [0]*k + [1]*k + ... ([C * k])."""
@@ -291,12 +274,20 @@ class ProxyLossModule(PairLossModule):
             relation=relation,
             reduction=self.reduction,
             params=tuple(t for t in extra if isinstance(t, torch.Tensor)),
-            fused=self.proxy_fused_form(weights, extra),
+            fused=self._fused_form(weights, extra),
             counts=self.known_counts(labels),
         )
         out = run(problem, anchors, candidates, engine=self.engine, block_size=self.block_size)
         out = self.add_regularizer(out, w)
         return out.to(embeddings.dtype)
+
+    def _fused_form(self, weights, extra) -> FusedObjective | None:
+        """:meth:`proxy_fused_form` when it is the twin of this class's objective and of the
+        extra tensors it reads (:func:`~pairloss.losses.base.fused_form_applies`), else None."""
+        reads = ("proxy_objective", "extra_params")
+        if not fused_form_applies(self, ("proxy_fused_form",), reads):
+            return None
+        return self.proxy_fused_form(weights, extra)
 
     def add_regularizer(self, loss: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Hook for a loss term on the proxies alone (SoftTriple's centre regulariser)."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from ...objectives.circle import circle_rows
-from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_number
+from ...validation import check_positive, check_real
+from .proxy_base import InitSpec, ProxyLossModule, call_functional
 
 
 class ProxyCircleLoss(ProxyLossModule):
@@ -37,8 +38,8 @@ class ProxyCircleLoss(ProxyLossModule):
         **kwargs,
     ) -> None:
         super().__init__(num_classes, embedding_size, 1, init=init, **kwargs)
-        self.m = check_number(m, "m")
-        self.gamma = check_number(gamma, "gamma", 0.0, strict=True)
+        self.m = check_real(m, "m")
+        self.gamma = check_positive(gamma, "gamma")
 
     def proxy_objective(self, s, pos, neg, start, end, weights, extra):
         terms = circle_rows(s, pos, neg, self.m, self.gamma)

@@ -7,7 +7,8 @@ import torch
 
 from ...objectives.margin_softmax import softmax_ce_fused, softmax_ce_rows
 from ...similarity import LpDistance, Similarity
-from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_number
+from ...validation import check_positive
+from .proxy_base import InitSpec, ProxyLossModule, call_functional
 
 
 class ProxyNCALoss(ProxyLossModule):
@@ -38,7 +39,7 @@ class ProxyNCALoss(ProxyLossModule):
         **kwargs,
     ) -> None:
         super().__init__(num_classes, embedding_size, 1, init=init, **kwargs)
-        self.softmax_scale = check_number(softmax_scale, "softmax_scale", 0.0, strict=True)
+        self.softmax_scale = check_positive(softmax_scale, "softmax_scale")
 
     def pml_weight_shape(self) -> str:
         return "CD"

@@ -10,7 +10,9 @@ from torch import nn
 
 from ...errors import PairLossError
 from ...objectives.soft_triple import soft_triple_rows
-from .proxy_base import InitSpec, ProxyLossModule, call_functional, check_int, check_number
+from ...similarity import normalize_rows
+from ...validation import check_int, check_positive
+from .proxy_base import InitSpec, ProxyLossModule, call_functional
 
 
 class SoftTripleLoss(ProxyLossModule):
@@ -47,14 +49,14 @@ class SoftTripleLoss(ProxyLossModule):
         center_regularization: float = 0.0,
         **kwargs,
     ) -> None:
-        k = check_int(centers_per_class, "centers_per_class")
+        k = check_int(centers_per_class, "centers_per_class", minimum=1)
         super().__init__(num_classes, embedding_size, k, init=init, **kwargs)
         self.centers_per_class = k
-        self.la = check_number(la, "la", 0.0, strict=True)
-        self.gamma = check_number(gamma, "gamma", 0.0, strict=True)
-        self.margin = check_number(margin, "margin", 0.0)
-        self.center_regularization = check_number(
-            center_regularization, "center_regularization", 0.0
+        self.la = check_positive(la, "la")
+        self.gamma = check_positive(gamma, "gamma")
+        self.margin = check_positive(margin, "margin", strict=False)
+        self.center_regularization = check_positive(
+            center_regularization, "center_regularization", strict=False
         )
 
     def default_init(self, w: torch.Tensor) -> None:
@@ -74,7 +76,7 @@ class SoftTripleLoss(ProxyLossModule):
         k = self.centers_per_class
         if self.center_regularization == 0 or k == 1:
             return loss
-        c = nn.functional.normalize(w, dim=1).view(self.num_classes, k, -1)
+        c = normalize_rows(w).view(self.num_classes, k, -1)
         sim = c @ c.transpose(1, 2)
         upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=w.device), diagonal=1)
         reg = torch.sqrt(2.0 + 1e-5 - 2.0 * sim[:, upper]).sum()
@@ -97,7 +99,7 @@ def soft_triple(
     **kwargs,
 ) -> torch.Tensor:
     """Functional :class:`SoftTripleLoss` with centres ``proxies`` [C * K, D]."""
-    k = check_int(centers_per_class, "centers_per_class")
+    k = check_int(centers_per_class, "centers_per_class", minimum=1)
     return call_functional(
         SoftTripleLoss, proxies, embeddings, labels, indices_tuple, ref_emb, ref_labels,
         per_class=k, centers_per_class=k, la=la, gamma=gamma, margin=margin, **kwargs,

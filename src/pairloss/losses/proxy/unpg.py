@@ -16,14 +16,17 @@ from ...errors import PairLossError
 from ...objectives.unpg import kept_negative_pairs, negative_pair_exp_rows, unpg_rows
 from ...relations import LabelRelation
 from ...similarity import Similarity
-from ...validation import check_labels
+from ...validation import check_bool, check_choice, check_labels, check_positive
 from .margin_softmax import _MarginSoftmax
-from .proxy_base import InitSpec, call_functional, check_number
+from .proxy_base import InitSpec, call_functional
 
 #: Up to this many in-batch negative pairs, the quartiles are read from the gathered pair scores
 #: (one float per pair); beyond it, from an exact radix selection that never holds more than one
 #: row block of scores (two or four extra passes over the blocks).
 GATHER_MAX_PAIRS = 1 << 22
+
+#: How many rounding steps (relative) beyond the box-and-whisker bounds a pair is still kept.
+_BOUND_ULPS = 16
 
 _DEFAULT_MARGIN = {"cosface": 0.35, "arcface": 28.6}
 
@@ -96,7 +99,8 @@ def box_and_whisker_bounds(
 
     With the L scores of the negative pairs j < k sorted ascending as ``t``,
     Q1 = t[int(0.25 L)], Q3 = t[int(0.75 L)], IQR = Q3 - Q1, and the kept pairs are those with
-    Q1 - wisk IQR <= score <= Q3 + wisk IQR (``box_and_whisker_algorithm`` of the official code).
+    Q1 - wisk IQR <= score <= Q3 + wisk IQR (``box_and_whisker_algorithm`` of the official code),
+    each bound widened by 16 rounding steps so that the kept set is the same on every engine.
     ``wisk=None`` keeps every pair. ``a`` are the prepared (normalised) embeddings, no gradient.
     """
     with torch.no_grad():
@@ -117,7 +121,17 @@ def box_and_whisker_bounds(
                 )
             )
         iqr = q3 - q1
-        return n_pairs, q1 - wisk * iqr, q3 + wisk * iqr
+        # a pair within a few rounding steps of a bound is kept: the scores of the same pair
+        # differ in their last bits between the dense product and a row block's, and the kept
+        # set must not depend on the engine (it would for a batch of equal embeddings, where
+        # every score sits on both bounds)
+        slack = _BOUND_ULPS * torch.finfo(a.dtype).eps
+        low, high = q1 - wisk * iqr, q3 + wisk * iqr
+        return (
+            n_pairs,
+            low - slack * max(1.0, abs(float(low))),
+            high + slack * max(1.0, abs(float(high))),
+        )
 
 
 class UNPGLoss(_MarginSoftmax):
@@ -184,15 +198,17 @@ class UNPGLoss(_MarginSoftmax):
         init: InitSpec = None,
         **kwargs,
     ) -> None:
-        if base not in _DEFAULT_MARGIN:
-            raise PairLossError(f"base: expected 'cosface' or 'arcface', got {base!r}")
-        m = _DEFAULT_MARGIN[base] if margin is None else check_number(margin, "margin", 0.0)
+        check_choice(base, "base", tuple(_DEFAULT_MARGIN))
+        m = (
+            _DEFAULT_MARGIN[base]
+            if margin is None
+            else check_positive(margin, "margin", strict=False)
+        )
         if base == "arcface" and m >= 180:
             raise PairLossError(f"margin: expected degrees in [0, 180), got {margin!r}")
         if wisk is not None:
-            wisk = check_number(wisk, "wisk", 0.0)
-        if not isinstance(mlpg, bool):
-            raise PairLossError(f"mlpg: expected True or False, got {mlpg!r}")
+            wisk = check_positive(wisk, "wisk", strict=False)
+        mlpg = check_bool(mlpg, "mlpg")
         super().__init__(
             num_classes,
             embedding_size,
@@ -257,6 +273,11 @@ class UNPGLoss(_MarginSoftmax):
         )
         total = run(problem, x, None, engine=self.engine, block_size=self.block_size)
         return shift + torch.log(total)
+
+    def proxy_fused_form(self, weights, extra):
+        """The base loss's fused form when there is no in-batch term (``mlpg=False``, or a batch
+        without negative pairs); None otherwise: the fused form knows only the class term."""
+        return None if extra else super().proxy_fused_form(weights, extra)
 
     def proxy_objective(self, s, pos, neg, start, end, weights, extra):
         if not extra:
