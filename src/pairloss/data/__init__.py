@@ -18,7 +18,7 @@ Sampler: :class:`PKSampler` (P classes x K samples per batch, seeded, distribute
 from ._files import DATA_ENV
 from .digits import load_digits
 from .embeddings import load_embedding_file, read_labels
-from .folders import decode_image, load_image_folder
+from .folders import MAX_IMAGE_PIXELS, decode_image, load_image_folder
 from .idx import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
@@ -32,6 +32,7 @@ from .splits import ClassSplit, IdentitySplit, class_split, enrol, identity_spli
 
 __all__ = [
     "DATA_ENV",
+    "MAX_IMAGE_PIXELS",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DIR",
     "ClassSplit",
