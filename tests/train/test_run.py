@@ -65,7 +65,8 @@ def test_config_errors_name_the_setting(tmp_path):
 
 def test_parse_values_and_options():
     assert parse_value("3") == 3 and parse_value("0.5") == 0.5
-    assert parse_value("true") is True and parse_value("None") is None
+    assert parse_value("true") is True and parse_value("None") == "None"
+    assert parse_value("none") == "none" and parse_value("1e999") == float("inf")
     assert parse_value("cosine") == "cosine" and parse_value("[1, 2]") == [1, 2]
     assert parse_options(["margin=0.5", "swap=false"], "o") == {"margin": 0.5, "swap": False}
     with pytest.raises(PairLossError, match="key=value"):

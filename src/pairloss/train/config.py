@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PairLossError
+from ..validation import check_int, check_real
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,35 +101,76 @@ class TrainConfig:
         return TrainConfig(**merged).checked()
 
     def checked(self) -> TrainConfig:
-        """Validate the fields; raise :class:`PairLossError` naming the first bad one."""
-        for name in ("embedding_size", "epochs", "p", "k", "eval_every"):
-            _positive_int(getattr(self, name), name)
-        for name in ("seed", "max_eval", "threads"):
-            _positive_int(getattr(self, name), name, minimum=0)
-        for name in ("batches_per_epoch", "train_classes", "held_out"):
+        """Validate every field (type and range); raise :class:`PairLossError` naming the first
+        bad one. Paths are not touched here (see :func:`check_paths`)."""
+        for name, (low, high, optional) in INT_FIELDS.items():
+            value = getattr(self, name)
+            if not (optional and value is None):
+                check_int(value, name, low, high)
+        for name, (low, strict) in REAL_FIELDS.items():
+            check_real(getattr(self, name), name, low=low, low_open=strict)
+        for name in ("dataset", "loss", "out"):
+            _text(getattr(self, name), name)
+        for name in ("miner", "model", "data_dir", "labels"):
             if getattr(self, name) is not None:
-                _positive_int(getattr(self, name), name)
-        for name in ("lr", "loss_lr_mult"):
-            _number(getattr(self, name), name, strict=True)
-        for name in ("weight_decay", "warmup_epochs", "grad_clip"):
-            _number(getattr(self, name), name, strict=False)
-        if not isinstance(self.loss_options, dict):
+                _text(getattr(self, name), name)
+        if not isinstance(self.loss_options, dict) or not all(
+            isinstance(k, str) for k in self.loss_options
+        ):
             raise PairLossError(
-                f"loss_options: expected a table of key = value, got {type(self.loss_options)}"
+                f"loss_options: expected a table of key = value, got {self.loss_options!r}"
+            )
+        if "miner" in self.loss_options:
+            raise PairLossError(
+                "loss_options: 'miner' is not a loss option here; choose the miner with "
+                '--miner NAME (or miner = "NAME" in the config file)'
             )
         return self
 
 
-def _positive_int(value: object, name: str, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PairLossError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+INT_FIELDS: dict[str, tuple[int, int, bool]] = {
+    "embedding_size": (1, 2**16, False),
+    "epochs": (1, 10**6, False),
+    "batches_per_epoch": (1, 10**9, True),
+    "p": (1, 10**6, False),
+    "k": (1, 10**6, False),
+    "seed": (0, 2**32 - 1, False),
+    "eval_every": (1, 10**6, False),
+    "max_eval": (0, 2**40, False),
+    "threads": (0, 4096, False),
+    "train_classes": (1, 2**31, True),
+    "held_out": (1, 2**31, True),
+}
+"""Integer settings: (minimum, maximum, may be None)."""
+
+REAL_FIELDS: dict[str, tuple[float, bool]] = {
+    "lr": (0.0, True),
+    "weight_decay": (0.0, False),
+    "loss_lr_mult": (0.0, True),
+    "warmup_epochs": (0.0, False),
+    "grad_clip": (0.0, False),
+}
+"""Real settings, all finite: (lower bound, bound excluded)."""
 
 
-def _number(value: object, name: str, strict: bool) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or value < 0 or (strict and value == 0):
-        sign = "> 0" if strict else ">= 0"
-        raise PairLossError(f"{name}: expected a number {sign}, got {value!r}")
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise PairLossError(f"{name}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def check_paths(config: TrainConfig) -> None:
+    """Refuse paths that cannot work before anything runs: a ``data_dir`` or ``labels`` that
+    does not exist, and an ``out`` that exists but is not a folder."""
+    for name in ("data_dir", "labels"):
+        value = getattr(config, name)
+        if value is not None and not Path(value).exists():
+            raise PairLossError(f"{name}: {value} does not exist")
+    if config.labels is not None and not Path(config.labels).is_file():
+        raise PairLossError(f"labels: {config.labels} is not a file; expected a label file")
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise PairLossError(f"out: {out} exists and is not a folder; expected a run folder")
 
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -162,28 +204,45 @@ def check_keys(values: dict[str, Any], source: str) -> None:
 def load_toml(path: str | Path) -> dict[str, Any]:
     """The settings of a TOML config file (top-level keys are :class:`TrainConfig` fields)."""
     path = Path(path)
+    if path.is_dir():
+        raise PairLossError(f"config: {path} is a folder; expected a TOML file")
     try:
         with path.open("rb") as fh:
             values = tomllib.load(fh)
     except FileNotFoundError:
         raise PairLossError(f"config: {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PairLossError(f"config: {path} is not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise PairLossError(f"config: cannot read {path} ({exc.strerror})") from None
     check_keys(values, f"config {path}")
     return values
 
 
+def from_dict(values: object, source: str) -> TrainConfig:
+    """A checked :class:`TrainConfig` from a mapping (e.g. a run's ``config.json``)."""
+    if not isinstance(values, dict):
+        raise PairLossError(f"{source}: expected a table of settings, got {type(values).__name__}")
+    check_keys(values, source)
+    try:
+        return TrainConfig(**values).checked()
+    except PairLossError as exc:
+        raise PairLossError(f"{source}: {exc}") from None
+
+
 def parse_value(text: str) -> Any:
-    """A command-line value: Python/TOML literal (number, bool, list, quoted string) or text."""
+    """A command-line value: a bool (``true``/``false``), a Python literal (number, list,
+    quoted string) or else the text itself; ``none`` stays the string ``'none'`` (options such
+    as ``reduction=none`` name a mode, and no option takes Python's None from the command line).
+    """
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text
+    return text.strip() if value is None else value
 
 
 def parse_options(items: list[str] | None, name: str) -> dict[str, Any]:
@@ -204,10 +263,17 @@ def make_config(
     from_file = load_toml(toml) if toml is not None else {}
     given = {k: v for k, v in flags.items() if v is not None}
     check_keys(given, "flags")
-    name = dataset or from_file.get("dataset") or TrainConfig.dataset
+    name = dataset if dataset is not None else from_file.get("dataset", TrainConfig.dataset)
+    if not isinstance(name, str):
+        raise PairLossError(f"dataset: expected a data set name, got {name!r}")
     values: dict[str, Any] = {"dataset": name, **DATASET_DEFAULTS.get(name, {})}
     values.update(from_file)
-    options = {**from_file.get("loss_options", {}), **given.pop("loss_options", {})}
+    file_options = from_file.get("loss_options", {})
+    if not isinstance(file_options, dict):
+        raise PairLossError(
+            f"config {toml}: loss_options: expected a table ([loss_options]), got {file_options!r}"
+        )
+    options = {**file_options, **given.pop("loss_options", {})}
     values.update(given)
     values["loss_options"] = options
     values["dataset"] = name

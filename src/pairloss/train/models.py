@@ -271,6 +271,17 @@ MODELS: dict[str, type[nn.Module]] = {"cnn28": SmallCNN, "face": FaceCNN, "mlp":
 """The names :func:`build_model` accepts and the classes they build."""
 
 
+def check_model_name(name: object) -> str:
+    """``name`` if :func:`build_model` knows it; else :class:`PairLossError` with close names."""
+    if not isinstance(name, str) or name not in MODELS:
+        close = difflib.get_close_matches(str(name), MODELS, n=3) if isinstance(name, str) else []
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise PairLossError(
+            f"model: unknown model {name!r}{hint} (expected one of {', '.join(MODELS)})"
+        )
+    return name
+
+
 def build_model(name: str, embedding_size: int, **kwargs: object) -> nn.Module:
     """Build the model called ``name`` with output dimension ``embedding_size``.
 
@@ -286,13 +297,7 @@ def build_model(name: str, embedding_size: int, **kwargs: object) -> nn.Module:
     Raises:
         PairLossError: unknown name (with close names suggested), unknown or missing keyword.
     """
-    if not isinstance(name, str) or name not in MODELS:
-        close = difflib.get_close_matches(str(name), MODELS, n=3) if isinstance(name, str) else []
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise PairLossError(
-            f"name: unknown model {name!r}{hint} (expected one of {', '.join(MODELS)})"
-        )
-    cls = MODELS[name]
+    cls = MODELS[check_model_name(name)]
     params = inspect.signature(cls.__init__).parameters
     allowed = [p for p in params if p not in ("self", "embedding_size")]
     for key in kwargs:

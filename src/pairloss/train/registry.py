@@ -74,10 +74,22 @@ def build_loss(
             f"loss_options: {cls.__name__} has no option {unknown[0]!r}; expected one of "
             f"{', '.join(sorted(params))}"
         )
+    if "miner" in options:
+        raise PairLossError(
+            f"loss_options: choose the miner by name with --miner (got miner={options['miner']!r})"
+        )
     try:
         return cls(**kwargs)
-    except TypeError as exc:
+    except PairLossError as exc:
         raise PairLossError(f"loss_options: {cls.__name__}: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:  # a constructor without validators
+        raise PairLossError(
+            f"loss_options: {cls.__name__}({_shown(options)}) was refused: {exc}"
+        ) from None
+
+
+def _shown(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in options.items())
 
 
 def build_miner(name: str | None) -> nn.Module | None:

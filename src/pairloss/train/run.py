@@ -22,13 +22,13 @@ from ..errors import PairLossError
 from ..losses.base import PairLossModule
 from ..losses.proxy.proxy_base import ProxyLossModule
 from ..weights import pair_weights
-from .config import TrainConfig, parse_options
+from .config import TrainConfig, check_paths, from_dict, parse_options
 from .evaluate import embed, evaluate_embeddings, flat, headline, pca_baseline, similarity_sample
-from .models import build_model
+from .models import build_model, check_model_name
 from .registry import build_loss, build_miner
 from .report import pca_2d, write_leaderboard, write_report
-from .tasks import Task, load_task
-from .trainer import CHECKPOINT, Trainer, load_checkpoint, seed_everything
+from .tasks import Task, check_applies, load_task
+from .trainer import CHECKPOINT, METRICS, Trainer, load_checkpoint, read_history, seed_everything
 
 PROJECTION_ROWS = 2000
 LEADERBOARD_KEYS = ("map@r", "recall@1", "r_precision", "rank1", "eer", "dir@far=0.1")
@@ -120,6 +120,61 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+RESUMABLE_CHANGES = frozenset({"epochs", "eval_every", "threads", "data_dir", "out", "max_eval"})
+"""Settings a resumed run may change; every other one must equal the interrupted run's."""
+
+
+def check_run(config: TrainConfig, resume: bool = False) -> None:
+    """Check everything that can be checked before any data is loaded or file written: the
+    paths, the data set name, the loss and its options, the miner, the model name, and (with
+    ``resume``) that the run folder holds a checkpoint made with the same settings.
+
+    Raises:
+        PairLossError: naming the first setting that cannot work.
+    """
+    check_paths(config)
+    check_applies(config)
+    loss = build_loss(config.loss, config.loss_options, 2, config.embedding_size)
+    if getattr(loss, "reduction", None) == "none":
+        raise PairLossError(
+            "loss_options: reduction='none' makes the loss one value per row; the trainer needs "
+            "one number per batch: use reduction='mean' (the default) or 'sum'"
+        )
+    build_miner(config.miner)
+    if config.model is not None:
+        check_model_name(config.model)
+    if resume:
+        check_resume(config)
+
+
+def check_resume(config: TrainConfig) -> None:
+    """``config.out`` holds a checkpoint, a readable ``metrics.jsonl`` and a ``config.json``
+    whose settings equal ``config``'s (except :data:`RESUMABLE_CHANGES`)."""
+    out = Path(config.out)
+    if not (out / CHECKPOINT).is_file():
+        raise PairLossError(f"resume: no {CHECKPOINT} in {out}; expected an interrupted run")
+    saved = read_config(out / "config.json")
+    read_history(out / METRICS)
+    for key, value in config.to_dict().items():
+        before = getattr(saved, key)
+        if key not in RESUMABLE_CHANGES and before != value:
+            raise PairLossError(
+                f"resume: the run in {out} was made with {key}={before!r}, this command asks for "
+                f"{key}={value!r}; expected the same settings (or a new --out)"
+            )
+
+
+def read_config(path: Path) -> TrainConfig:
+    """The :class:`TrainConfig` saved in a run's ``config.json``."""
+    if not path.is_file():
+        raise PairLossError(f"path: {path} not found; expected a pairloss run folder")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PairLossError(f"{path}: not a valid JSON file ({exc})") from None
+    return from_dict(values, str(path))
+
+
 def train_run(
     config: TrainConfig, progress: bool = True, resume: bool = False, log=print
 ) -> RunResult:
@@ -182,9 +237,28 @@ def parse_loss_spec(spec: str) -> tuple[str, dict[str, Any], str | None]:
     name, _, rest = spec.partition(":")
     options = parse_options([p for p in rest.split(",") if p.strip()], f"loss spec {spec!r}")
     miner = options.pop("miner", None)
+    if miner is not None and not isinstance(miner, str):
+        raise PairLossError(f"losses: miner in {spec!r}: expected a miner name, got {miner!r}")
     if not name.strip():
         raise PairLossError(f"losses: expected name[:key=value,...], got {spec!r}")
     return name.strip(), options, miner
+
+
+def check_compare(config: TrainConfig, losses: list[str], seeds: list[int]) -> None:
+    """:func:`check_run` for every loss spec and seed of a comparison, before any training."""
+    if not losses:
+        raise PairLossError("losses: expected at least one loss to compare")
+    if not seeds or max(seeds) > 2**32 - 1:
+        raise PairLossError(f"seeds: expected seeds from 0 to 2**32 - 1, got {seeds[-1:]}")
+    for spec in losses:
+        name, options, miner = parse_loss_spec(spec)
+        check_run(
+            config.replace(
+                loss=name,
+                loss_options={**config.loss_options, **options},
+                miner=miner if miner is not None else config.miner,
+            )
+        )
 
 
 def _slug(spec: str) -> str:
@@ -272,16 +346,18 @@ def evaluate_run(path: str | Path, data_dir: str | None = None) -> dict[str, flo
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     checkpoint = path / CHECKPOINT if path.is_dir() else path
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise PairLossError(f"path: {config_file} not found; expected a pairloss run folder")
-    values = json.loads(config_file.read_text())
-    config = TrainConfig(**values).checked()
+    config = read_config(folder / "config.json")
     if data_dir is not None:
         config = config.replace(data_dir=data_dir)
+    check_paths(config.replace(out=str(folder)))
     task = load_task(config).limited(config.max_eval, config.seed)
     model, _, _ = build(config, task)
-    model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    state = load_checkpoint(checkpoint)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise PairLossError(f"{checkpoint}: does not fit the model of {folder} ({first})") from None
     return evaluate_embeddings(embed(model, task.test_x), task.test_y, task.protocol, config.seed)
 
 

@@ -185,14 +185,36 @@ _LOADERS = {
 }
 
 
-def load_task(config: TrainConfig) -> Task:
-    """Load ``config.dataset`` and split it by its protocol."""
-    loader = _LOADERS.get(config.dataset)
-    if loader is None:
-        close = difflib.get_close_matches(config.dataset, DATASETS, n=2)
+_USES = {
+    "fashion-mnist": {"data_dir"},
+    "att-faces": {"data_dir"},
+    "digits": set(),
+    "folder": {"data_dir"},
+    "embeddings": {"data_dir", "labels"},
+}
+
+
+def check_applies(config: TrainConfig) -> None:
+    """Refuse settings that the data set would ignore (e.g. ``labels`` for images)."""
+    uses = _USES[check_dataset(config.dataset)]
+    for name in ("data_dir", "labels"):
+        if getattr(config, name) is not None and name not in uses:
+            raise PairLossError(
+                f"{name}: data set {config.dataset!r} does not use it; drop --{name.replace('_', '-')}"
+            )
+
+
+def check_dataset(name: object) -> str:
+    """``name`` if it is a known data set; else :class:`PairLossError` with close names."""
+    if not isinstance(name, str) or name not in _LOADERS:
+        close = difflib.get_close_matches(str(name), DATASETS, n=2)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise PairLossError(
-            f"dataset: unknown data set {config.dataset!r}{hint}; expected one of "
-            f"{', '.join(DATASETS)}"
+            f"dataset: unknown data set {name!r}{hint}; expected one of {', '.join(DATASETS)}"
         )
-    return loader(config)
+    return name
+
+
+def load_task(config: TrainConfig) -> Task:
+    """Load ``config.dataset`` and split it by its protocol."""
+    return _LOADERS[check_dataset(config.dataset)](config)

@@ -170,17 +170,32 @@ class Trainer:
         return path
 
     def resume(self) -> bool:
-        """Load ``checkpoint.pt`` and ``metrics.jsonl`` if present; True when resumed."""
+        """Load ``checkpoint.pt`` and ``metrics.jsonl`` if present; True when resumed.
+
+        Raises:
+            PairLossError: the checkpoint is unreadable or does not fit this model, loss or
+                optimizer (a different embedding size, loss or model), or ``metrics.jsonl``
+                is corrupt.
+        """
         path = self.out / CHECKPOINT
         if not path.is_file():
             return False
         state = load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
-        self.loss.load_state_dict(state["loss"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.epoch = int(state["epoch"])
-        self.history = read_history(self.out / METRICS)[: self.epoch]
+        history = read_history(self.out / METRICS)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.loss.load_state_dict(state["loss"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            epoch = int(state["epoch"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PairLossError(
+                f"resume: {path} does not fit this run's model, loss or optimizer ({first}); "
+                "expected a checkpoint of the same settings, or start a new run with another --out"
+            ) from None
+        self.epoch = epoch
+        self.history = history[: self.epoch]
         return True
 
     def evaluate(self) -> dict[str, float]:
@@ -197,7 +212,7 @@ class Trainer:
             value = self.loss(emb, y)
         if not torch.isfinite(value):
             raise PairLossError(
-                f"loss: the training loss became {float(value)} at epoch {self.epoch + 1}; "
+                f"loss: the training loss became {float(value.detach())} at epoch {self.epoch + 1}; "
                 "try a lower lr or check the loss options"
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -256,7 +271,26 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl`` (empty when missing)."""
+    """The records of ``metrics.jsonl`` (empty when missing); a line that is not a JSON object
+    raises :class:`PairLossError` naming the file and the line."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PairLossError(f"{path}: not UTF-8 text ({exc.reason}); expected JSON lines") from None
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PairLossError(
+                f"{path}: line {number} is not valid JSON ({exc.msg}); expected one JSON object "
+                "per epoch"
+            ) from None
+        if not isinstance(record, dict):
+            raise PairLossError(f"{path}: line {number} is not a JSON object")
+        records.append(record)
+    return records
