@@ -1,4 +1,5 @@
-"""The ``pairloss`` command: ``train``, ``compare``, ``eval``, ``losses`` and ``bench``.
+"""The ``pairloss`` command: ``train``, ``compare``, ``eval``, ``embed``, ``search``, ``losses``
+and ``bench``.
 
 Every error that comes from the user's input (an unknown loss, a missing data set, a bad
 option or flag value, a file that cannot be read or written) is printed as one line
@@ -11,11 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from typing import Any, NoReturn
 
 from .catalogue import LOSSES
 from .errors import PairLossError
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def _count(text: str) -> int:
@@ -45,35 +49,122 @@ def _real(text: str) -> float:
     return value
 
 
-# (flag, config field, type, help) shared by ``train`` and ``compare``
-_RUN_FLAGS: tuple[tuple[str, str, Any, str], ...] = (
-    ("--dataset", "dataset", str, "fashion-mnist, att-faces, digits, folder or embeddings"),
-    ("--data-dir", "data_dir", str, "data root (default: $PAIRLOSS_DATA or the data set's place)"),
-    ("--labels", "labels", str, "label file for --dataset embeddings"),
-    ("--miner", "miner", str, "miner name, e.g. multi_similarity or batch_hard"),
-    ("--model", "model", str, "cnn28, face or mlp (default: the data set's)"),
-    ("--embedding-size", "embedding_size", _integer, "embedding size (default 64)"),
-    ("--epochs", "epochs", _integer, "epochs (default: the data set's budget)"),
-    ("--batches-per-epoch", "batches_per_epoch", _integer, "P x K batches per epoch"),
-    ("-P", "p", _integer, "classes per batch"),
-    ("-K", "k", _integer, "samples per class in a batch"),
-    ("--lr", "lr", _real, "AdamW learning rate (default 1e-3)"),
-    ("--weight-decay", "weight_decay", _real, "AdamW weight decay (default 1e-4)"),
-    ("--loss-lr-mult", "loss_lr_mult", _real, "learning-rate factor of the loss's parameters"),
-    ("--warmup-epochs", "warmup_epochs", _real, "linear warm-up epochs (default 0.5)"),
-    ("--grad-clip", "grad_clip", _real, "max gradient norm, 0 = off (default 5)"),
-    ("--seed", "seed", _integer, "seed (default 0)"),
-    (
-        "--train-classes",
-        "train_classes",
-        _integer,
-        "zero-shot: number of first classes to train on",
-    ),
-    ("--held-out", "held_out", _integer, "face protocol: identities held out for testing"),
-    ("--eval-every", "eval_every", _integer, "evaluate every N epochs (default 1)"),
-    ("--max-eval", "max_eval", _integer, "evaluate on a seeded subset of N test samples (0 = all)"),
-    ("--threads", "threads", _integer, "torch CPU threads (default: torch's)"),
-)
+def _bytes(text: str) -> int:
+    """An argparse type: a byte count, e.g. ``1073741824``, ``512M`` or ``2G`` (powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, flags=re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected bytes such as 512M or 2G, got {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def _size(text: str) -> list[int]:
+    """An argparse type: an image size ``N`` (square) or ``HxW``."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 64 or 112x92), got {text!r}")
+    height = int(match.group(1))
+    return [height, int(match.group(2) or height)]
+
+
+def _dataset_defaults(field: str) -> str:
+    from .train.config import DATASET_DEFAULTS, TrainConfig
+
+    base = getattr(TrainConfig, field)
+    shown = [
+        f"{name} {values[field]}" for name, values in DATASET_DEFAULTS.items() if field in values
+    ]
+    return f"default {base}; " + ", ".join(shown) if shown else f"default {base}"
+
+
+def _run_flags() -> tuple[tuple[str, str, Any, str], ...]:
+    """(flag, config field, type, help) shared by ``train`` and ``compare``."""
+    from .train.tasks import DATASETS
+
+    return (
+        ("--dataset", "dataset", str, f"data set: {', '.join(DATASETS)} (default fashion-mnist)"),
+        ("--data-dir", "data_dir", str, "where the data set is (used as given, never a fallback)"),
+        ("--labels", "labels", str, "label file for --dataset embeddings"),
+        ("--protocol", "protocol", str, "retrieval or face (default: the data set's)"),
+        ("--miner", "miner", str, "miner name, e.g. multi_similarity or batch_hard"),
+        (
+            "--model",
+            "model",
+            str,
+            "cnn28, face, mlp or torchvision:<name> (default: the data set's)",
+        ),
+        ("--pretrained", "pretrained", str, "torchvision weights: default or a .pth file"),
+        ("--embedding-size", "embedding_size", _integer, _dataset_defaults("embedding_size")),
+        ("--epochs", "epochs", _integer, _dataset_defaults("epochs")),
+        (
+            "--batches-per-epoch",
+            "batches_per_epoch",
+            _integer,
+            _dataset_defaults("batches_per_epoch"),
+        ),
+        ("-P", "p", _integer, "classes per batch (" + _dataset_defaults("p") + ")"),
+        ("-K", "k", _integer, "samples per class in a batch (" + _dataset_defaults("k") + ")"),
+        ("--lr", "lr", _real, "AdamW learning rate (" + _dataset_defaults("lr") + ")"),
+        ("--weight-decay", "weight_decay", _real, "AdamW weight decay (default 1e-4)"),
+        (
+            "--loss-lr-mult",
+            "loss_lr_mult",
+            _real,
+            "learning-rate factor of the loss's parameters (default 10)",
+        ),
+        ("--warmup-epochs", "warmup_epochs", _real, "linear warm-up epochs (default 0.5)"),
+        ("--grad-clip", "grad_clip", _real, "max gradient norm, 0 = off (default 5)"),
+        ("--seed", "seed", _integer, "seed of everything random (default 0)"),
+        (
+            "--train-classes",
+            "train_classes",
+            _integer,
+            "how many first classes train; the rest are unseen ("
+            + _dataset_defaults("train_classes")
+            + ")",
+        ),
+        (
+            "--held-out",
+            "held_out",
+            _integer,
+            "how many last classes are unseen (instead of --train-classes)",
+        ),
+        (
+            "--val-fraction",
+            "val_fraction",
+            _real,
+            "share of training images for validation (default 0.1)",
+        ),
+        (
+            "--test-fraction",
+            "test_fraction",
+            _real,
+            "share of training-class images held out for testing where there is no test split (default 0.2)",
+        ),
+        (
+            "--image-size",
+            "image_size",
+            _size,
+            "resize images to N or HxW (default: the data set's)",
+        ),
+        ("--augment", "augment", str, "none or a comma list of flip, crop, jitter (default none)"),
+        ("--device", "device", str, "auto (CUDA when present), cpu, cuda or cuda:N (default auto)"),
+        ("--eval-every", "eval_every", _integer, "validate every N epochs (default 1)"),
+        (
+            "--max-eval",
+            "max_eval",
+            _integer,
+            "evaluate on a seeded subset of N samples per test set",
+        ),
+        ("--eval-memory", "eval_memory", _bytes, "memory budget of an evaluation (default 1G)"),
+        (
+            "--pca-dim",
+            "pca_dim",
+            _integer,
+            "components of the PCA baseline (default: the embedding size)",
+        ),
+        ("--threads", "threads", _integer, "torch CPU threads (default: torch's)"),
+        ("--workers", "workers", _integer, "threads decoding image files (default 4)"),
+    )
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -109,7 +200,8 @@ def _losses(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace, **extra: Any):
     from .train.config import TrainConfig, make_config, parse_options
 
-    flags = {field: getattr(args, field) for _, field, _, _ in _RUN_FLAGS}
+    flags = {field: getattr(args, field) for _, field, _, _ in _run_flags()}
+    flags["amp"] = True if args.amp else None
     flags.update(extra)
     options = parse_options(args.option, "--option")
     if "miner" in options:  # -o miner=NAME chooses the miner, as in `compare --losses`
@@ -128,18 +220,22 @@ def _config(args: argparse.Namespace, **extra: Any):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train.evaluate import headline
-    from .train.run import check_run, train_run
+    from .train.run import check_run, format_table, train_run
 
     config = _config(args, loss=args.loss)
     check_run(config, resume=args.resume)
     result = train_run(config, progress=not args.quiet, resume=args.resume)
-    print(f"final test metrics of the embedding ({result.seconds:.0f} s):")
-    for key, value in result.metrics.items():
-        print(f"  {key:>14}: {value:.4f}")
-    print("all representations on the test split:")
-    for name, values in result.baselines.items():
-        print(f"  {name:>18}: {headline(values)}")
+    settings = list(next(iter(result.representations.values())))
+    print(f"kept the model of epoch {result.selected_epoch} (best validation MAP@R)")
+    print("test data, every representation, best first:")
+    for line in format_table(result.representations, settings).splitlines():
+        print("  " + line)
+    print(result.verdict)
+    s = result.seconds
+    print(
+        f"wall time {s['total']:.0f} s (training {s['training']:.0f} s, evaluation "
+        f"{s['evaluation']:.0f} s, report {s['report']:.0f} s)"
+    )
     print(f"report: {result.report}")
     return 0
 
@@ -156,13 +252,23 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_results(results: dict[str, dict[str, float]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    for setting, values in results.items():
+        print(f"{setting}:")
+        for key, value in values.items():
+            print(f"  {key:>14}: {value:.4f}")
+
+
 def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .train.run import evaluate_file, evaluate_run
 
     path = Path(args.path)
-    if path.is_dir() or path.suffix == ".pt" and (path.parent / "config.json").is_file():
+    if path.is_dir():
         for flag, value in (("--labels", args.labels), ("--protocol", args.protocol)):
             if value is not None:
                 raise PairLossError(f"{flag}: applies to embedding files, not to the run {path}")
@@ -170,21 +276,70 @@ def _eval(args: argparse.Namespace) -> int:
     elif path.is_file():
         if args.data_dir is not None:
             raise PairLossError(f"--data-dir: applies to run folders, not to the file {path}")
-        result = evaluate_file(path, args.labels, args.protocol or "zero-shot")
+        result = evaluate_file(path, args.labels, args.protocol or "retrieval")
     else:
         raise PairLossError(f"path: {path} does not exist; expected a run folder or a file")
-    if args.json:
-        print(json.dumps(result, indent=2))
+    _print_results(result, args.json)
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from .train.use import embed_dataset, embed_files, load_trained, write_embeddings
+
+    trained = load_trained(args.run)
+    if args.input and (args.dataset or args.data_dir):
+        raise PairLossError("--input: give either --input FILES or --dataset/--data-dir, not both")
+    if args.input:
+        emb, names = embed_files(trained, args.input, args.device, args.backbone)
+        labels = None
     else:
-        for key, value in result.items():
-            print(f"{key:>14}: {value:.4f}")
+        emb, names, labels = embed_dataset(
+            trained, args.dataset, args.data_dir, args.device, args.backbone
+        )
+    for path in write_embeddings(args.out, emb, names, labels, args.faiss):
+        print(path)
+    print(f"{emb.shape[0]} embeddings of {emb.shape[1]} values")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from .train.use import embed_files, load_trained, read_gallery, search
+
+    trained = load_trained(args.run)
+    gallery, names, labels = read_gallery(args.gallery)
+    queries, query_names = embed_files(trained, args.input, args.device)
+    scores, indices = search(queries, gallery, args.k)
+    found = [
+        {
+            "query": q,
+            "neighbours": [
+                {
+                    "rank": r + 1,
+                    "score": float(scores[i, r]),
+                    "item": names[int(indices[i, r])],
+                    **({"label": int(labels[int(indices[i, r])])} if labels is not None else {}),
+                }
+                for r in range(indices.shape[1])
+            ],
+        }
+        for i, q in enumerate(query_names)
+    ]
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    for entry in found:
+        print(entry["query"])
+        for n in entry["neighbours"]:
+            label = f"  label {n['label']}" if "label" in n else ""
+            print(f"  {n['rank']:>3}  {n['score']:.4f}  {n['item']}{label}")
     return 0
 
 
 def _add_run_flags(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--config", default=None, help="TOML file with settings (flags override)")
-    for flag, field, kind, text in _RUN_FLAGS:
+    for flag, field, kind, text in _run_flags():
         p.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    p.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
     p.add_argument(
         "-o",
         "--option",
@@ -195,7 +350,7 @@ def _add_run_flags(p: argparse.ArgumentParser, out_default: str) -> None:
     )
     p.add_argument("--out", default=None, help=f"output folder (default {out_default})")
     p.set_defaults(default_out=out_default)
-    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,18 +382,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(p, "runs/compare")
     p.set_defaults(func=_compare)
 
-    p = sub.add_parser("eval", help="evaluate a run folder / checkpoint or an embedding file")
-    p.add_argument("path", help="run folder, its checkpoint.pt, or a .npy/.pt embedding file")
+    p = sub.add_parser("eval", help="evaluate a run folder or an embedding file")
+    p.add_argument("path", help="run folder, or a .npy/.pt embedding file")
     p.add_argument("--labels", default=None, help="label file for an embedding file")
     p.add_argument(
         "--protocol",
         default=None,
-        choices=("zero-shot", "face"),
-        help="for an embedding file (default zero-shot)",
+        choices=("retrieval", "face"),
+        help="for an embedding file (default retrieval)",
     )
-    p.add_argument("--data-dir", default=None, help="data root for a run folder")
+    p.add_argument("--data-dir", default=None, help="where the run's data set is now")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("embed", help="embeddings (.npy) of a data set or of files with a run")
+    p.add_argument("run", help="a run folder (from pairloss train)")
+    p.add_argument("--dataset", default=None, help="a data set name (default: the run's)")
+    p.add_argument("--data-dir", default=None, help="where that data set is")
+    p.add_argument("--input", nargs="+", default=None, metavar="FILE", help="image or vector files")
+    p.add_argument("--out", required=True, help="output prefix: PREFIX.npy, PREFIX.txt, ...")
+    p.add_argument("--faiss", action="store_true", help="also write PREFIX.faiss (cosine index)")
+    p.add_argument("--backbone", action="store_true", help="the backbone's features instead")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.set_defaults(func=_embed)
+
+    p = sub.add_parser("search", help="nearest neighbours of files among embedded items")
+    p.add_argument("run", help="the run folder whose model embedded the gallery")
+    p.add_argument("--gallery", required=True, help="prefix written by `pairloss embed`")
+    p.add_argument("--input", nargs="+", required=True, metavar="FILE", help="query files")
+    p.add_argument("-k", type=_count, default=5, help="neighbours per query (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.set_defaults(func=_search)
 
     sub.add_parser(
         "bench",

@@ -25,7 +25,8 @@ from ._format import format_table
 from .neighbors import check_metric, prepare
 
 DEFAULT_FAR = (1e-1, 1e-2, 1e-3, 1e-4)
-_PAIR_CHUNK = 65536
+PAIR_SCORE_BYTES = 2**28
+"""Memory of one chunk of :func:`pair_scores` (two float64 ``[chunk, D]`` row gathers)."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ def pair_scores(
     emb_b: torch.Tensor | None = None,
     metric: str = "cosine",
     pairs: torch.Tensor | None = None,
+    max_bytes: int = PAIR_SCORE_BYTES,
 ) -> torch.Tensor:
     """float64 scores of row pairs: cosine similarity, dot product or ``-||a - b||``.
 
@@ -211,9 +213,11 @@ def pair_scores(
         emb_b: ``[P, D]`` embeddings (pair ``i`` is ``(emb_a[i], emb_b[i])``); None with ``pairs``.
         metric: ``"cosine"`` (default), ``"dot"`` or ``"euclidean"`` (the negated distance).
         pairs: optional ``[P, 2]`` integer row indices into ``emb_a``.
+        max_bytes: memory of one chunk of pairs (default 256 MiB): a chunk holds
+            ``max(1, max_bytes // (16 D))`` pairs, whatever the dimension D.
 
     Returns:
-        ``[P]`` float64 scores on the CPU, computed in chunks of 65536 pairs.
+        ``[P]`` float64 scores on the CPU.
     """
     metric = check_metric(metric)
     if pairs is None:
@@ -229,8 +233,11 @@ def pair_scores(
     else:
         a = b = prepare(check_embeddings(emb_a, "embeddings"), metric, "embeddings")
         left, right = _check_pairs(check_tensor(pairs, "pairs"), a.shape[0])
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise PairLossError(f"max_bytes: expected a positive int, got {max_bytes!r}")
+    chunk = max(1, max_bytes // (16 * a.shape[1]))
     parts = []
-    for i, j in zip(left.split(_PAIR_CHUNK), right.split(_PAIR_CHUNK), strict=True):
+    for i, j in zip(left.split(chunk), right.split(chunk), strict=True):
         x, y = a[i.to(a.device)].to(torch.float64), b[j.to(b.device)].to(torch.float64)
         parts.append(-(x - y).norm(dim=1) if metric == "euclidean" else (x * y).sum(dim=1))
     return torch.cat(parts).cpu()

@@ -58,15 +58,18 @@ def accepted_arguments(cls: type) -> set[str]:
 
 
 def build_loss(
-    name: str, options: dict[str, Any], num_classes: int, embedding_size: int
+    name: str,
+    options: dict[str, Any],
+    num_classes: int | None = None,
+    embedding_size: int | None = None,
 ) -> nn.Module:
     """Instantiate loss ``name`` with ``options``; ``num_classes`` and ``embedding_size`` are
-    passed to losses that own class parameters (proxies, classifier weights)."""
+    passed to losses that own class parameters (proxies, classifier weights) when given."""
     cls = loss_class(name)
     params = accepted_arguments(cls)
     kwargs = dict(options)
     for key, value in (("num_classes", num_classes), ("embedding_size", embedding_size)):
-        if key in params and key not in kwargs:
+        if key in params and key not in kwargs and value is not None:
             kwargs[key] = value
     unknown = [k for k in kwargs if k not in params]
     if unknown:
