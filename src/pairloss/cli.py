@@ -234,7 +234,7 @@ def _train(args: argparse.Namespace) -> int:
     s = result.seconds
     print(
         f"wall time {s['total']:.0f} s (training {s['training']:.0f} s, evaluation "
-        f"{s['evaluation']:.0f} s, report {s['report']:.0f} s)"
+        f"{s['evaluation']:.0f} s, report {s['report']:.0f} s; CPU time {s['cpu']:.0f} s)"
     )
     print(f"report: {result.report}")
     return 0

@@ -158,7 +158,7 @@ def test_train_run_writes_every_file_with_finite_metrics(digits_run):
     assert (
         summary["metrics"] == result.metrics and summary["selected_epoch"] == result.selected_epoch
     )
-    assert set(summary["seconds"]) == {"total", "training", "evaluation", "report"}
+    assert set(summary["seconds"]) == {"total", "training", "evaluation", "report", "cpu"}
     assert evaluate_run(out) == result.metrics  # the selected model, rebuilt from model.pt
 
 

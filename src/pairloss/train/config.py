@@ -222,7 +222,14 @@ def check_paths(config: TrainConfig) -> None:
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "fashion-mnist": {"embedding_size": 64, "p": 8, "k": 20, "epochs": 4, "train_classes": 8},
+    "fashion-mnist": {
+        "embedding_size": 64,
+        "p": 8,
+        "k": 20,
+        "epochs": 3,
+        "train_classes": 8,
+        "val_fraction": 0.05,
+    },
     "att-faces": {
         "embedding_size": 64,
         "p": 8,

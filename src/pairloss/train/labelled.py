@@ -88,6 +88,14 @@ def _sorted_cat(parts: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(parts).sort().values if parts else torch.empty(0, dtype=torch.long)
 
 
+@torch.no_grad()
+def _fingerprint(model: nn.Module) -> float:
+    """A number that changes when the model's weights or BatchNorm statistics change."""
+    return float(
+        sum(t.double().sum() for t in model.state_dict().values() if t.is_floating_point())
+    )
+
+
 def _train_class_ids(data: LabelledData, classes: torch.Tensor, config: Any) -> torch.Tensor:
     """The training classes (a sorted subset of ``classes``) from the settings."""
     n = classes.numel()
@@ -177,6 +185,8 @@ class ClassTask(Task):
         self.p, self.k, self.batches_per_epoch = config.p, config.k, config.batches_per_epoch
         self.pca_dim = config.pca_dim or config.embedding_size
         self.embedding_size = config.embedding_size
+        self._embedded: dict[str, torch.Tensor] = {}
+        self._embedded_key: tuple[int, float] | None = None
 
     def _add(self, setting: str, x: Any, y: torch.Tensor, config: Any) -> None:
         rows = subset(len(y), config.max_eval, config.seed)
@@ -260,16 +270,34 @@ class ClassTask(Task):
             for setting, (x, y) in sets.items()
         }
 
+    def test_embeddings(self, model: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
+        """``{setting: embeddings}`` of the test sets, computed once per model state (the
+        report's histograms and projection reuse the evaluation's embeddings)."""
+        key = (id(model), _fingerprint(model))
+        if self._embedded_key != key:
+            self._embedded = {s: embed(model, x, device) for s, (x, _) in self.eval_sets.items()}
+            self._embedded_key = key
+        return self._embedded
+
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> Results:
         if split == "validation":
             if len(self.val_y) < 2:
                 return {}
-            sets = {"validation": (self.val_x, self.val_y)}
-        elif split == "test":
-            sets = self.eval_sets
-        else:
+            emb = embed(model, self.val_x, device)
+            return {
+                "validation": evaluate_embeddings(
+                    emb, self.val_y, self.protocol, self.seed, self.memory
+                )
+            }
+        if split != "test":
             raise PairLossError(f"split: expected 'validation' or 'test', got {split!r}")
-        return self._results(lambda x: embed(model, x, device), sets)
+        embedded = self.test_embeddings(model, device)
+        return {
+            setting: evaluate_embeddings(
+                embedded[setting], y, self.protocol, self.seed, self.memory
+            )
+            for setting, (_, y) in self.eval_sets.items()
+        }
 
     def _fits(self, features: int) -> bool:
         """Whether raw vectors of ``features`` values for the largest evaluation set (and the
@@ -316,21 +344,21 @@ class ClassTask(Task):
             out[f"trained backbone ({features}-d, before the head)"] = results
         return out
 
+    def _headline_sample(
+        self, model: nn.Module, device: torch.device, limit: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.test_embeddings(model, device)[self.headline]
+        y = self.eval_sets[self.headline][1]
+        rows = subset(len(y), limit, self.seed)
+        return (emb, y) if rows is None else (emb[rows], y[rows])
+
     def similarity_sample(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
-        x, y = self.eval_sets[self.headline]
-        rows = subset(len(y), HISTOGRAM_ROWS * 4, self.seed)
-        x, y = (x, y) if rows is None else (take(x, rows), y[rows])
-        return similarity_sample(embed(model, x, device), y, self.seed)
+        emb, y = self._headline_sample(model, device, HISTOGRAM_ROWS)
+        return similarity_sample(emb, y, self.seed)
 
     def projection(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
         from .report import pca_2d
 
-        x, y = self.eval_sets[self.headline]
-        rows = subset(len(y), 2000, self.seed)
-        x, y = (x, y) if rows is None else (take(x, rows), y[rows])
+        emb, y = self._headline_sample(model, device, 2000)
         names = [self.class_names.get(int(c), str(int(c))) for c in range(int(y.max()) + 1)]
-        return {
-            "xy": pca_2d(embed(model, x, device)).numpy(),
-            "labels": y.numpy(),
-            "class_names": names,
-        }
+        return {"xy": pca_2d(emb).numpy(), "labels": y.numpy(), "class_names": names}

@@ -57,7 +57,9 @@ class RunResult:
         selected_epoch: the epoch whose model was kept (best validation score).
         verdict: one line saying what training changed.
         history: one record per epoch.
-        seconds: wall times: ``total``, ``training``, ``evaluation``, ``report``.
+        seconds: wall times ``total``, ``training``, ``evaluation``, ``report``, and ``cpu``,
+            the CPU time of the process (all its threads; on a shared machine the wall time
+            depends on the load, this does less).
         report: path of ``report.html``.
         config: the run's settings.
     """
@@ -266,7 +268,7 @@ def train_run(
     config: TrainConfig, progress: bool = True, resume: bool = False, log=print
 ) -> RunResult:
     """Train, select, evaluate and report one run into ``config.out``; see the module docstring."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
@@ -339,7 +341,13 @@ def train_run(
     reporting = time.perf_counter() - reporting
     total = time.perf_counter() - start
     training = sum(r.get("train_seconds", 0.0) for r in history)
-    seconds = {"total": total, "training": training, "evaluation": evaluation, "report": reporting}
+    seconds = {
+        "total": total,
+        "training": training,
+        "evaluation": evaluation,
+        "report": reporting,
+        "cpu": time.process_time() - cpu_start,
+    }
     _dump(
         out / "summary.json",
         {
