@@ -8,6 +8,7 @@ nothing). Damages an entry declares in ``tolerates`` may give another well-forme
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,7 +41,11 @@ CASES = [(e, d) for e, d in CASES if d != "huge header" or e.huge_header is not 
 
 
 def _same(a: object, b: object) -> bool:
-    """Exactly equal results (tensors, arrays, paths, lists and tuples of them)."""
+    """Exactly equal results (tensors, arrays, paths, dicts, dataclasses, lists and tuples)."""
+    if dataclasses.is_dataclass(a):
+        return type(a) is type(b) and _same(dataclasses.astuple(a), dataclasses.astuple(b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (tuple, list)):
         return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
     if isinstance(a, torch.Tensor):
@@ -52,6 +57,8 @@ def _same(a: object, b: object) -> bool:
 
 def _well_formed_like(a: object, b: object) -> bool:
     """The same structure, shapes and dtypes (values may differ)."""
+    if dataclasses.is_dataclass(a):
+        return type(a) is type(b)
     if isinstance(a, (tuple, list)):
         return type(a) is type(b) and len(a) == len(b) and all(map(_well_formed_like, a, b))
     if isinstance(a, (torch.Tensor, np.ndarray)):

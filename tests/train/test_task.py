@@ -243,6 +243,13 @@ def test_cars196_both_layouts(tmp_path):
 
     csv_root = tmp_path / "csv"
     (csv_root).mkdir()
+    cars = csv_root / "car_data" / "car_data"
+    for split, name, folder in (
+        ("train", "00001", "AM General Hummer"),
+        ("train", "00002", "Acura-RL"),
+    ):
+        _png(cars / split / folder / f"{name}.jpg", _pixels(0, colour=True))
+    _png(cars / "test" / "Acura-RL" / "00003.jpg", _pixels(0, colour=True))
     (csv_root / "names.csv").write_text("AM General Hummer\nAcura/RL\n")
     (csv_root / "anno_train.csv").write_text("00001.jpg,1,2,3,4,1\n00002.jpg,1,2,3,4,2\n")
     (csv_root / "anno_test.csv").write_text("00003.jpg,1,2,3,4,2\n")
@@ -259,6 +266,8 @@ def test_sop_layout_and_errors(tmp_path):
     header = "image_id class_id super_class_id path\n"
     rows = {"train": [(1, 1), (2, 1), (3, 2), (4, 2)], "test": [(5, 3), (6, 3)]}
     for split, items in rows.items():
+        for i, _ in items:
+            _png(base / "bicycle_final" / f"{i}.JPG", _pixels(i, colour=True))
         text = header + "".join(f"{i} {c} 1 bicycle_final/{i}.JPG\n" for i, c in items)
         (base).mkdir(exist_ok=True)
         (base / f"Ebay_{split}.txt").write_text(text)
@@ -267,6 +276,11 @@ def test_sop_layout_and_errors(tmp_path):
     assert files.paths[0] == base / "bicycle_final" / "1.JPG"
     (base / "Ebay_test.txt").write_text(header + "7 3 1 ../../etc/passwd\n")
     with pytest.raises(PairLossError, match="leaves the data set's folder"):
+        sop_files(tmp_path)
+    (base / "Ebay_test.txt").write_text(header + "7 3 1 bicycle_final/7.JPG\n")
+    with pytest.raises(
+        PairLossError, match=r"Ebay_test.txt: line 2: the image .*7.JPG does not exist"
+    ):
         sop_files(tmp_path)
     (base / "Ebay_test.txt").write_text("id class path\n")
     with pytest.raises(PairLossError, match="Ebay_test.txt: expected the header line"):

@@ -19,7 +19,8 @@ Each reader returns the image files with their class labels and the standard zer
   ``Ebay_train.txt`` (11,318), test classes those of ``Ebay_test.txt`` (11,316).
 
 ``root`` may be the data set's own folder (e.g. ``CUB_200_2011``) or the folder holding it.
-Labels are the published class ids (from 1); errors name the file and the line.
+Labels are the published class ids (from 1). Every listed image must exist (no image is
+decoded here); errors name the file and the line.
 """
 
 from __future__ import annotations
@@ -99,11 +100,16 @@ def _fields(line: str, count: int, path: Path, number: int, layout: str) -> list
 
 
 def _inside(base: Path, relative: str, path: Path, number: int) -> Path:
-    """``base / relative``, refusing absolute paths and ``..`` that would leave ``base``."""
+    """``base / relative``, an existing file inside ``base``; refuses absolute paths, ``..``
+    that would leave ``base`` and missing files (a listing cut short names a file that is not
+    there), naming the listing and its line."""
     candidate = Path(relative)
     if candidate.is_absolute() or ".." in candidate.parts:
         raise PairLossError(f"{path}: line {number}: {relative!r} leaves the data set's folder")
-    return base / candidate
+    image = base / candidate
+    if not image.is_file():
+        raise PairLossError(f"{path}: line {number}: the image {image} does not exist")
+    return image
 
 
 def cub200_files(root: str | Path) -> BenchmarkFiles:
@@ -179,6 +185,8 @@ def _cars_from_csv(base: Path) -> tuple[list[Path], list[int], dict[int, str]]:
     for split in ("train", "test"):
         annotations = base / f"anno_{split}.csv"
         text = "\n".join(line for _, line in _text_lines(annotations))
+        if not text:
+            raise PairLossError(f"{annotations}: lists no image; expected one line per image")
         for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
             if len(row) != 6:
                 raise PairLossError(

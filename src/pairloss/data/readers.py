@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import PairLossError
+from .benchmarks import cars196_files, cub200_files, sop_files
 from .embeddings import load_embedding_file
 from .folders import decode_image, load_image_folder
 from .idx import load_fashion_mnist, read_idx
@@ -263,6 +264,67 @@ def _pt_embeddings_example(folder: Path) -> Example:
     return Example(folder / "emb.pt", folder / "emb.pt")
 
 
+def _touch(folder: Path, relative: str) -> None:
+    """An image file of a listing (the listing readers check it exists, never decode it)."""
+    _write(folder / relative, b"")
+
+
+def _cub_example(folder: Path) -> Example:
+    base = folder / "CUB_200_2011"
+    rows = [
+        (1, "001.Albatross/a_1.jpg", 1),
+        (2, "001.Albatross/a_2.jpg", 1),
+        (3, "101.Wren/w_1.jpg", 101),
+    ]
+    for _, relative, _ in rows:
+        _touch(base / "images", relative)
+    _write(base / "images.txt", "".join(f"{i} {p}\n" for i, p, _ in rows).encode())
+    target = _write(
+        base / "image_class_labels.txt", "".join(f"{i} {c}\n" for i, _, c in rows).encode()
+    )
+    return Example(folder, target)
+
+
+def _sop_example(folder: Path) -> Example:
+    base = folder / "Stanford_Online_Products"
+    names = [
+        "bicycle_final/111085122871_0.JPG",
+        "bicycle_final/111085122871_1.JPG",
+        "bicycle_final/111265328556_0.JPG",
+    ]
+    for name in names:
+        _touch(base, name)
+    header = "image_id class_id super_class_id path\n"
+    target = _write(
+        base / "Ebay_train.txt", f"{header}1 1 1 {names[0]}\n2 1 1 {names[1]}\n".encode()
+    )
+    _write(base / "Ebay_test.txt", f"{header}3 2 1 {names[2]}\n".encode())
+    return Example(folder, target)
+
+
+def _cars_csv_example(folder: Path) -> Example:
+    names = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012"]
+    _write(folder / "names.csv", "".join(n + "\n" for n in names).encode())
+    rows = {"train": [("00001.jpg", 1), ("00012.jpg", 2)], "test": [("00003.jpg", 2)]}
+    for split, items in rows.items():
+        for name, c in items:
+            _touch(folder / "car_data" / "car_data" / split / names[c - 1], name)
+        lines = "".join(f"{name},{10 ** (4 * c)},116,569,375,{c}\n" for name, c in items)
+        _write(folder / f"anno_{split}.csv", lines.encode())
+    return Example(folder, folder / "anno_train.csv")
+
+
+def _cars_mat_example(folder: Path) -> Example:
+    from scipy.io import savemat
+
+    dtype = [("relative_im_path", "O"), ("class", "O")]
+    rows = np.array([("car_ims/000001.jpg", 1), ("car_ims/000002.jpg", 99)], dtype=dtype)
+    for relative, _ in rows:
+        _touch(folder, relative)
+    savemat(folder / "cars_annos.mat", {"annotations": rows})
+    return Example(folder, folder / "cars_annos.mat")
+
+
 for _entry in (
     ReaderEntry("idx", read_idx, _idx_example, _huge_idx),
     ReaderEntry("idx-gzip", read_idx, _idx_gz_example),
@@ -287,6 +349,10 @@ for _entry in (
         _huge_npy,
     ),
     ReaderEntry("embeddings-pt", load_embedding_file, _pt_embeddings_example),
+    ReaderEntry("cub200", cub200_files, _cub_example),
+    ReaderEntry("sop", sop_files, _sop_example),
+    ReaderEntry("cars196-csv", cars196_files, _cars_csv_example),
+    ReaderEntry("cars196-mat", cars196_files, _cars_mat_example),
 ):
     register(_entry)
 

@@ -82,27 +82,33 @@ def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> in
     return len(norms)
 
 
-def _chunk_rows(n: int, memory: int) -> int:
-    """Query rows per block so that a block of float32 scores and its float64 re-scoring
-    (about 24 bytes per score) stays within ``memory``."""
-    return max(1, memory // (24 * max(1, n)))
+def _chunk_rows(width: int, memory: int) -> int:
+    """Query rows per block so that a block of ``width`` scores or neighbours per row, with
+    its float64 re-scoring (about 24 bytes per entry), stays within ``memory``."""
+    return max(1, memory // (24 * max(1, width)))
 
 
 def retrieval_metrics(
     emb: torch.Tensor, labels: torch.Tensor, memory: int = EVAL_MEMORY
 ) -> dict[str, float]:
-    """Recall@K, MAP@R and R-Precision of leave-one-out retrieval: from a k-NN pass on FAISS
-    when it is installed (blocks of 2,048 queries of at most ``max R`` neighbours), else on
-    torch in blocks of query rows that fit ``memory`` bytes; the values are the same."""
+    """Recall@K, MAP@R and R-Precision of leave-one-out retrieval, in blocks of query rows
+    that fit ``memory`` bytes: a k-NN pass of depth ``max R`` on FAISS when it is installed
+    (blocks of at most 2,048 queries), else the torch pass over whole score rows; the values
+    are the same."""
     k = tuple(v for v in RETRIEVAL_K if v < len(labels)) or (1,)
     faiss = metrics.faiss_available()
+    if faiss:
+        depth = max(int(torch.unique(labels, return_counts=True)[1].max()), max(k))
+        chunk = min(2048, _chunk_rows(depth, memory))
+    else:
+        chunk = _chunk_rows(len(labels), memory)
     res = metrics.retrieval(
         emb,
         labels,
         k=k,
         metrics=("recall", "map@r", "r_precision"),
-        backend="faiss" if faiss else "torch",  # same values; the k-NN pass is the faster here
-        chunk_size=None if faiss else _chunk_rows(len(labels), memory),
+        backend="faiss" if faiss else "torch",  # the k-NN pass is the faster one here
+        chunk_size=chunk,
     ).to_dict()
     return {key: float(v) for key, v in res.items() if isinstance(v, float)}
 
