@@ -385,3 +385,25 @@ def test_raw_and_pca_baselines_are_left_out_beyond_the_budget_and_said_so(tmp_pa
     names = list(task.baselines(config, model, torch.device("cpu")))
     assert names == ["untrained model (4-d)"]
     assert "raw input and PCA left out" in task.skipped_baselines()
+
+
+def test_embed_images_like_the_run_whatever_their_size_and_channels(tmp_path):
+    from pairloss.train.models import build_model
+    from pairloss.train.use import TrainedModel, embed_dataset, embed_files, search
+
+    for c in range(2):
+        for i in range(3):
+            _png(tmp_path / "data" / f"c{c}" / f"{i}.png", _pixels(c * 3 + i, 12, 9, colour=True))
+    config = make_config(dataset="folder", data_dir=str(tmp_path / "data"), out=str(tmp_path))
+    model = build_model("face", 5, input_size=(8, 8)).eval()
+    trained = TrainedModel(model, config, {"images": True, "shape": [1, 8, 8]})
+    emb, names, labels = embed_dataset(trained)
+    assert emb.shape == (6, 5) and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert names[0].endswith("c0/0.png")
+    files = [tmp_path / "data" / "c1" / "2.png"]
+    queries, query_names = embed_files(trained, files)
+    torch.testing.assert_close(queries[0], emb[5])  # the same file, prepared the same way
+    scores, indices = search(queries, emb, k=2)
+    assert int(indices[0, 0]) == 5 and float(scores[0, 0]) == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(PairLossError, match="is not an image"):
+        embed_files(trained, [Path(__file__)])

@@ -167,9 +167,9 @@ def embed_dataset(
         raise PairLossError(
             f"dataset: {config.dataset!r} does not hold {kind}, which the model takes"
         )
-    parts = [("all" if data.test is None else "train", data.x, data.y)]
+    parts = [("all" if data.test is None else "train", _as_input(data.x, trained), data.y)]
     if data.test is not None:
-        parts.append(("test", *data.test))
+        parts.append(("test", _as_input(data.test[0], trained), data.test[1]))
     device_ = resolve_device(device)
     model = trained.model.to(device_)
     out, names, labels = [], [], []
@@ -181,6 +181,26 @@ def embed_dataset(
             names.extend(f"{config.dataset}/{part}/{i}" for i in range(len(y)))
         labels.append(y)
     return torch.cat(out), names, torch.cat(labels)
+
+
+def _as_input(x: Any, trained: TrainedModel) -> Any:
+    """Images with the channels the run's model takes (vectors unchanged)."""
+    if not trained.inputs["images"]:
+        return x
+    channels, height, width = trained.inputs["shape"]
+    if isinstance(x, ImageFiles):
+        if x.channels == channels:
+            return x
+        return ImageFiles(
+            x.paths, (height, width), "rgb" if channels == 3 else "grey", workers=x.workers
+        )
+    images = x if x.dim() == 4 else x[:, None]
+    if images.shape[1] == channels:
+        return images
+    if channels == 3:
+        return images.expand(-1, 3, -1, -1)
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # BT.601, as the readers
+    return (images.float() * weights).sum(1).round().clamp(0, 255).to(torch.uint8)
 
 
 def write_embeddings(
