@@ -218,6 +218,17 @@ USES: dict[str, frozenset[str]] = {
 data set has an official test split)."""
 
 
+DEFAULT_MODELS = {
+    "fashion-mnist": "cnn28",
+    "att-faces": "face",
+    "digits": "mlp",
+    "embeddings": "mlp",
+    **dict.fromkeys(("cub200", "cars196", "sop"), "torchvision:resnet50"),
+}
+"""The default model of the data sets whose default does not depend on the files (a
+``folder``'s depends on its images' size)."""
+
+
 def load_data(config: Any) -> LabelledData:
     """The labelled samples of ``config.dataset`` (a name of :data:`LOADERS`)."""
     return LOADERS[config.dataset](config)

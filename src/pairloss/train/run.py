@@ -27,7 +27,9 @@ from ..errors import PairLossError
 from ..losses.base import PairLossModule
 from ..losses.proxy.proxy_base import ProxyLossModule
 from ..weights import pair_weights
+from .backbones import PREFIX, torchvision_models
 from .config import TrainConfig, check_paths, from_dict, parse_options
+from .datasets import DEFAULT_MODELS
 from .evaluate import PROTOCOLS, evaluate_embeddings
 from .labelled import SETTINGS
 from .logs import METRICS, read_history
@@ -114,8 +116,20 @@ def check_run(config: TrainConfig, resume: bool = False) -> None:
             "one number per batch: use reduction='mean' (the default) or 'sum'"
         )
     build_miner(config.miner)
-    if config.model is not None:
-        check_model_name(config.model)
+    model = config.model or DEFAULT_MODELS.get(config.dataset)
+    if model is not None:
+        check_model_name(model)
+        if model.startswith(PREFIX):
+            torchvision_models()  # installed, or a clear error before any data is read
+        elif config.pretrained is not None:
+            raise PairLossError(
+                f"pretrained: model {model!r} has no pretrained weights; they apply to "
+                f"{PREFIX}<name> models"
+            )
+    if config.pretrained not in (None, "default") and not Path(config.pretrained).is_file():
+        raise PairLossError(
+            f"pretrained: {config.pretrained} is not a file; expected default or a .pth file"
+        )
     if resume:
         check_resume(config)
 
