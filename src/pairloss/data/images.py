@@ -12,7 +12,15 @@ import torch
 
 from ..errors import PairLossError
 from ..validation import check_int
-from .folders import IMAGE_SUFFIXES, decode_image, resize, to_grey, to_rgb
+from .folders import (
+    IMAGE_SUFFIXES,
+    _class_folders,
+    _image_files,
+    decode_image,
+    resize,
+    to_grey,
+    to_rgb,
+)
 
 _MODES = ("grey", "rgb")
 
@@ -121,8 +129,6 @@ def image_folder_files(root: str | Path) -> tuple[list[Path], torch.Tensor, list
     """The files of a labelled image folder ``root/<class>/<image>`` without decoding them:
     ``(paths, labels, class names)``, classes sorted by name and numbered from 0, images sorted
     by name (see :func:`pairloss.data.load_image_folder` for the rules)."""
-    from .folders import _class_folders, _image_files
-
     root = Path(root)
     folders = _class_folders(root)
     paths, labels = [], []
