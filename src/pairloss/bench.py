@@ -41,6 +41,7 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -284,6 +285,29 @@ def _family_of(argv: list[str]) -> str | None:
     return None
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, as one error line, what the measurement would only find out later."""
+    known = list(_losses("pairloss", args.family))
+    unknown = [n for n in args.losses or () if n not in known]
+    if unknown:
+        ap.error(f"--losses: unknown {unknown[0]!r} for --family {args.family}; expected {known}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is available")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        ap.error(f"--json: the folder of {args.json} does not exist")
+
+
 def main(argv=None) -> int:
     """Parse the options, measure, print the table; 0 on success."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -291,9 +315,11 @@ def main(argv=None) -> int:
         from .ranking_bench import main as ranking_main
 
         return ranking_main(argv)
-    ap = argparse.ArgumentParser(prog="pairloss bench", description=__doc__.split("\n")[0])
-    ap.add_argument("--batch", type=int, default=4096)
-    ap.add_argument("--dim", type=int, default=512)
+    from .cli import OneLineParser  # one error line and exit status 2, like every command
+
+    ap = OneLineParser(prog="pairloss bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--batch", type=_positive, default=4096)
+    ap.add_argument("--dim", type=_positive, default=512)
     ap.add_argument(
         "--family",
         choices=(*FAMILIES, "ranking"),
@@ -304,18 +330,19 @@ def main(argv=None) -> int:
     )
     ap.add_argument(
         "--classes",
-        type=int,
+        type=_positive,
         default=None,
         help="pair family: classes of the labels (default 256); proxy family: C, the number of "
         "classes and of class weights (default 10000)",
     )
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--repeats", type=_positive, default=3)
+    ap.add_argument("--threads", type=_positive, default=torch.get_num_threads())
     ap.add_argument("--losses", nargs="*", default=None, help="names to run (default: all)")
     ap.add_argument("--only", choices=["pairloss", "both"], default="both")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = ap.parse_args(argv)
+    _check_args(ap, args)
     if args.classes is None:
         args.classes = DEFAULT_CLASSES[args.family]
     family = args.family

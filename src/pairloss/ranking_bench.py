@@ -23,7 +23,6 @@ after ``torch.cuda.synchronize()``. Not a test: run it by hand.
 
 from __future__ import annotations
 
-import argparse
 import importlib.machinery
 import importlib.util
 import json
@@ -189,14 +188,15 @@ def measure(library, name, queries, items, repeats, threads, device="cpu", limit
 
 def main(argv=None) -> int:
     """Parse the options, measure, print the table; 0 on success."""
-    ap = argparse.ArgumentParser(
-        prog="pairloss bench --family ranking", description=__doc__.split("\n")[0]
-    )
+    from .bench import _positive
+    from .cli import OneLineParser  # one error line and exit status 2, like every command
+
+    ap = OneLineParser(prog="pairloss bench --family ranking", description=__doc__.split("\n")[0])
     ap.add_argument("--family", choices=["ranking"], default="ranking")
-    ap.add_argument("--queries", type=int, default=256)
-    ap.add_argument("--items", type=int, default=1024)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--queries", type=_positive, default=256)
+    ap.add_argument("--items", type=_positive, default=1024)
+    ap.add_argument("--repeats", type=_positive, default=3)
+    ap.add_argument("--threads", type=_positive, default=torch.get_num_threads())
     ap.add_argument("--losses", nargs="*", choices=LOSSES, default=list(LOSSES))
     ap.add_argument("--libraries", nargs="*", choices=LIBRARIES, default=list(LIBRARIES))
     ap.add_argument("--peer-memory-gb", type=float, default=10.0)

@@ -94,7 +94,7 @@ def test_att_faces_numeric_order_and_errors(tmp_path):
         for m in (10, 1):
             write(tmp_path / f"s{identity}" / f"{m}.pgm", pgm_bytes(np.full((4, 3), m, np.uint8)))
     images, labels, paths = load_att_faces(tmp_path)
-    assert labels.tolist() == [1, 1, 9, 9]
+    assert labels.tolist() == [0, 0, 1, 1]  # identities numbered by their folder's position
     assert images[:, 0, 0].tolist() == [1, 10, 1, 10]
     assert [p.relative_to(tmp_path).as_posix() for p in paths][:2] == ["s2/1.pgm", "s2/10.pgm"]
 
@@ -113,6 +113,15 @@ def test_att_faces_numeric_order_and_errors(tmp_path):
     assert str(tmp_path / "s7") in str(info.value)
 
 
+def test_att_identities_are_folders_s0_and_s01_included(tmp_path):
+    for name, value in (("s1", 1), ("s01", 2), ("s0", 3), ("s10", 4)):
+        write(tmp_path / name / "1.pgm", pgm_bytes(np.full((2, 2), value, np.uint8)))
+    images, labels, paths = load_att_faces(tmp_path)
+    assert [p.parent.name for p in paths] == ["s0", "s01", "s1", "s10"]
+    assert labels.tolist() == [0, 1, 2, 3]  # never -1, and s01 is not s1
+    assert images[:, 0, 0].tolist() == [3, 2, 1, 4]
+
+
 # --- PGM ---------------------------------------------------------------------------------------
 
 
@@ -122,13 +131,23 @@ def test_pgm_header_with_comments_and_maxval():
     assert np.array_equal(parse_pgm(data), pixels)
 
 
+def test_sixteen_bit_pgm_is_scaled_not_clipped():
+    values = np.array([[0, 257, 32768], [65535, 1000, 65535]], dtype=">u2")
+    data = b"P5\n3 2\n65535\n" + values.tobytes()
+    expected = np.rint(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert np.array_equal(parse_pgm(data), expected)
+    assert parse_pgm(data).tolist() == [[0, 1, 128], [255, 4, 255]]
+    half = b"P5\n1 1\n1023\n" + np.array([1023], ">u2").tobytes()
+    assert parse_pgm(half).tolist() == [[255]]
+
+
 @pytest.mark.parametrize(
     ("header", "message"),
     [
         (b"P2\n4 3\n255\n", "expected the magic 'P5'"),
         (b"P5\n4\n255\n", "expected the maxval"),
         (b"P5\n4 x3\n255\n", "expected the height"),
-        (b"P5\n4 3\n65535\n", "maxval 65535 not supported"),
+        (b"P5\n4 3\n65536\n", "maxval 65536 out of range"),
         (b"P5\n0 3\n255\n", "width and height >= 1"),
         (b"P5\n4 3\n255", "expected one whitespace"),
     ],
@@ -310,6 +329,46 @@ def test_image_folder_png_jpeg_with_pillow(tmp_path):
     )
 
 
+def png_bytes(width: int, height: int, bit_depth: int = 8, colour_type: int = 0) -> bytes:
+    """A PNG whose header (IHDR) claims ``width x height``, with an empty compressed payload."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_png_claiming_a_huge_size_is_refused_before_decoding(tmp_path):
+    from pairloss.data import MAX_IMAGE_PIXELS, decode_image
+
+    path = write(tmp_path / "bomb.png", png_bytes(20000, 20000))
+    with pytest.raises(PairLossError, match="400000000 pixels") as info:
+        decode_image(path)
+    assert str(path) in str(info.value) and "MAX_IMAGE_PIXELS" in str(info.value)
+    assert MAX_IMAGE_PIXELS < 20000 * 20000
+    just_over = write(tmp_path / "over.png", png_bytes(MAX_IMAGE_PIXELS // 1000 + 1, 1000))
+    with pytest.raises(PairLossError, match="expected between 1 and"):
+        decode_image(just_over)
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    values = np.array([[0, 257, 32768, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    from pairloss.data import decode_image
+
+    assert decode_image(tmp_path / "deep.png").tolist() == [[0, 1, 128, 255]]
+
+
 def test_image_folder_without_pillow_says_how_to_install(tmp_path, monkeypatch):
     write(tmp_path / "a" / "img.png", b"\x89PNG not really")
     monkeypatch.setitem(sys.modules, "PIL.Image", None)  # makes `import PIL.Image` fail
@@ -387,6 +446,21 @@ def test_embedding_file_argument_errors(tmp_path):
     with pytest.raises(PairLossError, match="label line 2") as info:
         load_embedding_file(tmp_path / "e.npy", tmp_path / "bad.txt")
     assert str(tmp_path / "bad.txt") in str(info.value)
+    for name, content, message in (
+        ("sup.txt", "0\n1\u00b2\n".encode(), "label line 2"),
+        ("big.txt", f"0\n{2**70}\n".encode(), "outside the int64 range"),
+        ("latin.txt", b"0\n1\n\xe9t\xe9\n", "line 3 is not valid UTF-8"),
+        ("arabic.txt", "\u0661\n".encode(), "label line 1"),
+    ):
+        write(tmp_path / name, content)
+        with pytest.raises(PairLossError, match=message) as info:
+            load_embedding_file(tmp_path / "e.npy", tmp_path / name)
+        assert str(tmp_path / name) in str(info.value)
+    np.save(tmp_path / "huge.npy", np.array([0, 2**64 - 1], dtype=np.uint64))
+    with pytest.raises(PairLossError, match="outside the int64 range"):
+        load_embedding_file(tmp_path / "e.npy", tmp_path / "huge.npy")
+    write(tmp_path / "bom.txt", "\ufeff1\n0\n".encode())
+    assert load_embedding_file(tmp_path / "e.npy", tmp_path / "bom.txt")[1].tolist() == [1, 0]
     write(tmp_path / "e.h5", b"")
     with pytest.raises(PairLossError, match="unsupported suffix"):
         load_embedding_file(tmp_path / "e.h5")

@@ -41,7 +41,14 @@ def _full_report(path, **over):
             "neg": torch.rand(80, generator=g),
             "auc": 0.91,
         },
-        baselines={"raw pixels": {"map@r": 0.1, "recall@1": 0.7}, "trained": {"map@r": 0.3}},
+        representations={
+            "raw pixels": {"seen": {"map@r": 0.1, "recall@1": 0.7}, "unseen": {"map@r": 0.4}},
+            "trained": {"seen": {"map@r": 0.3, "recall@1": 0.8}, "unseen": {"map@r": 0.2}},
+        },
+        settings={"seen": "seen classes", "unseen": "unseen classes"},
+        headline="seen",
+        verdict="training changed MAP@R 0.100 -> 0.300",
+        notes=["a <note>"],
         pair_weight_curve={
             "pos_sim": torch.linspace(-1, 1, 40),
             "pos_weight": torch.rand(40, generator=g),
@@ -83,6 +90,20 @@ def test_full_report_is_self_contained(full_report):
         assert expected in text
 
 
+def test_first_screen_is_the_verdict_and_the_table_best_first(full_report):
+    text = full_report
+    first_heading = text.index("<h2>")
+    assert text.index("training changed MAP@R 0.100 -&gt; 0.300") < text.index(
+        "<h2>", first_heading + 1
+    )
+    table = text[first_heading : text.index("</table>")]
+    assert table.index("trained") < table.index("raw pixels")  # 0.3 before 0.1 on "seen"
+    assert "MAP@R, seen classes" in table and "MAP@R, unseen classes" in table
+    assert "<b>0.4000</b>" in table  # best of its column even in a lower row
+    assert "a &lt;note&gt;" in text
+    assert text.index("Training curves") < text.index("Configuration")
+
+
 def test_strings_are_escaped(full_report):
     text = full_report
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
@@ -98,7 +119,7 @@ def test_missing_parts_are_skipped_with_notes(tmp_path):
         history=[],
         before=None,
         after=None,
-        baselines=None,
+        representations=None,
         pair_weight_curve=None,
         projection=None,
     )
@@ -131,7 +152,8 @@ def test_partial_parts(tmp_path):
         ({"config": [1, 2]}, "config"),
         ({"history": {"epoch": 1}}, "history"),
         ({"history": [1, 2]}, r"history\[0\]"),
-        ({"baselines": {"raw": 0.3}}, r"baselines\['raw'\]"),
+        ({"representations": {"raw": 0.3}}, r"representations\['raw'\]"),
+        ({"representations": {"raw": {"seen": 0.3}}}, r"representations\['raw'\]"),
         ({"projection": {"xy": torch.zeros(4, 3), "labels": [0] * 4}}, r"projection\['xy'\]"),
         ({"projection": {"xy": torch.zeros(4, 2), "labels": [0] * 3}}, r"projection\['labels'\]"),
         ({"pair_weight_curve": {"pos_sim": [0.1], "pos_weight": [1, 2]}}, "pair_weight_curve"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +16,51 @@ LABEL_SUFFIXES = (".npy", ".txt", ".csv")
 """Suffixes of the label files :func:`load_embedding_file` reads."""
 
 
-def _parse_label_text(text: str, path: Path) -> np.ndarray:
+_INT_TOKEN = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: no superscripts or other scripts
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _decode_text(raw: bytes, path: Path) -> str:
+    """``raw`` decoded as UTF-8 (a leading byte-order mark is dropped); raise naming the line."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise PairLossError(
+            f"{path}: line {line} is not valid UTF-8 (byte {raw[exc.start]:#04x} at offset "
+            f"{exc.start}); expected a text file with one integer label per line"
+        ) from None
+
+
+def _parse_label_text(raw: bytes, path: Path) -> np.ndarray:
     """One integer per line (blank lines skipped); a ``.csv`` may start with one header line."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if path.suffix.lower() == ".csv" and lines and not _is_int(lines[0]):
-        lines = lines[1:]
-    for number, line in enumerate(lines, start=1):
+    numbered = [
+        (number, line.strip())
+        for number, line in enumerate(_decode_text(raw, path).splitlines(), start=1)
+        if line.strip()
+    ]
+    if path.suffix.lower() == ".csv" and numbered and not _is_int(numbered[0][1]):
+        numbered = numbered[1:]
+    values = []
+    for number, line in numbered:
         if not _is_int(line):
             raise PairLossError(
-                f"{path}: label line {number} is {line!r}; expected one integer per line"
+                f"{path}: label line {number} is {line[:40]!r}; expected one integer per line "
+                "(ASCII digits with an optional sign)"
             )
-    return np.array([int(line) for line in lines], dtype=np.int64)
+        value = int(line)
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise PairLossError(
+                f"{path}: label line {number} is {line[:40]!r}, outside the int64 range; "
+                "expected labels between -2**63 and 2**63 - 1"
+            )
+        values.append(value)
+    return np.array(values, dtype=np.int64)
 
 
 def _is_int(token: str) -> bool:
-    """True if ``token`` is a decimal integer with an optional sign."""
-    return token.lstrip("+-").isdigit() and token.count("-") + token.count("+") <= 1
+    """True if ``token`` is a decimal integer of ASCII digits with an optional sign."""
+    return _INT_TOKEN.fullmatch(token) is not None
 
 
 def read_labels(path: str | Path) -> torch.Tensor:
@@ -49,20 +80,42 @@ def read_labels(path: str | Path) -> torch.Tensor:
     if suffix == ".npy":
         values = _load_npy(path)
     elif suffix in (".txt", ".csv"):
-        values = _parse_label_text(path.read_text(), path)
+        values = _parse_label_text(path.read_bytes(), path)
     else:
         raise PairLossError(
             f"labels_path: {path}: unsupported suffix {suffix!r}; expected one of {LABEL_SUFFIXES}"
         )
-    return check_label_tensor(torch.as_tensor(values), path)
+    return check_label_tensor(values, path)
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    """``np.load`` without pickles; raise naming the file if it is not a plain .npy array."""
+    """``np.load`` without pickles, after checking that the file holds exactly the bytes its
+    header announces (numpy itself ignores trailing bytes and reads a shifted payload when
+    bytes are inserted); raise naming the file otherwise."""
     try:
+        with path.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            offset = fh.tell()
+        if dtype.hasobject:
+            raise PairLossError(
+                f"{path}: holds Python objects (dtype {dtype}); expected a numeric .npy array"
+            )
+        expected = offset + math.prod(shape) * dtype.itemsize
+        size = path.stat().st_size
+        if size != expected:
+            raise PairLossError(
+                f"{path}: holds {size} bytes but its .npy header announces shape {shape} of "
+                f"{dtype} ({expected} bytes); expected a complete .npy file"
+            )
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise PairLossError(f"{path}: cannot read as a .npy array ({exc})") from exc
+    except PairLossError:
+        raise
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError) as exc:
+        raise PairLossError(f"{path}: cannot read as a .npy array ({exc})") from None
 
 
 def _load_pt(path: Path) -> object:
@@ -92,8 +145,18 @@ def check_embedding_tensor(x: object, source: Path) -> torch.Tensor:
 
 
 def check_label_tensor(y: object, source: Path) -> torch.Tensor:
-    """A 1-D integer tensor, returned as int64; raise naming ``source`` otherwise."""
+    """A 1-D integer tensor, returned as int64; raise naming ``source`` otherwise (unsigned
+    values beyond the int64 range are refused rather than wrapped)."""
     if isinstance(y, np.ndarray):
+        if y.dtype.kind == "u" and y.size and int(y.max()) > _INT64[1]:
+            raise PairLossError(
+                f"{source}: label {int(y.max())} is outside the int64 range; expected labels "
+                "below 2**63"
+            )
+        if y.dtype.kind == "u":
+            y = y.astype(np.int64)
+        if y.dtype.kind not in "iuf" and y.dtype != np.bool_:
+            raise PairLossError(f"{source}: expected integer labels, got dtype {y.dtype}")
         y = torch.from_numpy(y)
     if not isinstance(y, torch.Tensor):
         raise PairLossError(f"{source}: expected a label tensor/array, got {type(y).__name__}")
@@ -101,6 +164,10 @@ def check_label_tensor(y: object, source: Path) -> torch.Tensor:
         raise PairLossError(f"{source}: expected 1-D labels of shape [N], got {tuple(y.shape)}")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise PairLossError(f"{source}: expected integer labels, got dtype {y.dtype}")
+    if y.dtype == torch.uint64 and y.numel() and int(y.max()) > _INT64[1]:
+        raise PairLossError(
+            f"{source}: label {int(y.max())} is outside the int64 range; expected labels below 2**63"
+        )
     return y.to(torch.int64)
 
 

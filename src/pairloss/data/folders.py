@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -36,15 +37,57 @@ def _pillow(path: Path) -> ModuleType:
         ) from exc
 
 
+MAX_IMAGE_PIXELS = 2**26
+"""The largest image (width x height, about 67 megapixels: 8192 x 8192) :func:`decode_image`
+decodes. The size is read from the file's header and checked before any pixel is decoded, so a
+file that claims an enormous size (a decompression bomb) is refused without allocating it."""
+
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
 def _decode_with_pillow(path: Path) -> np.ndarray:
-    """Decode a PNG/JPEG file to uint8 ``[H, W]`` (grey modes) or ``[H, W, 3]`` (others)."""
+    """Decode a PNG/JPEG file to uint8 ``[H, W]`` (grey modes) or ``[H, W, 3]`` (others).
+
+    16-bit grey images (Pillow modes ``I;16*``, and ``I`` for 16-bit PNG files) are scaled to
+    8 bits with ``round(v * 255 / 65535)``, never clipped.
+    """
     image_module = _pillow(path)
     try:
-        with image_module.open(path) as image:
-            grey = image.mode in _PILLOW_GREY_MODES
-            return np.asarray(image.convert("L" if grey else "RGB"), dtype=np.uint8).copy()
-    except (OSError, ValueError) as exc:
-        raise PairLossError(f"{path}: cannot decode the image ({exc})") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", image_module.DecompressionBombWarning)
+            with image_module.open(path) as image:
+                width, height = image.size
+                _check_pixels(width, height, path)
+                return _pixels(image)
+    except PairLossError:
+        raise
+    except image_module.DecompressionBombError as exc:
+        raise PairLossError(
+            f"{path}: the image header claims too many pixels ({exc}); expected at most "
+            f"{MAX_IMAGE_PIXELS:,} pixels (pairloss.data.MAX_IMAGE_PIXELS)"
+        ) from None
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, struct.error, ... for bad files
+        raise PairLossError(
+            f"{path}: cannot decode the image ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _check_pixels(width: int, height: int, path: Path) -> None:
+    """Refuse an image larger than :data:`MAX_IMAGE_PIXELS` (or empty) before decoding it."""
+    if width < 1 or height < 1 or width * height > MAX_IMAGE_PIXELS:
+        raise PairLossError(
+            f"{path}: the image header claims {width} x {height} pixels; expected between 1 and "
+            f"{MAX_IMAGE_PIXELS:,} pixels (pairloss.data.MAX_IMAGE_PIXELS)"
+        )
+
+
+def _pixels(image) -> np.ndarray:
+    """The decoded pixels of an open Pillow image as uint8 ``[H, W]`` or ``[H, W, 3]``."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        return np.rint(np.clip(values, 0, 65535) * (255.0 / 65535.0)).astype(np.uint8)
+    grey = image.mode in _PILLOW_GREY_MODES
+    return np.asarray(image.convert("L" if grey else "RGB"), dtype=np.uint8).copy()
 
 
 def decode_image(path: str | Path) -> np.ndarray:
@@ -144,7 +187,8 @@ def _stack(images: list[torch.Tensor], paths: list[Path]) -> torch.Tensor:
         if image.shape != images[0].shape:
             raise PairLossError(
                 f"{path}: image of size {tuple(image.shape[-2:])} differs from "
-                f"{tuple(images[0].shape[-2:])} ({paths[0]}); pass size= to resize all images"
+                f"{tuple(images[0].shape[-2:])} ({paths[0]}); pass size= (--image-size on the "
+                "command line) to resize all images"
             )
     return torch.stack(images)
 

@@ -2,7 +2,8 @@
 
 A binary PGM file is the magic ``P5``, then width, height and maxval as decimal integers
 separated by whitespace (``#`` starts a comment that runs to the end of the line), one single
-whitespace character, then ``width * height`` bytes (row-major, 8-bit since maxval <= 255).
+whitespace character, then ``width * height`` samples (row-major): one byte each when
+maxval <= 255, two bytes (big-endian) each when 256 <= maxval <= 65535.
 """
 
 from __future__ import annotations
@@ -72,37 +73,43 @@ def _pgm_header(data: bytes, source: str) -> tuple[int, int, int, int]:
         raise PairLossError(
             f"{source}: bad PGM header: expected width and height >= 1, got {width} x {height}"
         )
-    if not 1 <= maxval <= 255:
+    if not 1 <= maxval <= 65535:
         raise PairLossError(
-            f"{source}: bad PGM header: maxval {maxval} not supported; expected 1-255 (8-bit)"
+            f"{source}: bad PGM header: maxval {maxval} out of range; expected 1-65535"
         )
     return width, height, maxval, pos + 1
 
 
 def parse_pgm(data: bytes, source: str = "<bytes>") -> np.ndarray:
-    """Decode the bytes of a binary PGM (``P5``) file with maxval <= 255.
+    """Decode the bytes of a binary PGM (``P5``) file.
 
     Args:
         data: the whole file content.
         source: the name used in error messages (normally the file path).
 
     Returns:
-        A writable uint8 array ``[height, width]``; values are stored as in the file (not
-        rescaled when maxval < 255).
+        A writable uint8 array ``[height, width]``. 8-bit files (maxval <= 255) keep their
+        values as stored (not rescaled when maxval < 255); 16-bit files (maxval > 255) are
+        scaled to 8 bits with ``round(v * 255 / maxval)`` (values above maxval are clipped).
 
     Raises:
-        PairLossError: a bad header (magic, missing or malformed fields, maxval > 255) or a pixel
-            payload that is not exactly ``width * height`` bytes.
+        PairLossError: a bad header (magic, missing or malformed fields, maxval outside
+            1-65535) or a pixel payload that is not exactly ``width * height`` samples.
     """
-    width, height, _, offset = _pgm_header(data, source)
-    expected, actual = width * height, len(data) - offset
+    width, height, maxval, offset = _pgm_header(data, source)
+    depth = 1 if maxval <= 255 else 2
+    expected, actual = width * height * depth, len(data) - offset
     if actual != expected:
         what = "short PGM payload" if actual < expected else "PGM payload too long"
         raise PairLossError(
-            f"{source}: {what}: expected {expected} bytes for {width} x {height} pixels, "
-            f"got {actual}"
+            f"{source}: {what}: expected {expected} bytes for {width} x {height} pixels of "
+            f"{8 * depth} bits, got {actual}"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(height, width).copy()
+    if depth == 1:
+        return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(height, width).copy()
+    values = np.frombuffer(data, dtype=">u2", offset=offset).astype(np.float64)
+    scaled = np.rint(np.minimum(values, maxval) * (255.0 / maxval)).astype(np.uint8)
+    return scaled.reshape(height, width)
 
 
 def read_pgm(path: str | Path) -> np.ndarray:
@@ -118,14 +125,15 @@ def read_pgm(path: str | Path) -> np.ndarray:
     return parse_pgm(read_bytes(path), str(path))
 
 
-def _numbered(folder: Path, pattern: re.Pattern[str], want_dir: bool) -> list[tuple[int, Path]]:
-    """Entries of ``folder`` whose name matches ``pattern``, as (number, path), sorted."""
+def _numbered(folder: Path, pattern: re.Pattern[str], want_dir: bool) -> list[Path]:
+    """Entries of ``folder`` whose name matches ``pattern``, sorted by their number, then by
+    name (so ``s2`` comes before ``s10``, and ``s1`` and ``s01`` stay two distinct entries)."""
     found = [
-        (int(m.group(1)), entry)
+        (int(m.group(1)), entry.name, entry)
         for entry in folder.iterdir()
         if (m := pattern.fullmatch(entry.name)) and entry.is_dir() == want_dir
     ]
-    return sorted(found)
+    return [entry for _, _, entry in sorted(found)]
 
 
 def _att_root(root: str | Path | None) -> Path:
@@ -149,15 +157,19 @@ def load_att_faces(
     """Load the AT&T (ORL / Olivetti) faces: 40 identities x 10 grey images of 112 x 92.
 
     Layout: ``root/sNN/M.pgm`` (identity ``NN`` from 1, image ``M`` from 1). Identities and
-    images are ordered numerically (s2 before s10).
+    images are ordered numerically (s2 before s10; equal numbers by name). An identity is its
+    folder: its label is the folder's position in that order, so the standard ``s1 ... s40``
+    get labels 0-39, a folder ``s0`` gets 0 like any first folder, and ``s1`` and ``s01`` are
+    two identities.
 
     Args:
         root: the folder holding the ``sNN`` folders; ``None`` means
             ``$PAIRLOSS_DATA/att_faces``.
 
     Returns:
-        ``(images, labels, paths)``: uint8 tensor ``[N, 112, 92]``, int64 tensor ``[N]`` with
-        ``label = NN - 1``, and the ``N`` file paths in the same order.
+        ``(images, labels, paths)``: uint8 tensor ``[N, 112, 92]``, int64 tensor ``[N]`` (the
+        identity folder's position, ``NN - 1`` for the standard layout), and the ``N`` file
+        paths in the same order.
 
     Raises:
         PairLossError: no ``sNN`` folder in ``root``; an identity folder without ``M.pgm``
@@ -168,11 +180,11 @@ def load_att_faces(
     if not identities:
         raise PairLossError(f"root: no identity folder (s1, s2, ...) found in {root}")
     images, labels, paths = [], [], []
-    for identity, folder in identities:
+    for identity, folder in enumerate(identities):
         files = _numbered(folder, _IMAGE_FILE, want_dir=False)
         if not files:
             raise PairLossError(f"{folder}: empty identity folder; expected 1.pgm, 2.pgm, ...")
-        for _, path in files:
+        for path in files:
             image = read_pgm(path)
             if images and image.shape != images[0].shape:
                 raise PairLossError(
@@ -180,6 +192,6 @@ def load_att_faces(
                     f"like {paths[0]}"
                 )
             images.append(image)
-            labels.append(identity - 1)
+            labels.append(identity)
             paths.append(path)
     return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64), paths

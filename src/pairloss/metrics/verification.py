@@ -25,7 +25,8 @@ from ._format import format_table
 from .neighbors import check_metric, common_scale, prepare
 
 DEFAULT_FAR = (1e-1, 1e-2, 1e-3, 1e-4)
-_PAIR_CHUNK = 65536
+PAIR_SCORE_BYTES = 2**28
+"""Memory of one chunk of :func:`pair_scores` (two float64 ``[chunk, D]`` row gathers)."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ def pair_scores(
     emb_b: torch.Tensor | None = None,
     metric: str = "cosine",
     pairs: torch.Tensor | None = None,
+    max_bytes: int = PAIR_SCORE_BYTES,
 ) -> torch.Tensor:
     """float64 scores of row pairs: cosine similarity, dot product or ``-||a - b||``.
 
@@ -212,14 +214,18 @@ def pair_scores(
         emb_b: ``[P, D]`` embeddings (pair ``i`` is ``(emb_a[i], emb_b[i])``); None with ``pairs``.
         metric: ``"cosine"`` (default), ``"dot"`` or ``"euclidean"`` (the negated distance).
         pairs: optional ``[P, 2]`` integer row indices into ``emb_a``.
+        max_bytes: memory of one chunk of pairs (default 256 MiB): a chunk holds
+            ``max(1, max_bytes // (16 D))`` pairs, whatever the dimension D.
 
     Returns:
-        ``[P]`` float64 scores on the CPU, computed in chunks of 65536 pairs.
+        ``[P]`` float64 scores on the CPU.
     """
-    return _pair_scores(emb_a, emb_b, metric, pairs, "pairs")
+    return _pair_scores(emb_a, emb_b, metric, pairs, "pairs", max_bytes)
 
 
-def _pair_scores(emb_a, emb_b, metric, pairs, pairs_name: str) -> torch.Tensor:
+def _pair_scores(
+    emb_a, emb_b, metric, pairs, pairs_name: str, max_bytes: int = PAIR_SCORE_BYTES
+) -> torch.Tensor:
     """:func:`pair_scores`, naming the index pairs ``pairs_name`` in errors."""
     metric = check_metric(metric)
     if pairs is None:
@@ -238,8 +244,11 @@ def _pair_scores(emb_a, emb_b, metric, pairs, pairs_name: str) -> torch.Tensor:
         scale = 1.0 if metric == "cosine" else common_scale(a)
         a = b = prepare(a, metric, "embeddings", scale)
         left, right = _check_pairs(check_tensor(pairs, pairs_name), a.shape[0], pairs_name)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise PairLossError(f"max_bytes: expected a positive int, got {max_bytes!r}")
+    chunk = max(1, max_bytes // (16 * a.shape[1]))
     parts = []
-    for i, j in zip(left.split(_PAIR_CHUNK), right.split(_PAIR_CHUNK), strict=True):
+    for i, j in zip(left.split(chunk), right.split(chunk), strict=True):
         x, y = a[i.to(a.device)].to(torch.float64), b[j.to(b.device)].to(torch.float64)
         parts.append(-(x - y).norm(dim=1) if metric == "euclidean" else (x * y).sum(dim=1))
     scores = torch.cat(parts).cpu()

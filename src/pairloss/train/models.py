@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import PairLossError
+from .backbones import PREFIX, TorchvisionEmbedder, check_torchvision_name
 
 __all__ = ["MODELS", "FaceCNN", "MLPHead", "SmallCNN", "build_model"]
 
@@ -271,12 +272,29 @@ MODELS: dict[str, type[nn.Module]] = {"cnn28": SmallCNN, "face": FaceCNN, "mlp":
 """The names :func:`build_model` accepts and the classes they build."""
 
 
+def check_model_name(name: object) -> str:
+    """``name`` if :func:`build_model` knows it (one of :data:`MODELS`, or
+    ``torchvision:<name>``); else :class:`PairLossError` with close names."""
+    if isinstance(name, str) and name.startswith(PREFIX):
+        check_torchvision_name(name)
+        return name
+    if not isinstance(name, str) or name not in MODELS:
+        close = difflib.get_close_matches(str(name), MODELS, n=3) if isinstance(name, str) else []
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise PairLossError(
+            f"model: unknown model {name!r}{hint} (expected one of {', '.join(MODELS)}, or "
+            f"{PREFIX}<name> for a torchvision model)"
+        )
+    return name
+
+
 def build_model(name: str, embedding_size: int, **kwargs: object) -> nn.Module:
     """Build the model called ``name`` with output dimension ``embedding_size``.
 
     Args:
-        name: ``"cnn28"`` (:class:`SmallCNN`), ``"face"`` (:class:`FaceCNN`) or ``"mlp"``
-            (:class:`MLPHead`, needs ``in_features=``).
+        name: ``"cnn28"`` (:class:`SmallCNN`), ``"face"`` (:class:`FaceCNN`), ``"mlp"``
+            (:class:`MLPHead`, needs ``in_features=``) or ``"torchvision:<name>"``
+            (:class:`~pairloss.train.backbones.TorchvisionEmbedder`; takes ``pretrained=``).
         embedding_size: output dimension D.
         **kwargs: passed on to the class (e.g. ``in_channels``, ``normalize``, ``hidden``).
 
@@ -286,11 +304,18 @@ def build_model(name: str, embedding_size: int, **kwargs: object) -> nn.Module:
     Raises:
         PairLossError: unknown name (with close names suggested), unknown or missing keyword.
     """
-    if not isinstance(name, str) or name not in MODELS:
-        close = difflib.get_close_matches(str(name), MODELS, n=3) if isinstance(name, str) else []
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+    if check_model_name(name).startswith(PREFIX):
+        allowed_tv = {"pretrained", "normalize"}
+        for key in kwargs:
+            if key not in allowed_tv:
+                raise PairLossError(
+                    f"{key}: not an option of model {name!r} (expected one of pretrained, normalize)"
+                )
+        return TorchvisionEmbedder(check_torchvision_name(name), embedding_size, **kwargs)
+    if "pretrained" in kwargs:
         raise PairLossError(
-            f"name: unknown model {name!r}{hint} (expected one of {', '.join(MODELS)})"
+            f"pretrained: model {name!r} has no pretrained weights; they apply to "
+            f"{PREFIX}<name> models"
         )
     cls = MODELS[name]
     params = inspect.signature(cls.__init__).parameters

@@ -58,15 +58,18 @@ def accepted_arguments(cls: type) -> set[str]:
 
 
 def build_loss(
-    name: str, options: dict[str, Any], num_classes: int, embedding_size: int
+    name: str,
+    options: dict[str, Any],
+    num_classes: int | None = None,
+    embedding_size: int | None = None,
 ) -> nn.Module:
     """Instantiate loss ``name`` with ``options``; ``num_classes`` and ``embedding_size`` are
-    passed to losses that own class parameters (proxies, classifier weights)."""
+    passed to losses that own class parameters (proxies, classifier weights) when given."""
     cls = loss_class(name)
     params = accepted_arguments(cls)
     kwargs = dict(options)
     for key, value in (("num_classes", num_classes), ("embedding_size", embedding_size)):
-        if key in params and key not in kwargs:
+        if key in params and key not in kwargs and value is not None:
             kwargs[key] = value
     unknown = [k for k in kwargs if k not in params]
     if unknown:
@@ -74,10 +77,22 @@ def build_loss(
             f"loss_options: {cls.__name__} has no option {unknown[0]!r}; expected one of "
             f"{', '.join(sorted(params))}"
         )
+    if "miner" in options:
+        raise PairLossError(
+            f"loss_options: choose the miner by name with --miner (got miner={options['miner']!r})"
+        )
     try:
         return cls(**kwargs)
-    except TypeError as exc:
+    except PairLossError as exc:
         raise PairLossError(f"loss_options: {cls.__name__}: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:  # a constructor without validators
+        raise PairLossError(
+            f"loss_options: {cls.__name__}({_shown(options)}) was refused: {exc}"
+        ) from None
+
+
+def _shown(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in options.items())
 
 
 def build_miner(name: str | None) -> nn.Module | None:

@@ -159,7 +159,7 @@ def _metric_order(keys: Sequence[str]) -> list[str]:
     """Metric names ordered MAP@R first, then recall@K by K, then the rest as given."""
 
     def rank(key: str) -> tuple[int, float, int]:
-        low = key.lower()
+        low = key.lower().removeprefix("val_")
         if low == "map@r":
             return (0, 0.0, 0)
         m = re.fullmatch(r"(recall|precision|ndcg)@(\d+)", low)
@@ -172,6 +172,8 @@ def _metric_order(keys: Sequence[str]) -> list[str]:
 
 
 def _pretty_metric(key: str) -> str:
+    if key.lower().startswith("val_"):
+        return "validation " + _pretty_metric(key[4:])
     low = key.lower()
     if low == "map@r":
         return "MAP@R"
@@ -305,7 +307,7 @@ def _history_metric_keys(history: Sequence[Mapping[str, Any]]) -> list[str]:
     keys: list[str] = []
     for row in history:
         for key in row:
-            low = key.lower()
+            low = key.lower().removeprefix("val_")
             if low == "map@r" or re.fullmatch(r"(recall|precision|ndcg)@\d+", low):
                 keys.append(key)
     return _metric_order(keys)
@@ -374,14 +376,18 @@ def _history_section(history: Sequence[Mapping[str, Any]]) -> str:
         for key in metric_keys:
             xs, ys = _series(history, key)
             if ys:
-                style = "-" if key.lower() == "map@r" else "--"
-                width = 2.2 if key.lower() == "map@r" else 1.2
+                main = key.lower().removeprefix("val_") == "map@r"
+                style = "-" if main else "--"
+                width = 2.2 if main else 1.2
                 ax.plot(
                     xs, ys, style, lw=width, marker="o", markersize=3, label=_pretty_metric(key)
                 )
         _epoch_axis(ax, _epochs(history))
         ax.set_ylabel("score")
-        ax.set_title("Retrieval metrics per epoch (test split)")
+        best = _scalar(history[-1].get("best_epoch"))
+        if best is not None:
+            ax.axvline(best, color="#2ca02c", lw=1, ls=":", label=f"kept: epoch {best:g}")
+        ax.set_title("Validation metrics per epoch (the best epoch is kept)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9, loc="best", ncol=2 if len(metric_keys) > 4 else 1)
         figures.append(_figure_html(fig, alt="Recall@K and MAP@R per epoch"))
@@ -630,43 +636,91 @@ def _projection_section(
     return head + _figure_html(fig, caption="; ".join(caption), alt=alt)
 
 
-def _check_baselines(baselines: Mapping[str, Any] | None) -> None:
-    for name, metrics in (baselines or {}).items():
-        if not isinstance(metrics, Mapping):
+def _check_representations(representations: Mapping[str, Any] | None) -> None:
+    for name, results in (representations or {}).items():
+        if not isinstance(results, Mapping) or not all(
+            isinstance(v, Mapping) for v in results.values()
+        ):
             raise PairLossError(
-                f"baselines[{name!r}]: expected a dict of metric values, got "
-                f"{type(metrics).__name__}"
+                f"representations[{name!r}]: expected {{setting: {{metric: value}}}}, got "
+                f"{type(results).__name__}"
             )
 
 
-def _baseline_section(baselines: Mapping[str, Any] | None) -> str:
-    head = "<h2>Comparison with baselines (test split)</h2>"
-    if not baselines:
-        return head + _note("No baselines given.")
-    keys: list[str] = []
-    for metrics in baselines.values():
-        keys.extend(k for k in metrics if not k.endswith("_std"))
-    keys = _metric_order(keys)
-    best: dict[str, float] = {}
-    for key in keys:
-        vals = [_scalar(m.get(key)) for m in baselines.values()]
-        vals = [v for v in vals if v is not None and math.isfinite(v)]
-        if vals and key != "seconds":
-            best[key] = max(vals)
+VERDICT_METRICS = ("map@r", "recall@1")
+"""The columns of the first table, for each setting."""
+
+
+def _verdict_section(
+    representations: Mapping[str, Mapping[str, Mapping[str, Any]]] | None,
+    settings: Mapping[str, str],
+    headline: str | None,
+    verdict: str | None,
+    notes: Sequence[str],
+) -> str:
+    """The first screen: the verdict line and the representations, best first."""
+    head = "<h2>Which representation retrieves best (test data)</h2>"
+    text = f"<p><b>{_esc(verdict)}</b></p>" if verdict else ""
+    if not representations:
+        return head + text + _note("No evaluated representation given.")
+    order = list(settings) or list(dict.fromkeys(s for r in representations.values() for s in r))
+    lead = headline if headline in order else order[0]
+
+    def score(name: str) -> float:
+        v = _scalar(representations[name].get(lead, {}).get("map@r"))
+        return v if v is not None and math.isfinite(v) else -math.inf
+
+    ranked = sorted(representations, key=lambda n: -score(n))
+    best = {
+        (s, k): max(
+            (v for n in ranked if (v := _scalar(representations[n].get(s, {}).get(k))) is not None),
+            default=None,
+        )
+        for s in order
+        for k in VERDICT_METRICS
+    }
+    header = ["#", "representation"] + [
+        f"{_pretty_metric(k)}, {settings.get(s, s)}" for s in order for k in VERDICT_METRICS
+    ]
     rows = []
-    for name, metrics in baselines.items():
-        row = [f"<td>{_esc(name)}</td>"]
-        for key in keys:
-            v = _scalar(metrics.get(key))
-            cell = (
-                ""
-                if key not in metrics
-                else (_fmt_seconds(v) if key == "seconds" else _fmt(metrics[key]))
-            )
-            strong = v is not None and key in best and v == best[key] and len(baselines) > 1
-            row.append(f'<td class="num">{"<b>" + cell + "</b>" if strong else cell}</td>')
-        rows.append(row)
-    return head + _table(["embedding"] + [_pretty_metric(k) for k in keys], rows)
+    for rank, name in enumerate(ranked, start=1):
+        cells = [f'<td class="num">{rank}</td>', f"<td>{_esc(name)}</td>"]
+        for s in order:
+            for k in VERDICT_METRICS:
+                v = _scalar(representations[name].get(s, {}).get(k))
+                cell = "" if v is None else _fmt(v)
+                if v is not None and best[(s, k)] == v and len(ranked) > 1:
+                    cell = f"<b>{cell}</b>"
+                cells.append(f'<td class="num">{cell}</td>')
+        rows.append(cells)
+    caption = _note(
+        f"Sorted by MAP@R on {settings.get(lead, lead)}; the best value of each column in bold."
+    )
+    return head + text + _table(header, rows) + caption + "".join(_note(n) for n in notes)
+
+
+def _details_section(
+    representations: Mapping[str, Mapping[str, Mapping[str, Any]]] | None,
+    settings: Mapping[str, str],
+) -> str:
+    """Every metric of every representation, one table per setting."""
+    if not representations:
+        return ""
+    parts = ["<h2>All test metrics</h2>"]
+    order = list(settings) or list(dict.fromkeys(s for r in representations.values() for s in r))
+    for setting in order:
+        keys = _metric_order(
+            [k for r in representations.values() for k in r.get(setting, {}) if k != "seconds"]
+        )
+        if not keys:
+            continue
+        rows = [
+            [f"<td>{_esc(name)}</td>"] + [_num_cell(r.get(setting, {}).get(k, "")) for k in keys]
+            for name, r in representations.items()
+        ]
+        parts.append(f"<h3>{_esc(settings.get(setting, setting))}</h3>")
+        parts.append(_table(["representation"] + [_pretty_metric(k) for k in keys], rows))
+    return "".join(parts)
 
 
 def write_report(
@@ -677,32 +731,41 @@ def write_report(
     history: Sequence[Mapping[str, Any]] | None = None,
     before: Mapping[str, Any] | None = None,
     after: Mapping[str, Any] | None = None,
-    baselines: Mapping[str, Mapping[str, Any]] | None = None,
+    representations: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+    settings: Mapping[str, str] | None = None,
+    headline: str | None = None,
+    verdict: str | None = None,
+    notes: Sequence[str] = (),
     pair_weight_curve: Mapping[str, Any] | None = None,
     projection: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a self-contained HTML report of one training run to ``path``.
 
-    Every part may be None (or empty) and is then skipped with a short note. Arrays may be
-    torch tensors, numpy arrays or lists; non-finite values are dropped from the plots.
+    The first screen is the verdict: ``verdict`` (one line, e.g. what training changed) and the
+    table of representations, best first. Every other part may be None (or empty) and is then
+    skipped with a short note. Arrays may be torch tensors, numpy arrays or lists; non-finite
+    values are dropped from the plots.
 
     Args:
         path: the HTML file to write (parent folders are created).
         title: page title.
         config: run settings, shown as a table (nested dicts are flattened to ``a.b`` keys).
-        history: one dict per epoch, e.g. ``{"epoch": 1, "train_loss": 0.7, "recall@1": 0.6,
-            "map@r": 0.3, "seconds": 12.0}``. Keys containing ``loss`` are drawn in the loss
-            plot; ``recall@K``, ``precision@K``, ``ndcg@K`` and ``map@r`` in the metric plot;
-            the last epoch is also shown as a table.
-        before, after: ``{"pos": [P] S+ similarities, "neg": [Q] S- similarities}`` on the test
-            split before and after training; optional ``"auc"`` / ``"overlap"`` numbers are
+        history: one dict per epoch, e.g. ``{"epoch": 1, "mean_loss": 0.7, "val_map@r": 0.3,
+            "best_epoch": 1}``. Keys containing ``loss`` are drawn in the loss plot;
+            ``[val_]recall@K``, ``precision@K``, ``ndcg@K`` and ``map@r`` in the metric plot
+            (with the kept epoch ``best_epoch`` marked); the last epoch is also a table.
+        before, after: ``{"pos": [P] S+ similarities, "neg": [Q] S- similarities}`` on test
+            data before and after training; optional ``"auc"`` / ``"overlap"`` numbers are
             shown in the histogram titles.
-        baselines: ``{name: {metric: value}}``, e.g. ``{"raw pixels": {...}, "trained": {...}}``;
-            shown as a table with the best value of each column in bold.
+        representations: ``{name: {setting: {metric: value}}}``, e.g. raw inputs, PCA, the
+            untrained and the trained model, evaluated on every setting.
+        settings: ``{setting: display name}`` in column order (default: as found).
+        headline: the setting that sorts the table (default: the first).
+        verdict: one line shown above the table.
+        notes: short remarks shown under the table (e.g. a baseline left out, and why).
         pair_weight_curve: ``{"pos_sim": [P], "pos_weight": [P], "neg_sim": [Q],
-            "neg_weight": [Q], "loss": name}`` and optionally ``"weight_label"`` (the y-axis
-            label, default "pair weight"); a scatter of weight against similarity, positives
-            and negatives in two colours (at most 20,000 points per series are drawn).
+            "neg_weight": [Q], "loss": name}`` and optionally ``"weight_label"``; a scatter of
+            weight against similarity (at most 20,000 points per series are drawn).
         projection: ``{"xy": [N, 2], "labels": [N] ints, "class_names": optional list}``
             (e.g. from :func:`pca_2d`); a scatter coloured by class (at most 10,000 points).
 
@@ -716,7 +779,8 @@ def write_report(
     config = _check_mapping(config, "config")
     before = _check_mapping(before, "before")
     after = _check_mapping(after, "after")
-    baselines = _check_mapping(baselines, "baselines")
+    representations = _check_mapping(representations, "representations")
+    settings = _check_mapping(settings, "settings") or {}
     pair_weight_curve = _check_mapping(pair_weight_curve, "pair_weight_curve")
     projection = _check_mapping(projection, "projection")
     if history is None:
@@ -729,13 +793,12 @@ def write_report(
         if not isinstance(row, Mapping):
             raise PairLossError(f"history[{i}]: expected a dict, got {type(row).__name__}")
     # convert and check every part before drawing anything
-    _check_baselines(baselines)
+    _check_representations(representations)
     similarities = _prep_similarities(before, after)
     weights = _prep_pair_weights(pair_weight_curve)
     points = _prep_projection(projection)
     sections = [
-        _config_section(config),
-        _baseline_section(baselines),
+        _verdict_section(representations, settings, headline, verdict, notes),
         _history_section(history),
         _similarity_section(similarities),
         _pair_weight_section(
@@ -744,6 +807,8 @@ def write_report(
             (pair_weight_curve or {}).get("weight_label"),
         ),
         _projection_section(points),
+        _details_section(representations, settings),
+        _config_section(config),
     ]
     n_epochs = len(history)
     subtitle = f"{n_epochs} epoch{'s' if n_epochs != 1 else ''}" if n_epochs else ""

@@ -1,13 +1,18 @@
 """Training runs and comparisons: what ``pairloss train`` and ``pairloss compare`` do.
 
-A run folder holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt``,
-``summary.json`` (final metrics, baselines, wall time) and ``report.html``. A comparison folder
-holds one run folder per (loss, seed), ``leaderboard.json`` and ``leaderboard.html``.
+A run folder holds ``config.json``, the logs (``metrics.jsonl``, ``metrics.csv``,
+``tensorboard/``), ``checkpoint.pt`` (to resume), ``model.pt`` (the selected epoch's model, for
+``pairloss eval``, ``embed`` and ``search``), ``summary.json`` (every representation's test
+metrics, the selected epoch, the wall times and the verdict line) and ``report.html``. A
+comparison folder holds one run folder per (loss, seed), ``leaderboard.json`` and
+``leaderboard.html``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +27,20 @@ from ..errors import PairLossError
 from ..losses.base import PairLossModule
 from ..losses.proxy.proxy_base import ProxyLossModule
 from ..weights import pair_weights
-from .config import TrainConfig, parse_options
-from .evaluate import embed, evaluate_embeddings, flat, headline, pca_baseline, similarity_sample
-from .models import build_model
+from .backbones import PREFIX, torchvision_models
+from .config import TrainConfig, check_paths, from_dict, parse_options
+from .datasets import DEFAULT_MODELS
+from .evaluate import PROTOCOLS, evaluate_embeddings
+from .labelled import SETTINGS
+from .logs import METRICS, read_history
+from .models import check_model_name
 from .registry import build_loss, build_miner
-from .report import pca_2d, write_leaderboard, write_report
-from .tasks import Task, load_task
-from .trainer import CHECKPOINT, Trainer, load_checkpoint, seed_everything
+from .report import write_leaderboard, write_report
+from .task import Results, Task
+from .tasks import check_applies, load_task
+from .trainer import CHECKPOINT, Trainer, resolve_device, seed_everything
 
-PROJECTION_ROWS = 2000
+MODEL = "model.pt"
 LEADERBOARD_KEYS = ("map@r", "recall@1", "r_precision", "rank1", "eer", "dir@far=0.1")
 
 
@@ -40,71 +50,158 @@ class RunResult:
 
     Attributes:
         out: the run folder.
-        metrics: the last epoch's test metrics.
-        baselines: metrics of the raw inputs, their PCA, the untrained model, the trained
-            model (``trained``, = ``metrics``) and the trained model's representation before
-            its projection head (``trained backbone``, when the model has ``backbone``).
+        metrics: the trained model's test results ``{setting: {metric: value}}`` (of the
+            selected epoch).
+        representations: test results of every representation, ``{name: {setting: metrics}}``:
+            the baselines (raw inputs, PCA, the untrained model) and the trained model's
+            embedding and backbone; ordered best first by the headline setting's MAP@R.
+        headline: the setting that decides (``"seen"`` or ``"unseen"`` for labelled data).
+        selected_epoch: the epoch whose model was kept (best validation score).
+        verdict: one line saying what training changed.
         history: one record per epoch.
-        seconds: wall time of the whole run (loading, training, evaluation, report).
+        seconds: wall times ``total``, ``training``, ``evaluation``, ``report``, and ``cpu``,
+            the CPU time of the process (all its threads; on a shared machine the wall time
+            depends on the load, this does less).
         report: path of ``report.html``.
+        config: the run's settings.
     """
 
     out: Path
-    metrics: dict[str, float]
-    baselines: dict[str, dict[str, float]]
+    metrics: Results
+    representations: dict[str, Results]
+    headline: str
+    selected_epoch: int | None
+    verdict: str
     history: list[dict[str, Any]]
-    seconds: float
+    seconds: dict[str, float]
     report: Path
     config: dict[str, Any] = field(default_factory=dict)
 
 
+# ----------------------------------------------------------------------------- checks up front
+
+RESUMABLE_CHANGES = frozenset(
+    {
+        "epochs",
+        "eval_every",
+        "threads",
+        "data_dir",
+        "out",
+        "max_eval",
+        "device",
+        "workers",
+        "eval_memory",
+        "amp",
+    }
+)
+"""Settings a resumed run may change; every other one must equal the interrupted run's."""
+
+
+def check_run(config: TrainConfig, resume: bool = False) -> None:
+    """Check everything that can be checked before any data is loaded or file written: the
+    paths, the data set and the settings it reads, the device, the loss and its options, the
+    miner, the model name, and (with ``resume``) that the run folder holds a checkpoint made
+    with the same settings.
+
+    Raises:
+        PairLossError: naming the first setting that cannot work.
+    """
+    check_paths(config)
+    check_applies(config)
+    resolve_device(config.device)
+    loss = build_loss(config.loss, config.loss_options, 2, config.embedding_size)
+    if getattr(loss, "reduction", None) == "none":
+        raise PairLossError(
+            "loss_options: reduction='none' makes the loss one value per row; the trainer needs "
+            "one number per batch: use reduction='mean' (the default) or 'sum'"
+        )
+    build_miner(config.miner)
+    model = config.model or DEFAULT_MODELS.get(config.dataset)
+    if model is not None:
+        check_model_name(model)
+        if model.startswith(PREFIX):
+            torchvision_models()  # installed, or a clear error before any data is read
+        elif config.pretrained is not None:
+            raise PairLossError(
+                f"pretrained: model {model!r} has no pretrained weights; they apply to "
+                f"{PREFIX}<name> models"
+            )
+    if config.pretrained not in (None, "default") and not Path(config.pretrained).is_file():
+        raise PairLossError(
+            f"pretrained: {config.pretrained} is not a file; expected default or a .pth file"
+        )
+    if resume:
+        check_resume(config)
+
+
+def check_resume(config: TrainConfig) -> None:
+    """``config.out`` holds a checkpoint, a readable ``metrics.jsonl`` and a ``config.json``
+    whose settings equal ``config``'s (except :data:`RESUMABLE_CHANGES`)."""
+    out = Path(config.out)
+    if not (out / CHECKPOINT).is_file():
+        raise PairLossError(f"resume: no {CHECKPOINT} in {out}; expected an interrupted run")
+    saved = read_config(out / "config.json")
+    read_history(out / METRICS)
+    for key, value in config.to_dict().items():
+        before = getattr(saved, key)
+        if key not in RESUMABLE_CHANGES and before != value:
+            raise PairLossError(
+                f"resume: the run in {out} was made with {key}={before!r}, this command asks for "
+                f"{key}={value!r}; expected the same settings (or a new --out)"
+            )
+
+
+def read_config(path: Path) -> TrainConfig:
+    """The :class:`TrainConfig` saved in a run's ``config.json``."""
+    if not path.is_file():
+        raise PairLossError(f"path: {path} not found; expected a pairloss run folder")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PairLossError(f"{path}: not a valid JSON file ({exc})") from None
+    return from_dict(values, str(path))
+
+
+# ------------------------------------------------------------------------------------ one run
+
+
 def build(config: TrainConfig, task: Task) -> tuple[nn.Module, nn.Module, nn.Module | None]:
     """Model, loss and miner of a run (seeded by ``config.seed``)."""
-    seed_everything(config.seed)
-    model = build_model(config.model or task.model, config.embedding_size, **task.model_options)
-    loss = build_loss(config.loss, config.loss_options, task.num_classes, config.embedding_size)
+    seed_everything(config.seed, resolve_device(config.device))
+    model = task.build_model(config)
+    loss = build_loss(
+        config.loss,
+        config.loss_options,
+        embedding_size=config.embedding_size,
+        **task.loss_arguments(),
+    )
     return model, loss, build_miner(config.miner)
 
 
-def _weight_curve(loss: nn.Module, model: nn.Module, task: Task, config: TrainConfig):
+def _weight_curve(loss: nn.Module, model: nn.Module, task: Task, config: TrainConfig, device):
     """Pair weight against similarity on one training batch (None for class-level losses)."""
     if not isinstance(loss, PairLossModule) or isinstance(loss, ProxyLossModule):
         return None
-    if loss.reduction == "none":
-        return None
-    gen = torch.Generator().manual_seed(config.seed)
-    rows = torch.randperm(len(task.train_y), generator=gen)[: config.p * config.k]
-    emb = embed(model, task.train_x[rows])
-    w = pair_weights(loss, emb, task.train_y[rows])
-    pos = w.is_positive
+    sampler = task.batches(config)
+    sampler.set_epoch(0)
+    batch = next(iter(sampler))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        args, _ = task.loss_inputs(model, batch, device, step=0, train=False)
+    model.train(was_training)
+    emb, labels = args[0].float().cpu(), args[1].cpu()
+    w = pair_weights(loss.cpu(), emb, labels)
+    loss.to(device)
+    pos = w.is_positive.numpy()
     sim = (-w.score if w.is_distance else w.score).numpy()
     weight = w.weight.abs().numpy()
     return {
-        "pos_sim": sim[pos.numpy()],
-        "pos_weight": weight[pos.numpy()],
-        "neg_sim": sim[~pos.numpy()],
-        "neg_weight": weight[~pos.numpy()],
+        "pos_sim": sim[pos],
+        "pos_weight": weight[pos],
+        "neg_sim": sim[~pos],
+        "neg_weight": weight[~pos],
         "loss": type(loss).__name__,
-    }
-
-
-def _projection(emb: torch.Tensor, task: Task, seed: int) -> dict[str, Any]:
-    gen = torch.Generator().manual_seed(seed)
-    rows = torch.randperm(len(task.test_y), generator=gen)[:PROJECTION_ROWS]
-    return {
-        "xy": pca_2d(emb[rows]).numpy(),
-        "labels": task.test_y[rows].numpy(),
-        "class_names": task.class_names,
-    }
-
-
-def _baselines(task: Task, config: TrainConfig, untrained: torch.Tensor) -> dict[str, dict]:
-    raw = flat(task.test_x)
-    pca = pca_baseline(task.train_x, task.test_x, config.embedding_size, config.seed)
-    return {
-        "raw input": evaluate_embeddings(raw, task.test_y, task.protocol, config.seed),
-        f"PCA-{pca.shape[1]}": evaluate_embeddings(pca, task.test_y, task.protocol, config.seed),
-        "untrained model": evaluate_embeddings(untrained, task.test_y, task.protocol, config.seed),
     }
 
 
@@ -120,58 +217,178 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _score(results: Results, setting: str, key: str = "map@r") -> float:
+    value = results.get(setting, {}).get(key)
+    return value if value is not None and math.isfinite(value) else -math.inf
+
+
+def ranked(representations: dict[str, Results], headline: str) -> dict[str, Results]:
+    """``representations`` ordered best first by the headline setting's MAP@R."""
+    order = sorted(representations, key=lambda n: -_score(representations[n], headline))
+    return {name: representations[name] for name in order}
+
+
+def verdict_line(
+    baselines: dict[str, Results], trained: tuple[str, Results], headline: str, settings: list[str]
+) -> str:
+    """One line: the best baseline's MAP@R and Recall@1 against the trained embedding's, on
+    each setting (headline first)."""
+    name, results = trained
+    parts = []
+    for setting in [headline, *(s for s in settings if s != headline)]:
+        best = max(baselines, key=lambda n: _score(baselines[n], setting), default=None)
+        if best is None or setting not in results:
+            continue
+        base, mine = baselines[best][setting], results[setting]
+        change = " and ".join(
+            f"{label} {base[key]:.3f} -> {mine[key]:.3f}"
+            for key, label in (("map@r", "MAP@R"), ("recall@1", "Recall@1"))
+            if key in base and key in mine
+        )
+        parts.append(f"{change} on {SETTINGS.get(setting, setting)} (best baseline: {best})")
+    return f"training changed {'; '.join(parts)}" if parts else "no test results"
+
+
+def format_table(representations: dict[str, Results], settings: list[str]) -> str:
+    """The representations as aligned text: MAP@R and Recall@1 per setting."""
+    header = ["representation"] + [
+        f"{label} {SETTINGS.get(s, s)}" for s in settings for label in ("MAP@R", "R@1")
+    ]
+    rows = [header]
+    for name, results in representations.items():
+        cells = [name]
+        for s in settings:
+            for key in ("map@r", "recall@1"):
+                value = results.get(s, {}).get(key)
+                cells.append("-" if value is None else f"{value:.4f}")
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    )
+
+
+def save_model(out: Path, model: nn.Module, epoch: int | None, task: Task) -> Path:
+    """Write ``model.pt``: the selected epoch's weights, the epoch and the task's
+    :meth:`~pairloss.train.task.Task.model_spec` (to rebuild the model without the data)."""
+    path = out / MODEL
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    torch.save({"model": state, "epoch": epoch, "spec": task.model_spec()}, path)
+    return path
+
+
 def train_run(
     config: TrainConfig, progress: bool = True, resume: bool = False, log=print
 ) -> RunResult:
-    """Train, evaluate and report one run into ``config.out``; see the module docstring."""
-    start = time.perf_counter()
+    """Train, select, evaluate and report one run into ``config.out``; see the module docstring."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _dump(out / "config.json", config.to_dict())
-    task = load_task(config).limited(config.max_eval, config.seed)
+    task = load_task(config)
     log(task.describe())
+    device = resolve_device(config.device)
     model, loss, miner = build(config, task)
-    test_x, test_y = task.test_x, task.test_y
-    untrained = embed(model, test_x)
-    baselines = _baselines(task, config, untrained)
-    for name, values in baselines.items():
-        log(f"  {name:>16}: {headline(values)}")
-    before = similarity_sample(untrained, test_y, config.seed)
+    model.to(device)
+    evaluation = time.perf_counter()
+    untrained = copy.deepcopy(model)
+    task.calibrate(untrained, device)
+    baselines = task.baselines(config, untrained, device)
+    before = task.similarity_sample(untrained, device)
+    del untrained
+    evaluation = time.perf_counter() - evaluation
+    settings = list(next(iter(baselines.values())))
+    log("before training, on the test data:")
+    for line in format_table(ranked(baselines, task.headline), settings).splitlines():
+        log("  " + line)
 
     def on_epoch(record: dict[str, Any]) -> None:
-        log(f"  epoch {record['epoch']:>3}: loss {record['train_loss']:.4f}  {headline(record)}")
-
-    trainer = Trainer(model, loss, task, config, out, miner, progress, on_epoch)
-    if resume and trainer.resume():
-        log(f"  resumed from {out / 'checkpoint.pt'} after epoch {trainer.epoch}")
-    history = trainer.fit()
-    trained = embed(model, test_x)
-    final = evaluate_embeddings(trained, test_y, task.protocol, config.seed)
-    baselines["trained"] = final
-    if hasattr(model, "backbone"):
-        features = embed(model, test_x, backbone=True)
-        baselines["trained backbone"] = evaluate_embeddings(
-            features, test_y, task.protocol, config.seed
+        val = "  ".join(
+            f"{k.removeprefix('val_')} {record[k]:.4f}"
+            for k in ("val_map@r", "val_recall@1")
+            if k in record
         )
+        kept = " (best so far)" if record.get("best_epoch") == record["epoch"] and val else ""
+        log(
+            f"  epoch {record['epoch']:>3}: mean_loss {record['mean_loss']:.4f}  "
+            f"{record['samples_per_second']:,.0f} samples/s"
+            + (f"  validation {val}{kept}" if val else "")
+        )
+
+    trainer = Trainer(task, model, loss, config, out, miner, progress, on_epoch, log)
+    if resume and trainer.resume():
+        log(f"  resumed from {out / CHECKPOINT} after epoch {trainer.epoch}")
+    history = trainer.fit()
+    save_model(out, model, trainer.selected_epoch, task)
+    tested = time.perf_counter()
+    mine = task.representations(model, device)
+    after = task.similarity_sample(model, device)
+    projection = task.projection(model, device)
+    evaluation += time.perf_counter() - tested
+    table = ranked({**baselines, **mine}, task.headline)
+    trained_name = next(iter(mine))
+    verdict = verdict_line(baselines, (trained_name, mine[trained_name]), task.headline, settings)
+    notes = [n for n in [getattr(task, "skipped_baselines", lambda: None)()] if n]
+    notes.append(
+        f"Test figures of the model of epoch {trainer.selected_epoch} of {len(history)}, the "
+        f"best by validation {task.selection_metric}; the test data played no part in choosing it."
+    )
+    reporting = time.perf_counter()
     report = write_report(
         out / "report.html",
         title=f"pairloss: {config.loss} on {config.dataset}",
         config=config.to_dict(),
         history=history,
         before=before,
-        after=similarity_sample(trained, test_y, config.seed),
-        baselines=baselines,
-        pair_weight_curve=_weight_curve(loss, model, task, config),
-        projection=_projection(trained, task, config.seed),
+        after=after,
+        representations=table,
+        settings={s: SETTINGS.get(s, s) for s in settings},
+        headline=task.headline,
+        verdict=verdict,
+        notes=notes,
+        pair_weight_curve=_weight_curve(loss, model, task, config, device),
+        projection=projection,
     )
-    seconds = time.perf_counter() - start
+    reporting = time.perf_counter() - reporting
+    total = time.perf_counter() - start
+    training = sum(r.get("train_seconds", 0.0) for r in history)
+    seconds = {
+        "total": total,
+        "training": training,
+        "evaluation": evaluation,
+        "report": reporting,
+        "cpu": time.process_time() - cpu_start,
+    }
     _dump(
         out / "summary.json",
-        {"config": config.to_dict(), "metrics": final, "baselines": baselines, "seconds": seconds},
+        {
+            "config": config.to_dict(),
+            "headline": task.headline,
+            "selected_epoch": trainer.selected_epoch,
+            "verdict": verdict,
+            "metrics": mine[trained_name],
+            "representations": table,
+            "seconds": seconds,
+        },
     )
-    return RunResult(out, final, baselines, history, seconds, report, config.to_dict())
+    return RunResult(
+        out,
+        mine[trained_name],
+        table,
+        task.headline,
+        trainer.selected_epoch,
+        verdict,
+        history,
+        seconds,
+        report,
+        config.to_dict(),
+    )
+
+
+# ----------------------------------------------------------------------------------- compare
 
 
 def parse_loss_spec(spec: str) -> tuple[str, dict[str, Any], str | None]:
@@ -182,9 +399,32 @@ def parse_loss_spec(spec: str) -> tuple[str, dict[str, Any], str | None]:
     name, _, rest = spec.partition(":")
     options = parse_options([p for p in rest.split(",") if p.strip()], f"loss spec {spec!r}")
     miner = options.pop("miner", None)
+    if miner is not None and not isinstance(miner, str):
+        raise PairLossError(f"losses: miner in {spec!r}: expected a miner name, got {miner!r}")
     if not name.strip():
         raise PairLossError(f"losses: expected name[:key=value,...], got {spec!r}")
     return name.strip(), options, miner
+
+
+def _spec_config(config: TrainConfig, spec: str, seed: int, out: Path) -> TrainConfig:
+    name, options, miner = parse_loss_spec(spec)
+    return config.replace(
+        loss=name,
+        loss_options={**config.loss_options, **options},
+        miner=miner if miner is not None else config.miner,
+        seed=seed,
+        out=str(out / f"{_slug(spec)}-seed{seed}"),
+    )
+
+
+def check_compare(config: TrainConfig, losses: list[str], seeds: list[int]) -> None:
+    """:func:`check_run` for every loss spec and seed of a comparison, before any training."""
+    if not losses:
+        raise PairLossError("losses: expected at least one loss to compare")
+    if not seeds or max(seeds) > 2**32 - 1:
+        raise PairLossError(f"seeds: expected seeds from 0 to 2**32 - 1, got {seeds[-1:]}")
+    for spec in losses:
+        check_run(_spec_config(config, spec, seeds[0], Path(config.out)))
 
 
 def _slug(spec: str) -> str:
@@ -192,14 +432,21 @@ def _slug(spec: str) -> str:
 
 
 def _aggregate(runs: list[RunResult]) -> dict[str, float]:
-    keys = [k for k in runs[0].metrics if all(k in r.metrics for r in runs)]
+    """Mean (and sample std over seeds) of the trained embedding's test metrics: the headline
+    setting's under their plain names, the other settings' as ``<setting>/<metric>``."""
     row: dict[str, float] = {}
-    for key in keys:
-        values = np.array([r.metrics[key] for r in runs], dtype=np.float64)
-        row[key] = float(values.mean())
-        if len(runs) > 1:
-            row[f"{key}_std"] = float(values.std(ddof=1))
-    row["seconds"] = float(np.mean([r.seconds for r in runs]))
+    headline = runs[0].headline
+    for setting in runs[0].metrics:
+        for key in runs[0].metrics[setting]:
+            values = [r.metrics.get(setting, {}).get(key) for r in runs]
+            if any(v is None for v in values):
+                continue
+            name = key if setting == headline else f"{setting}/{key}"
+            array = np.array(values, dtype=np.float64)
+            row[name] = float(array.mean())
+            if len(runs) > 1:
+                row[f"{name}_std"] = float(array.std(ddof=1))
+    row["seconds"] = float(np.mean([r.seconds["total"] for r in runs]))
     return row
 
 
@@ -212,26 +459,18 @@ def compare(
 ) -> list[dict[str, Any]]:
     """Train every loss of ``losses`` (specs as in :func:`parse_loss_spec`) with every seed under
     the same data, protocol and budget; write ``leaderboard.{json,html}`` into ``config.out``
-    and return the rows sorted by MAP@R (mean over seeds, with ``_std`` when seeds > 1)."""
-    if not losses:
-        raise PairLossError("losses: expected at least one loss to compare")
-    if not seeds:
-        raise PairLossError("seeds: expected at least one seed")
+    and return the rows sorted by the headline setting's MAP@R (mean over seeds, with ``_std``
+    when seeds > 1; other settings' metrics as ``<setting>/<metric>``)."""
+    check_compare(config, losses, seeds)
     out = Path(config.out)
     rows = []
     for spec in losses:
-        name, options, miner = parse_loss_spec(spec)
         runs = []
         for seed in seeds:
-            run_cfg = config.replace(
-                loss=name,
-                loss_options={**config.loss_options, **options},
-                miner=miner if miner is not None else config.miner,
-                seed=seed,
-                out=str(out / f"{_slug(spec)}-seed{seed}"),
-            )
             log(f"== {spec} (seed {seed})")
-            runs.append(train_run(run_cfg, progress=progress, log=log))
+            runs.append(
+                train_run(_spec_config(config, spec, seed, out), progress=progress, log=log)
+            )
         rows.append({"loss": spec, "runs": len(runs), **_aggregate(runs)})
     rows.sort(key=lambda r: r.get("map@r", float("-inf")), reverse=True)
     _dump(out / "leaderboard.json", rows)
@@ -246,7 +485,8 @@ def compare(
 
 def leaderboard_table(rows: list[dict[str, Any]]) -> str:
     """The leaderboard as aligned text (mean +- std when available)."""
-    keys = [k for k in LEADERBOARD_KEYS if any(k in r for r in rows)] + ["seconds"]
+    present = [k for k in dict.fromkeys(k for r in rows for k in r) if not k.endswith("_std")]
+    keys = [k for k in present if k.split("/")[-1] in LEADERBOARD_KEYS] + ["seconds"]
     header = ["loss", *keys]
     lines = []
     for r in rows:
@@ -266,31 +506,42 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *lines])
 
 
-def evaluate_run(path: str | Path, data_dir: str | None = None) -> dict[str, float]:
-    """Re-evaluate a trained run: ``path`` is a run folder or its ``checkpoint.pt``; the model is
-    rebuilt from the folder's ``config.json`` and evaluated on its protocol's test split."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    checkpoint = path / CHECKPOINT if path.is_dir() else path
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise PairLossError(f"path: {config_file} not found; expected a pairloss run folder")
-    values = json.loads(config_file.read_text())
-    config = TrainConfig(**values).checked()
+# -------------------------------------------------------------------------- using a run later
+
+
+def evaluate_run(path: str | Path, data_dir: str | None = None) -> Results:
+    """Re-evaluate a trained run (its folder) on its test data with the selected model:
+    ``{setting: {metric: value}}``."""
+    from .use import load_trained
+
+    trained = load_trained(path)
+    config = trained.config
     if data_dir is not None:
         config = config.replace(data_dir=data_dir)
-    task = load_task(config).limited(config.max_eval, config.seed)
-    model, _, _ = build(config, task)
-    model.load_state_dict(load_checkpoint(checkpoint)["model"])
-    return evaluate_embeddings(embed(model, task.test_x), task.test_y, task.protocol, config.seed)
+    check_paths(config.replace(out=str(path)))
+    task = load_task(config)
+    return task.evaluate(trained.model, "test", resolve_device(config.device))
 
 
 def evaluate_file(
-    path: str | Path, labels: str | Path | None = None, protocol: str = "zero-shot", seed: int = 0
-) -> dict[str, float]:
+    path: str | Path, labels: str | Path | None = None, protocol: str = "retrieval", seed: int = 0
+) -> Results:
     """Evaluate precomputed embeddings (``.npy`` / ``.pt``, see
-    :func:`pairloss.data.load_embedding_file`) with every sample as a query (leave-one-out)."""
-    if protocol not in ("zero-shot", "face"):
-        raise PairLossError(f"protocol: expected 'zero-shot' or 'face', got {protocol!r}")
+    :func:`pairloss.data.load_embedding_file`) with every sample as a query (leave-one-out):
+    ``{"all": {metric: value}}``."""
+    if protocol not in PROTOCOLS:
+        raise PairLossError(f"protocol: expected one of {PROTOCOLS}, got {protocol!r}")
     emb, y = load_embedding_file(path, labels)
-    return evaluate_embeddings(emb.float(), y, protocol, seed)
+    return {"all": evaluate_embeddings(emb.float(), y, protocol, seed)}
+
+
+__all__ = [
+    "RunResult",
+    "check_compare",
+    "check_run",
+    "compare",
+    "evaluate_file",
+    "evaluate_run",
+    "leaderboard_table",
+    "train_run",
+]

@@ -1,20 +1,34 @@
-"""A plain PyTorch training loop for embedding models with a pairloss loss.
+"""One training loop for every task (:class:`pairloss.train.task.Task`) and every loss.
 
-One step: a P x K batch from :class:`pairloss.data.PKSampler`, ``loss(model(x), y)`` (with the
-miner's output as ``indices_tuple`` when a miner is set), backward, gradient clipping, AdamW
-and a per-step learning-rate schedule: linear warm-up for ``warmup_epochs``, then cosine decay
-to 0 at the last step. The loss's own parameters (proxies, learnable margins) are optimised too,
-in their own parameter group with ``lr * loss_lr_mult`` and no weight decay.
+One step: the task's next batch, ``loss(*args, **kwargs)`` with the task's loss inputs (and, when
+a miner is set, the miner's output on them as ``indices_tuple``), backward, gradient clipping,
+AdamW and a per-step learning-rate schedule: linear warm-up for ``warmup_epochs``, then cosine
+decay to 0 at the last step. The loss's own parameters (proxies, learnable margins) are
+optimised too, in their own parameter group with ``lr * loss_lr_mult`` and no weight decay.
 
-After every ``eval_every`` epochs (and the last) the model is evaluated on the task's test split;
-one JSON line per epoch goes to ``metrics.jsonl`` and the model, loss, optimizer and schedule go
-to ``checkpoint.pt`` (a plain ``state_dict`` bundle, read back with ``weights_only=True``), so
-``resume=True`` continues an interrupted run where it stopped, with the same batches.
+Device and precision: ``device="auto"`` takes CUDA when there is one, else the CPU. With
+``amp=True`` the forward pass runs under :func:`torch.autocast` (float16 with a gradient scaler
+on CUDA, bfloat16 on the CPU); pairloss losses compute in float32 whatever their input dtype.
+
+Model selection without peeking: every ``eval_every`` epochs (and the last) the task evaluates
+the model on its validation data (carved from the training data, never the test data); the
+state of the epoch with the best :meth:`Task.select` score is kept, and :meth:`Trainer.fit`
+leaves the model in that state (``selected_epoch``).
+
+Files (in ``out``): ``metrics.jsonl``, ``metrics.csv`` and ``tensorboard/`` (see
+:mod:`pairloss.train.logs`), and ``checkpoint.pt`` after every epoch: a plain ``state_dict``
+bundle (model, loss, optimizer, schedule, gradient scaler, RNG state, epoch, the best epoch and
+its model), read back with ``weights_only=True``, so ``resume()`` continues an interrupted run
+exactly where it stopped, with the same batches and augmentations.
+
+Progress: a tqdm bar over the run's samples with the epoch, ``mean_loss`` (the mean batch loss
+of the epoch so far, the number the epoch record calls ``mean_loss``), samples per second and
+the time left.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import random
 import sys
@@ -27,22 +41,42 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import PKSampler
 from ..errors import PairLossError
-from .config import TrainConfig
-from .evaluate import embed, evaluate_embeddings
-from .tasks import Task
+from .logs import METRICS, RunLogs, read_history
+from .task import Results, Task
 
 CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch, and ask torch for deterministic kernels (warn only)."""
+def seed_everything(seed: int, device: torch.device | None = None) -> None:
+    """Seed Python, NumPy and torch; on a CUDA ``device`` also ask torch for deterministic
+    kernels (warn only; the CPU kernels used here are deterministic already, and the switch
+    costs seconds of imports)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if device is not None and device.type == "cuda":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when available, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise PairLossError(f"device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PairLossError(f"device: {name} asked for, but no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise PairLossError(
+                f"device: {name}: there are {torch.cuda.device_count()} CUDA devices"
+            )
+    elif device.type != "cpu":
+        raise PairLossError(f"device: expected auto, cpu, cuda or cuda:N, got {name!r}")
+    return device
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
@@ -54,11 +88,14 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
-def make_optimizer(model: nn.Module, loss: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, loss: nn.Module, config: Any) -> torch.optim.AdamW:
     """AdamW over the model (``lr``, ``weight_decay``) and the loss's parameters, if any
     (``lr * loss_lr_mult``, no weight decay)."""
     groups: list[dict[str, Any]] = [
-        {"params": list(model.parameters()), "weight_decay": config.weight_decay}
+        {
+            "params": [p for p in model.parameters() if p.requires_grad],
+            "weight_decay": config.weight_decay,
+        }
     ]
     loss_params = [p for p in loss.parameters() if p.requires_grad]
     if loss_params:
@@ -68,97 +105,93 @@ def make_optimizer(model: nn.Module, loss: nn.Module, config: TrainConfig) -> to
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-class Progress:
-    """A one-line progress display on stderr: epoch, step, loss, samples/s and ETA.
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
-    On a terminal the line is redrawn in place; otherwise one line per epoch is printed.
-    """
 
-    def __init__(self, total_steps: int, enabled: bool = True) -> None:
-        self.total, self.enabled = total_steps, enabled
-        self.tty = sys.stderr.isatty()
-        self.start = time.perf_counter()
-        self.done = 0
-        self.samples = 0
-
-    def update(self, epoch: int, step: int, steps: int, loss: float, batch: int) -> None:
-        """Record one finished step."""
-        self.done += 1
-        self.samples += batch
-        if self.enabled and (self.tty or step == steps):
-            sys.stderr.write(("\r" if self.tty else "") + self.line(epoch, step, steps, loss))
-            if not self.tty:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-
-    def line(self, epoch: int, step: int, steps: int, loss: float) -> str:
-        """The text of the display."""
-        elapsed = time.perf_counter() - self.start
-        rate = self.samples / elapsed if elapsed > 0 else 0.0
-        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
-        return (
-            f"epoch {epoch} step {step}/{steps} loss {loss:.4f} "
-            f"{rate:,.0f} samples/s ETA {eta:,.0f}s   "
-        )
-
-    def close(self) -> None:
-        """End the in-place line."""
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
+def flat_results(prefix: str, results: Results) -> dict[str, float]:
+    """``{setting: {metric: v}}`` as ``{"<prefix><metric>": v}`` for one setting, or
+    ``{"<prefix><setting>/<metric>": v}`` for several."""
+    if len(results) == 1:
+        return {f"{prefix}{k}": v for k, v in next(iter(results.values())).items()}
+    return {f"{prefix}{s}/{k}": v for s, values in results.items() for k, v in values.items()}
 
 
 class Trainer:
     """Trains ``model`` with ``loss`` on ``task`` as ``config`` says; see the module docstring.
 
     Args:
-        model: the embedding model (``[B, ...] -> [B, E]``).
-        loss: a pairloss loss module called as ``loss(embeddings, labels[, indices_tuple])``.
-        task: the data (:class:`pairloss.train.tasks.Task`).
-        config: the run's settings.
+        task: the data, loss inputs and evaluation (:class:`pairloss.train.task.Task`).
+        model: the model the task's loss inputs come from.
+        loss: a loss module called as ``loss(*args, **kwargs)``.
+        config: the run's settings (:class:`pairloss.train.TrainConfig`).
         out: the run folder (created).
-        miner: optional miner called as ``miner(embeddings, labels)``.
-        progress: show the progress line.
+        miner: optional miner called as ``miner(*args)`` on the loss inputs.
+        progress: show the progress bar.
         on_epoch: optional callback ``f(record)`` after every epoch's record is written.
+        log: where notices go (default ``print``).
     """
 
     def __init__(
         self,
+        task: Task,
         model: nn.Module,
         loss: nn.Module,
-        task: Task,
-        config: TrainConfig,
+        config: Any,
         out: str | Path,
         miner: nn.Module | None = None,
         progress: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        log: Callable[[str], None] = print,
     ) -> None:
-        self.model, self.loss, self.task, self.config = model, loss, task, config
-        self.miner, self.on_epoch = miner, on_epoch
+        self.task, self.config, self.miner, self.on_epoch = task, config, miner, on_epoch
+        self.device = resolve_device(config.device)
+        self.model, self.loss = model.to(self.device), loss.to(self.device)
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.sampler = PKSampler(
-            task.train_y, config.p, config.k, batches=config.batches_per_epoch, seed=config.seed
-        )
+        self.sampler = task.batches(config)
         self.steps_per_epoch = len(self.sampler)
         self.total_steps = self.steps_per_epoch * config.epochs
         warmup = round(config.warmup_epochs * self.steps_per_epoch)
-        self.optimizer = make_optimizer(model, loss, config)
+        self.optimizer = make_optimizer(self.model, self.loss, config)
         self.trained = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: warmup_cosine(step, warmup, self.total_steps)
         )
+        self.amp_dtype = (
+            (torch.float16 if self.device.type == "cuda" else torch.bfloat16)
+            if config.amp
+            else None
+        )
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=config.amp and self.device.type == "cuda"
+        )
         self.epoch = 0
+        self.step = 0
         self.history: list[dict[str, Any]] = []
+        self.best_epoch: int | None = None
+        self.best_score = -math.inf
+        self.best_model: dict[str, torch.Tensor] | None = None
         self.progress = progress
+        self.log = log
+        self.logs: RunLogs | None = None
+
+    # ---------------------------------------------------------------------------- checkpoints
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: model, loss, optimizer, schedule, epoch."""
+        """Everything needed to resume (see the module docstring)."""
         return {
             "model": self.model.state_dict(),
             "loss": self.loss.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": torch.get_rng_state(),
             "epoch": self.epoch,
+            "step": self.step,
+            "best_epoch": self.best_epoch,
+            "best_score": self.best_score,
+            "best_model": self.best_model,
         }
 
     def save(self) -> Path:
@@ -170,70 +203,148 @@ class Trainer:
         return path
 
     def resume(self) -> bool:
-        """Load ``checkpoint.pt`` and ``metrics.jsonl`` if present; True when resumed."""
+        """Load ``checkpoint.pt`` and ``metrics.jsonl`` if present; True when resumed.
+
+        Raises:
+            PairLossError: the checkpoint is unreadable or does not fit this model, loss or
+                optimizer (a different embedding size, loss or model), or ``metrics.jsonl``
+                is corrupt.
+        """
         path = self.out / CHECKPOINT
         if not path.is_file():
             return False
         state = load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
-        self.loss.load_state_dict(state["loss"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.epoch = int(state["epoch"])
-        self.history = read_history(self.out / METRICS)[: self.epoch]
+        history = read_history(self.out / METRICS)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.loss.load_state_dict(state["loss"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"])
+            epoch, step = int(state["epoch"]), int(state["step"])
+            best_epoch, best_score = state["best_epoch"], float(state["best_score"])
+            best_model = state["best_model"]
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PairLossError(
+                f"resume: {path} does not fit this run's model, loss or optimizer ({first}); "
+                "expected a checkpoint of the same settings, or start a new run with another --out"
+            ) from None
+        self.epoch, self.step = epoch, step
+        self.best_epoch, self.best_score, self.best_model = best_epoch, best_score, best_model
+        self.history = history[: self.epoch]
         return True
 
-    def evaluate(self) -> dict[str, float]:
-        """The protocol's metrics on the task's test split."""
-        x, y = self.task.test_x, self.task.test_y
-        return evaluate_embeddings(embed(self.model, x), y, self.task.protocol, self.config.seed)
+    # ------------------------------------------------------------------------------- training
 
-    def _step(self, idx: list[int]) -> float:
-        x, y = self.task.train_x[idx], self.task.train_y[idx]
-        emb = self.model(x)
-        if self.miner is not None:
-            value = self.loss(emb, y, self.miner(emb, y))
-        else:
-            value = self.loss(emb, y)
-        if not torch.isfinite(value):
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _step(self, batch: Any) -> float:
+        with self._autocast():
+            args, kwargs = self.task.loss_inputs(self.model, batch, self.device, self.step)
+            if self.miner is not None:
+                kwargs = {**kwargs, "indices_tuple": self.miner(*args)}
+            value = self.loss(*args, **kwargs)
+        if value.dim() != 0:
             raise PairLossError(
-                f"loss: the training loss became {float(value)} at epoch {self.epoch + 1}; "
-                "try a lower lr or check the loss options"
+                f"loss: returned shape {tuple(value.shape)}; the trainer needs one number per batch"
+            )
+        if not torch.isfinite(value.detach()):
+            raise PairLossError(
+                f"loss: the training loss became {float(value.detach())} at epoch "
+                f"{self.epoch + 1}; try a lower lr or check the loss options"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        value.backward()
+        self.scaler.scale(value).backward()
         if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.trained, self.config.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.schedule.step()
+        self.step += 1
         return float(value.detach())
 
+    def _bar(self):
+        from tqdm.auto import tqdm
+
+        remaining = (self.config.epochs - self.epoch) * self.steps_per_epoch
+        samples = getattr(self.sampler, "batch_size", 1)
+        terminal = sys.stderr.isatty()
+        return tqdm(
+            total=remaining * samples,
+            unit="sample",
+            unit_scale=True,
+            disable=not self.progress,
+            dynamic_ncols=True,
+            leave=not terminal,  # a log file keeps the final state of the bar
+            mininterval=0.5 if terminal else 30.0,  # and gets few lines
+        )
+
+    def validate(self) -> Results:
+        """The task's validation results for the current model."""
+        return self.task.evaluate(self.model, "validation", self.device)
+
     def fit(self) -> list[dict[str, Any]]:
-        """Train the remaining epochs; return one record per epoch (also in ``metrics.jsonl``)."""
-        progress = Progress(self.steps_per_epoch * (self.config.epochs - self.epoch), self.progress)
+        """Train the remaining epochs; return one record per epoch (also in the logs), and
+        leave the model in the state of the selected (best validation) epoch."""
+        self.logs = RunLogs(self.out, notice=self.log)
         self.model.train()
-        while self.epoch < self.config.epochs:
-            self.sampler.set_epoch(self.epoch)
-            start, losses = time.perf_counter(), []
-            for step, idx in enumerate(self.sampler, 1):
-                losses.append(self._step(idx))
-                progress.update(self.epoch + 1, step, self.steps_per_epoch, losses[-1], len(idx))
-            self.epoch += 1
-            record: dict[str, Any] = {
-                "epoch": self.epoch,
-                "train_loss": float(np.mean(losses)),
-                "lr": self.schedule.get_last_lr()[0],
-                "train_seconds": time.perf_counter() - start,
-            }
-            if self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs:
-                record.update(self.evaluate())
-            self.history.append(record)
-            write_history(self.out / METRICS, self.history)
-            self.save()
-            if self.on_epoch is not None:
-                self.on_epoch(record)
-        progress.close()
+        try:
+            with self._bar() as bar:
+                while self.epoch < self.config.epochs:
+                    self._epoch(bar)
+        finally:
+            self.logs.close()
+        if self.best_model is not None:
+            self.model.load_state_dict(self.best_model)
         return self.history
+
+    def _epoch(self, bar: Any) -> None:
+        self.sampler.set_epoch(self.epoch)
+        bar.set_description(f"epoch {self.epoch + 1}/{self.config.epochs}")
+        start, total, count, samples = time.perf_counter(), 0.0, 0, 0
+        for batch in self.sampler:
+            value = self._step(batch)
+            total, count, samples = total + value, count + 1, samples + len(batch)
+            self.logs.batch(self.step, value)
+            bar.update(len(batch))
+            bar.set_postfix(mean_loss=f"{total / count:.4f}", refresh=False)
+        self.epoch += 1
+        seconds = time.perf_counter() - start
+        record: dict[str, Any] = {
+            "epoch": self.epoch,
+            "mean_loss": total / max(count, 1),
+            "lr": self.schedule.get_last_lr()[0],
+            "train_seconds": seconds,
+            "samples_per_second": samples / seconds if seconds > 0 else 0.0,
+        }
+        if self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs:
+            results = self.validate()
+            record.update(flat_results("val_", results))
+            score = self.task.select(results)
+            if score is not None and score > self.best_score:
+                self.best_epoch, self.best_score = self.epoch, score
+                self.best_model = _cpu_state(self.model)
+        if self.best_model is None and self.epoch == self.config.epochs:
+            self.best_epoch, self.best_model = self.epoch, _cpu_state(self.model)
+        record["best_epoch"] = self.best_epoch
+        self.history.append(record)
+        self.logs.epoch(self.history, self.step)
+        self.save()
+        if self.on_epoch is not None:
+            bar.clear()
+            self.on_epoch(record)
+            bar.refresh()
+
+    @property
+    def selected_epoch(self) -> int | None:
+        """The epoch whose model :meth:`fit` keeps (best validation score, else the last)."""
+        return self.best_epoch
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -250,13 +361,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    """One JSON object per line, per epoch."""
-    path.write_text("".join(json.dumps(r) + "\n" for r in history))
-
-
-def read_history(path: Path) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl`` (empty when missing)."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+__all__ = [
+    "CHECKPOINT",
+    "Trainer",
+    "load_checkpoint",
+    "make_optimizer",
+    "resolve_device",
+    "seed_everything",
+    "warmup_cosine",
+]
