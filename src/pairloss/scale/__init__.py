@@ -13,18 +13,28 @@ candidates from earlier batches.
 from .distributed import (
     DistributedLossWrapper,
     average_gradients,
+    batch_ids,
     gather_rows,
     is_distributed,
     set_gather,
 )
+from .grad_cache import RandomState, grad_cache_step, split_batch
 from .launch import init_from_env, spawn
+from .memory import CrossBatchMemory, MemoryQueue, MomentumEncoder
 
 __all__ = [
+    "CrossBatchMemory",
     "DistributedLossWrapper",
+    "MemoryQueue",
+    "MomentumEncoder",
+    "RandomState",
     "average_gradients",
+    "batch_ids",
     "gather_rows",
+    "grad_cache_step",
     "init_from_env",
     "is_distributed",
     "set_gather",
     "spawn",
+    "split_batch",
 ]

@@ -129,6 +129,17 @@ def _exchange_sizes(n: int, group) -> list[int]:
     return [int(v) for v in _all_gather_rows(t, group, [1] * world)]
 
 
+def batch_ids(n: int, group=None, device=None) -> torch.Tensor:
+    """Ids ``offset .. offset + n - 1`` that are unique over the processes of ``group``
+    (``offset``: the rows of the ranks before this one): labels for instance discrimination
+    (query i's positive is document i) that stay right when the batches are gathered. Without
+    a process group, ``arange(n)``."""
+    offset = 0
+    if is_distributed(group):
+        offset = sum(_exchange_sizes(n, group)[: dist.get_rank(group=group)])
+    return torch.arange(offset, offset + n, device=device)
+
+
 @dataclass
 class GroupShard:
     """The engine's :class:`~pairloss.engine.RowShard` for a torch.distributed group.

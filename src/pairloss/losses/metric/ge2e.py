@@ -11,6 +11,7 @@ from ...engine import compute_dtype
 from ...errors import PairLossError
 from ...objectives.terms import RowTerms
 from ...reduction import ROW_REDUCTIONS, check_reduction, reduce_terms
+from ...scale.distributed import set_gather
 from ...validation import check_bool, check_embeddings, check_labels
 from ..proxy.proxy_base import check_number
 
@@ -152,7 +153,8 @@ class GE2ELoss(nn.Module):
     The centroids are the candidates (C <= B speakers), so the loss is computed directly as a
     dense [B, C] score matrix (O(B x C) memory, O(B x D) extra work), not with the pair engine.
     ``indices_tuple``, ``ref_emb`` and ``ref_labels`` are refused. fp16/bf16 embeddings are
-    computed in float32; the result has the embeddings' dtype.
+    computed in float32; the result has the embeddings' dtype. ``gather="exact"``: the loss of
+    the global batch of a process group (:func:`pairloss.scale.set_gather`).
     """
 
     def __init__(
@@ -162,8 +164,11 @@ class GE2ELoss(nn.Module):
         init_b: float = -5.0,
         reduction: str = "mean",
         normalize_embeddings: bool = True,
+        gather: str | None = None,
     ) -> None:
         super().__init__()
+        if gather is not None:
+            set_gather(self, gather)
         self.loss_method = _check_method(loss_method)
         init_w = check_number(init_w, "init_w", 0.0, strict=True)
         init_b = check_number(init_b, "init_b")

@@ -12,6 +12,7 @@ from torch import nn
 
 from ...engine import compute_dtype
 from ...errors import PairLossError
+from ...scale.distributed import set_gather
 from ...similarity import LpDistance, Similarity, get_similarity
 from ...validation import check_embeddings, check_labels
 from ..proxy.proxy_base import check_int, check_number
@@ -109,6 +110,8 @@ class PFIDLoss(nn.Module):
     ``ref_emb`` / ``ref_labels`` give the pairwise term reference candidates (the
     cross-entropy always runs over the batch). Degenerate input (one class, all-distinct labels,
     a batch of one) keeps the cross-entropy; a pairwise part with no non-zero term is 0.
+    ``gather="exact"``: the loss of the global batch of a process group
+    (:func:`pairloss.scale.set_gather`).
     """
 
     def __init__(
@@ -122,8 +125,11 @@ class PFIDLoss(nn.Module):
         bias: bool = True,
         engine: str = "auto",
         block_size: int | None = None,
+        gather: str | None = None,
     ) -> None:
         super().__init__()
+        if gather is not None:
+            set_gather(self, gather)
         self.num_classes = check_int(num_classes, "num_classes")
         self.embedding_size = check_int(embedding_size, "embedding_size")
         self.pair_weight = check_number(pair_weight, "pair_weight", 0.0)
