@@ -236,25 +236,28 @@ def _dense_sharded(problem: PairProblem, prep: _Prepared, shard: RowShard) -> to
         terms = _block_terms(problem, prep, prep.anchors[lo:hi], prep.candidates, lo, hi)
     else:
         terms = []
-    anchor = prep.anchors
+    # every process's part must need a gradient when the inputs do (the backward of the sum
+    # is a collective), also with no rows or rows whose terms are constant
+    link = sum(t.sum() for t in (prep.anchors, prep.candidates, *problem.params)) * 0.0
     if problem.reduction == "none":
-        local = sum(t.values for t in terms) if terms else anchor.new_zeros((0,))
-        return _ShardRows.apply(shard, local, b)
-    sums = [t.values.sum() for t in terms] or [anchor.new_zeros(())] * k
+        local = sum(t.values for t in terms) if terms else prep.anchors.new_zeros((0,))
+        return _ShardRows.apply(shard, local + link, b)
+    sums = [t.values.sum() for t in terms] or [prep.anchors.new_zeros(())] * k
     counts = None
     if problem.reduction in DATA_DEPENDENT:
         counts = [row_counts(t, problem.reduction).detach() for t in terms]
-    _, counts = _all_sum(shard, [s.detach() for s in sums], counts, k)
+    _, counts = _all_sum(shard, [s.detach() for s in sums], counts, k, counts is not None)
     local = sum(
         safe_divide(v, normalizer(counts[i] if counts else 0.0, problem.reduction, b))
         for i, v in enumerate(sums)
     )
-    return _ShardSum.apply(shard, local)
+    return _ShardSum.apply(shard, local + link)
 
 
-def _all_sum(shard: RowShard | None, values: list, counts: list | None, k: int):
-    """Per-component ``values`` and ``counts`` (lists of length ``k``, or empty where this
-    process walked no row) summed over the processes of ``shard``; unchanged without one."""
+def _all_sum(shard: RowShard | None, values: list, counts: list | None, k: int, counted: bool):
+    """Per-component ``values`` and ``counts`` (lists of length ``k``, or empty / None where
+    this process walked no row) summed over the processes of ``shard``; unchanged without one.
+    ``counted``: whether the reduction counts (the result then has counts, else None)."""
     if shard is None:
         return values, counts
     ref = next((v for v in values if isinstance(v, torch.Tensor)), None)
@@ -267,7 +270,7 @@ def _all_sum(shard: RowShard | None, values: list, counts: list | None, k: int):
         packed[k + i] = c
     shard.all_sum_(packed)
     summed = [packed[i].to(dtype) for i in range(k)]
-    return summed, None if counts is None else [float(packed[k + i]) for i in range(k)]
+    return summed, [float(packed[k + i]) for i in range(k)] if counted else None
 
 
 def _upstream(shard: RowShard, grad_output: torch.Tensor) -> torch.Tensor:
@@ -343,7 +346,9 @@ class _Walk:
 
     def combine(self, values: list, counts: list | None):
         """Per-component values and counts summed over the shard's processes."""
-        return _all_sum(self.shard, values, counts, _n_components(self) if self.shard else 0)
+        counted = self.problem.reduction in DATA_DEPENDENT
+        k = _n_components(self) if self.shard else 0
+        return _all_sum(self.shard, values, counts, k, counted)
 
     def need(self, needs_input_grad: Sequence[bool]) -> tuple[bool, ...]:
         """(anchors, candidates, *params) flags from a Function's ``needs_input_grad``."""
@@ -395,7 +400,7 @@ class _Walk:
         if self.shard is None:
             return totals or []
         k = _n_components(self)
-        _, summed = _all_sum(self.shard, [], totals or [0.0] * k, k)
+        _, summed = _all_sum(self.shard, [], totals or [0.0] * k, k, True)
         return summed
 
     def run(self, need: tuple[bool, ...], weights: Sequence[float] | None, row_weights=None):

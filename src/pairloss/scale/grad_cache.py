@@ -27,7 +27,7 @@ may differ between processes, run no collective).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -75,7 +75,7 @@ def _cuda_devices(chunk) -> list[int]:
 def _tensors(batch) -> list[torch.Tensor]:
     if isinstance(batch, torch.Tensor):
         return [batch]
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         return [t for v in batch.values() for t in _tensors(v)]
     if isinstance(batch, (tuple, list)):
         return [t for v in batch for t in _tensors(v)]
@@ -83,8 +83,8 @@ def _tensors(batch) -> list[torch.Tensor]:
 
 
 def batch_length(batch) -> int:
-    """Rows of a batch: a tensor, a dict of tensors (e.g. tokenizer output), or a tuple/list of
-    tensors (all with the same first dimension), or a list of items."""
+    """Rows of a batch: a tensor, a mapping of tensors (e.g. a tokenizer's output), or a
+    tuple/list of tensors (all with the same first dimension), or a list of items."""
     tensors = _tensors(batch)
     if tensors:
         n = tensors[0].shape[0]
@@ -103,8 +103,9 @@ def batch_length(batch) -> int:
 
 
 def split_batch(batch, chunk_size: int) -> list:
-    """``batch`` cut into chunks of ``chunk_size`` rows (the last may be shorter); dicts,
-    tuples and lists of tensors are cut alongside, other dict values are kept as they are."""
+    """``batch`` cut into chunks of ``chunk_size`` rows (the last may be shorter); mappings
+    (as plain dicts), tuples and lists of tensors are cut alongside, other mapping values are
+    kept as they are."""
     n = batch_length(batch)
     return [_slice(batch, lo, min(n, lo + chunk_size)) for lo in range(0, n, chunk_size)]
 
@@ -112,7 +113,7 @@ def split_batch(batch, chunk_size: int) -> list:
 def _slice(batch, lo: int, hi: int):
     if isinstance(batch, torch.Tensor):
         return batch[lo:hi]
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         return {k: _slice(v, lo, hi) if _tensors(v) else v for k, v in batch.items()}
     if isinstance(batch, tuple) and _tensors(batch):
         return tuple(_slice(v, lo, hi) for v in batch)
