@@ -22,6 +22,9 @@ Two families of losses:
   ArcFace / CosFace / NormalizedSoftmax weights as [D, C] and ProxyAnchor / ProxyNCA proxies as
   [C, D]). The three products are X W^T [B, C], G W [B, D] and G^T X [C, D].
 
+- ``--family scale``: distributed, GradCache and memory at scale against open_clip and
+  sentence-transformers (:mod:`pairloss.scale.bench`, its own options).
+
 The peer library (pytorch-metric-learning) is needed unless ``--only pairloss``.
 
 Peak memory is read from the process's resident set (``ru_maxrss``) in a fresh subprocess per
@@ -44,7 +47,7 @@ import time
 
 import torch
 
-FAMILIES = ("pair", "proxy")
+FAMILIES = ("pair", "proxy", "scale")
 DEFAULT_CLASSES = {"pair": 256, "proxy": 10_000}
 PROXY_SEED = 1
 _FILL_ROWS = 4096
@@ -276,6 +279,13 @@ def measure(library, name, batch, dim, classes, repeats, threads, family="pair",
 
 def main(argv=None) -> int:
     """Parse the options, measure, print the table; 0 on success."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--family", default="pair")
+    known, rest = first.parse_known_args(argv)
+    if known.family == "scale":
+        from .scale.bench import main as scale_main
+
+        return scale_main(rest)
     ap = argparse.ArgumentParser(prog="pairloss bench", description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--dim", type=int, default=512)
@@ -283,7 +293,8 @@ def main(argv=None) -> int:
         "--family",
         choices=FAMILIES,
         default="pair",
-        help="pair: in-batch pair losses; proxy: proxy and margin-softmax losses",
+        help="pair: in-batch pair losses; proxy: proxy and margin-softmax losses; scale: "
+        "distributed, GradCache and memory at scale (its own options: --family scale --help)",
     )
     ap.add_argument(
         "--classes",
