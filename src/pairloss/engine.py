@@ -238,7 +238,8 @@ def _dense_sharded(problem: PairProblem, prep: _Prepared, shard: RowShard) -> to
         terms = []
     # every process's part must need a gradient when the inputs do (the backward of the sum
     # is a collective), also with no rows or rows whose terms are constant
-    link = sum(t.sum() for t in (prep.anchors, prep.candidates, *problem.params)) * 0.0
+    link = sum(t.reshape(-1)[:1].sum() for t in (prep.anchors, prep.candidates, *problem.params))
+    link = link * 0.0
     if problem.reduction == "none":
         local = sum(t.values for t in terms) if terms else prep.anchors.new_zeros((0,))
         return _ShardRows.apply(shard, local + link, b)

@@ -11,14 +11,18 @@ non-zero terms) are summed over the processes, and every process returns the sam
 loss of the global batch. Anything a loss computes outside the engine (centroids, miners' row
 statistics, regularisers) is computed identically on every process.
 
-Gradients: every process gets ``world_size`` times its share of the global gradient, so that
-the mean over the processes that DistributedDataParallel takes is exactly the gradient of one
-process on the concatenated batch, for the model and for the loss's own parameters (proxies,
-a learnable scale; average those with :func:`average_gradients` if the loss is not inside the
-DDP module). The gather's backward sums each candidate's gradient over the processes and hands
-it to the process that owns the row (an all-reduce of the gathered gradient, then the own rows:
-the same collectives on gloo and NCCL). So after ``loss.backward()`` a process's
-``embeddings.grad`` is ``world_size`` times the single-process gradient of its rows.
+Gradients travel as parts: what the processes' backward passes produce sums, over the
+processes, to ``world_size`` times the gradient of the global loss, so that the mean that
+DistributedDataParallel takes is exactly the gradient of one process on the concatenated batch.
+After ``loss.backward()`` a process's ``embeddings.grad`` is ``world_size`` times the
+single-process gradient of its own rows, and the loss's own parameters (proxies, a learnable
+scale) average over the processes to their single-process gradient (average them with
+:func:`average_gradients` if the loss is not inside the DDP module). The gather's backward sums
+each row's gradient over the processes and hands it to the process that owns the row (an
+all-reduce of the gathered gradient, then the own rows: the same collectives on gloo and NCCL);
+an engine call whose upstream gradient arrives in parts sums it first, so a loss that feeds one
+engine result into another stays exact. A loss that draws random numbers (e.g. sampled
+triplets) must draw the same on every process: seed the processes alike.
 
 Peers get this wrong in three known ways (no gradient through the gather; a 1/world_size scale;
 dropped terms, as pytorch-metric-learning's ``efficient=True``); the tests hold W processes
@@ -153,30 +157,20 @@ class GroupShard:
     sizes: list[int] | None = None
 
     def rows(self, n_rows: int) -> tuple[int, int]:
+        return self._rows_of(self.rank, n_rows)
+
+    def _rows_of(self, rank: int, n_rows: int) -> tuple[int, int]:
         if self.sizes is not None and sum(self.sizes) == n_rows:
-            lo = sum(self.sizes[: self.rank])
-            return lo, lo + self.sizes[self.rank]
-        return n_rows * self.rank // self.parts, n_rows * (self.rank + 1) // self.parts
+            lo = sum(self.sizes[:rank])
+            return lo, lo + self.sizes[rank]
+        return n_rows * rank // self.parts, n_rows * (rank + 1) // self.parts
 
     def all_sum_(self, t: torch.Tensor) -> torch.Tensor:
         return _all_reduce_(t, self.group)
 
     def all_rows(self, local: torch.Tensor, n_rows: int) -> torch.Tensor:
-        saved, self.rank = self.rank, 0
-        try:
-            sizes = []
-            for r in range(self.parts):
-                self.rank = r
-                lo, hi = self.rows(n_rows)
-                sizes.append(hi - lo)
-        finally:
-            self.rank = saved
+        sizes = [hi - lo for lo, hi in (self._rows_of(r, n_rows) for r in range(self.parts))]
         return _all_gather_rows(local, self.group, sizes)
-
-
-def group_shard(group=None, sizes: list[int] | None = None) -> GroupShard:
-    """A :class:`GroupShard` of ``group`` (default: the world)."""
-    return GroupShard(group, dist.get_world_size(group=group), dist.get_rank(group=group), sizes)
 
 
 # ---------------------------------------------------------------- gathering a loss's arguments
