@@ -486,8 +486,8 @@ class _FusedWalk(_Walk):
     def _blocks_of_scores(self):
         a, c = self.prep.anchors.detach(), self.prep.candidates.detach()
         form = self.problem.similarity.dot_form()
-        rows = min(self.block, self.hi - self.lo)
-        buffer = a.new_empty((rows, c.shape[0]))
+        height = min(self.block, self.hi - self.lo)
+        buffer = a.new_empty((height, c.shape[0]))
         for start, end in self.blocks():
             s = torch.mm(a[start:end], c.T, out=buffer[: end - start])
             yield start, end, form.scores_(s), form
@@ -524,8 +524,8 @@ class _FusedWalk(_Walk):
         grad_a, grad_c = self._grad_buffers(need)
         apart: dict[int, list] = {}
         dense_k = None
-        rows = min(self.block, self.hi - self.lo)
-        grad_buffer = a.new_empty((rows, c.shape[0])) if want else None
+        height = min(self.block, self.hi - self.lo)
+        grad_buffer = a.new_empty((height, c.shape[0])) if want else None
         values, counts, rows = None, None, []
         for start, end, s, form in self._blocks_of_scores():
             b = end - start
