@@ -5,7 +5,7 @@ miner, a row objective and a reduction, evaluated by one engine (dense or blocke
 README for a tour.
 """
 
-from . import classification, data, distances, functional, metrics, miners
+from . import classification, data, distances, functional, metrics, miners, scale
 from .errors import PairLossError
 from .losses import (
     ArcFaceLoss,
@@ -101,5 +101,6 @@ __all__ = [
     "metrics",
     "miners",
     "pair_weights",
+    "scale",
 ]
 __version__ = "0.1.0"
