@@ -371,7 +371,10 @@ def set_gather(loss: nn.Module, gather: str | None = "exact", group=None) -> nn.
     switch as ``gather=``.
 
     A loss class whose forward takes tensors that are the same on every process (not a batch)
-    names them in a class attribute ``replicated_inputs``.
+    names them in a class attribute ``replicated_inputs``. Batch arguments must be row-aligned
+    for the concatenation to be the global batch: documents with k hard negatives each as
+    [B, 1 + k, D], not as [positives; negatives] stacked along the rows (whose concatenation
+    over processes would pair anchors with other processes' negatives).
     """
     if gather is not None:
         check_choice(gather, "gather", MODES)
