@@ -352,6 +352,9 @@ def run_ddp(args) -> None:
     from .launch import spawn
 
     one = in_child(_ddp_single, args.ddp_batch, args.ddp_dim, args.repeats, args.threads)
+    single_thread = None
+    if args.threads > 1:
+        single_thread = in_child(_ddp_single, args.ddp_batch, args.ddp_dim, args.repeats, 1)
     per_rank = max(1, args.threads // 2)
     two = spawn(_ddp_rank, 2, args.ddp_batch, args.ddp_dim, args.repeats, threads=per_rank)
     grads = two[0]["grads"]
@@ -363,7 +366,9 @@ def run_ddp(args) -> None:
         f"(c) MLP {args.ddp_dim}-512-128, MultiSimilarity, global batch {args.ddp_batch}, one "
         f"step (forward + backward), float32"
     )
-    print(f"one process, {args.threads} threads:          {one['time'] * 1e3:8.0f} ms")
+    print(f"one process, {args.threads} thread(s):         {one['time'] * 1e3:8.0f} ms")
+    if single_thread is not None:
+        print(f"one process, 1 thread:             {single_thread['time'] * 1e3:8.0f} ms")
     print(f"two gloo processes, {per_rank} thread(s) each: {step * 1e3:8.0f} ms")
     print(
         f"largest gradient difference {diff:.2e} (largest gradient {scale:.2e}; relative "
