@@ -5,7 +5,7 @@ miner, a row objective and a reduction, evaluated by one engine (dense or blocke
 README for a tour.
 """
 
-from . import classification, data, distances, functional, metrics, miners
+from . import classification, data, distances, functional, metrics, miners, scale
 from .errors import PairLossError
 from .losses import (
     ArcFaceLoss,
@@ -101,6 +101,7 @@ __all__ = [
     "metrics",
     "miners",
     "pair_weights",
+    "scale",
 ]
 # E. learning to rank on slates; F. preference optimisation on log-probabilities
 from .losses.preference import (  # noqa: E402

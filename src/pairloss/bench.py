@@ -22,6 +22,9 @@ Two families of losses:
   ArcFace / CosFace / NormalizedSoftmax weights as [D, C] and ProxyAnchor / ProxyNCA proxies as
   [C, D]). The three products are X W^T [B, C], G W [B, D] and G^T X [C, D].
 
+- ``--family scale``: distributed, GradCache and memory at scale against open_clip and
+  sentence-transformers (:mod:`pairloss.scale.bench`, its own options).
+
 The peer library (pytorch-metric-learning) is needed unless ``--only pairloss``.
 
 Peak memory is read from the process's resident set (``ru_maxrss``) in a fresh subprocess per
@@ -45,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-FAMILIES = ("pair", "proxy")
+FAMILIES = ("pair", "proxy", "scale")
 DEFAULT_CLASSES = {"pair": 256, "proxy": 10_000}
 PROXY_SEED = 1
 _FILL_ROWS = 4096
@@ -311,10 +314,15 @@ def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 def main(argv=None) -> int:
     """Parse the options, measure, print the table; 0 on success."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if _family_of(argv) == "ranking":  # slates [Q, L]: its own benchmark and options
+    family = _family_of(argv)
+    if family == "ranking":  # slates [Q, L]: its own benchmark and options
         from .ranking_bench import main as ranking_main
 
         return ranking_main(argv)
+    if family == "scale":  # distributed, GradCache and memory: its own options
+        from .scale.bench import main as scale_main
+
+        return scale_main(argv)
     from .cli import OneLineParser  # one error line and exit status 2, like every command
 
     ap = OneLineParser(prog="pairloss bench", description=__doc__.split("\n")[0])
@@ -322,11 +330,12 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=_positive, default=512)
     ap.add_argument(
         "--family",
-        choices=(*FAMILIES, "ranking"),
+        choices=(*FAMILIES, "ranking", "scale"),
         default="pair",
         help="pair: in-batch pair losses; proxy: proxy and margin-softmax losses; ranking: "
-        "LambdaLoss and RankNet on slates against allRank and sentence-transformers "
-        "(`pairloss bench --family ranking --help`)",
+        "LambdaLoss and RankNet on slates against allRank and sentence-transformers; scale: "
+        "distributed, GradCache and memory at scale (each has its own options: "
+        "`pairloss bench --family ranking --help`)",
     )
     ap.add_argument(
         "--classes",

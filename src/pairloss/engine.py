@@ -30,27 +30,43 @@ walk when all but one hand their gradient over on the positive cells (compressed
 products), or through normalisers known from the labels (:attr:`PairProblem.counts`); otherwise
 one walk without gradients counts them first.
 
+Under :func:`sharded_rows` (the distributed losses of :mod:`pairloss.scale.distributed`) the
+inputs are the same on every process of a group and each process walks only its own rows
+(:class:`RowShard`): the per-component values and normaliser counts are summed over the
+processes, so every process returns the loss of all rows, and the gradients it hands back are
+its share counted ``parts`` times (the convention under which DistributedDataParallel's mean is
+exact; an upstream gradient that arrives in parts is summed first).
+
 Both engines run the same objective, so they agree to rounding. The blocked engine gives
 first-order gradients only: a backward with ``create_graph=True`` (double backward, gradient
 penalties), forward-mode AD and ``torch.func`` transforms with a forced ``engine="blocked"``
 raise :class:`~pairloss.errors.PairLossError` (``engine="auto"`` picks dense under a
-``torch.func`` transform or forward-mode AD); the dense engine differentiates to any order. The blocked engine
-runs under ``torch.no_grad()`` without building any graph. fp16/bf16 inputs are computed in
+``torch.func`` transform or forward-mode AD); the dense engine differentiates to any order.
+The blocked engine runs under ``torch.no_grad()`` without building any graph. fp16/bf16 inputs are computed in
 fp32 and the result is returned in the input dtype.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
 from .errors import PairLossError
 from .objectives.terms import RowScale, RowTerms
-from .reduction import DATA_DEPENDENT, check_reduction, normalizer, reduce_terms, row_counts
+from .reduction import (
+    DATA_DEPENDENT,
+    check_reduction,
+    normalizer,
+    reduce_terms,
+    row_counts,
+    safe_divide,
+)
 from .relations import BlockPairs, Relation
 from .similarity import Similarity
 from .validation import check_block_size, check_choice, check_result
@@ -104,6 +120,55 @@ class PairProblem:
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype losses compute in: fp32 for fp16/bf16 inputs, the input's dtype otherwise."""
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+class RowShard(Protocol):
+    """A split of the anchor rows among the ``parts`` processes of a group, for inputs that are
+    the same on every process (see :mod:`pairloss.scale.distributed`, which implements it).
+
+    Under :func:`sharded_rows` every engine call walks only this process's rows
+    (:meth:`rows`), sums the per-component values and normaliser counts over the processes
+    (:meth:`all_sum_`), and returns the loss of all rows; the gradients it hands back are
+    ``parts`` times this process's share, so that a mean over the processes (what
+    DistributedDataParallel does) gives the gradient of the loss of all rows. Reduction 'none'
+    returns all rows' values (:meth:`all_rows`).
+    """
+
+    parts: int
+
+    def rows(self, n_rows: int) -> tuple[int, int]:
+        """The range ``[lo, hi)`` of the ``n_rows`` anchor rows that this process walks."""
+        ...
+
+    def all_sum_(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum ``t`` over the processes, in place; returns ``t``."""
+        ...
+
+    def all_rows(self, local: torch.Tensor, n_rows: int) -> torch.Tensor:
+        """The [n_rows] concatenation, over the processes, of their ``local`` row values."""
+        ...
+
+
+_ROW_SHARD: contextvars.ContextVar[RowShard | None] = contextvars.ContextVar(
+    "pairloss_row_shard", default=None
+)
+
+
+@contextlib.contextmanager
+def sharded_rows(shard: RowShard | None) -> Iterator[None]:
+    """Within this block every engine call walks only ``shard``'s rows (None: all rows)."""
+    token = _ROW_SHARD.set(shard)
+    try:
+        yield
+    finally:
+        _ROW_SHARD.reset(token)
+
+
+def active_shard() -> RowShard | None:
+    """The :class:`RowShard` of the enclosing :func:`sharded_rows`, or None (also for a single
+    process)."""
+    shard = _ROW_SHARD.get()
+    return shard if shard is not None and shard.parts > 1 else None
 
 
 class _Prepared:
@@ -180,18 +245,130 @@ def _dense(problem: PairProblem, prep: _Prepared) -> torch.Tensor:
     return reduce_terms(terms, problem.reduction, b)
 
 
-def _blocks(n: int, block: int):
-    for start in range(0, n, block):
-        yield start, min(n, start + block)
+def _dense_sharded(problem: PairProblem, prep: _Prepared, shard: RowShard) -> torch.Tensor:
+    """The dense engine on this process's rows: the normalisers are summed over the processes
+    and the result is the loss of all rows (gradient: ``parts`` times this process's share)."""
+    b = prep.anchors.shape[0]
+    lo, hi = shard.rows(b)
+    k = _components(problem, prep)
+    if hi > lo:
+        terms = _block_terms(problem, prep, prep.anchors[lo:hi], prep.candidates, lo, hi)
+    else:
+        terms = []
+    # every process's part must need a gradient when the inputs do (the backward of the sum
+    # is a collective), also with no rows or rows whose terms are constant
+    link = sum(t.reshape(-1)[:1].sum() for t in (prep.anchors, prep.candidates, *problem.params))
+    link = link * 0.0
+    if problem.reduction == "none":
+        local = sum(t.values for t in terms) if terms else prep.anchors.new_zeros((0,))
+        return _ShardRows.apply(shard, local + link, b)
+    sums = [t.values.sum() for t in terms] or [prep.anchors.new_zeros(())] * k
+    counts = None
+    if problem.reduction in DATA_DEPENDENT:
+        counts = [row_counts(t, problem.reduction).detach() for t in terms]
+    _, counts = _all_sum(shard, [s.detach() for s in sums], counts, k, counts is not None)
+    local = sum(
+        safe_divide(v, normalizer(counts[i] if counts else 0.0, problem.reduction, b))
+        for i, v in enumerate(sums)
+    )
+    return _ShardSum.apply(shard, local + link)
+
+
+def _all_sum(shard: RowShard | None, values: list, counts: list | None, k: int, counted: bool):
+    """Per-component ``values`` and ``counts`` (lists of length ``k``, or empty / None where
+    this process walked no row) summed over the processes of ``shard``; unchanged without one.
+    ``counted``: whether the reduction counts (the result then has counts, else None)."""
+    if shard is None:
+        return values, counts
+    ref = next((v for v in values if isinstance(v, torch.Tensor)), None)
+    device = ref.device if ref is not None else None
+    dtype = ref.dtype if ref is not None else torch.float64
+    packed = torch.zeros(2 * k, dtype=torch.float64, device=device)
+    for i, v in enumerate(values):
+        packed[i] = v
+    for i, c in enumerate(counts or []):
+        packed[k + i] = c
+    shard.all_sum_(packed)
+    summed = [packed[i].to(dtype) for i in range(k)]
+    return summed, [float(packed[k + i]) for i in range(k)] if counted else None
+
+
+def _upstream(shard: RowShard, grad_output: torch.Tensor) -> torch.Tensor:
+    """The gradient of the loss with respect to a sharded output, from the processes' parts.
+
+    Gradients flow between processes as parts: what each process holds sums, over the
+    processes, to ``parts`` times the gradient (the convention that makes DDP's mean exact).
+    A sharded output's upstream gradient may come from another sharded computation (a loss
+    that feeds one engine result into another), so it is summed first and divided by
+    ``parts``; when every process holds the same gradient this changes nothing."""
+    return shard.all_sum_(grad_output.detach().clone()) / shard.parts
+
+
+class _ShardSum(torch.autograd.Function):
+    """A scalar summed over the processes; each process's part gets ``parts`` times the
+    upstream gradient (see :func:`_upstream`)."""
+
+    @staticmethod
+    def forward(ctx, shard: RowShard, local: torch.Tensor):
+        ctx.shard = shard
+        return shard.all_sum_(local.detach().clone())
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return None, _upstream(ctx.shard, grad_output) * ctx.shard.parts
+
+
+class _ShardRows(torch.autograd.Function):
+    """Per-row values of all processes; each process's rows get ``parts`` times their upstream
+    gradient (see :func:`_upstream`)."""
+
+    @staticmethod
+    def forward(ctx, shard: RowShard, local: torch.Tensor, n_rows: int):
+        ctx.shard, ctx.rows = shard, shard.rows(n_rows)
+        return shard.all_rows(local.detach(), n_rows)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        lo, hi = ctx.rows
+        grad = _upstream(ctx.shard, grad_output)[lo:hi]
+        return None, grad * ctx.shard.parts, None
+
+
+def _blocks(n: int, block: int, start: int = 0):
+    for lo in range(start, n, block):
+        yield lo, min(n, lo + block)
 
 
 class _Walk:
     """One pass over the row blocks, optionally accumulating gradients."""
 
-    def __init__(self, problem: PairProblem, prep: _Prepared, block: int, shared: bool):
+    def __init__(
+        self,
+        problem: PairProblem,
+        prep: _Prepared,
+        block: int,
+        shared: bool,
+        shard: RowShard | None = None,
+    ):
         self.problem, self.prep, self.block = problem, prep, block
         # candidates are the anchors themselves: one gradient buffer serves both roles
         self.shared = shared
+        # the rows this process walks (all of them without a shard)
+        self.shard = shard
+        n = prep.anchors.shape[0]
+        self.lo, self.hi = (0, n) if shard is None else shard.rows(n)
+        self.parts = 1 if shard is None else shard.parts
+        self.n_components: int | None = None
+
+    def blocks(self):
+        """The row blocks ``(start, end)`` of this process's rows."""
+        return _blocks(self.hi, self.block, self.lo)
+
+    def combine(self, values: list, counts: list | None):
+        """Per-component values and counts summed over the shard's processes."""
+        counted = self.problem.reduction in DATA_DEPENDENT
+        k = _n_components(self) if self.shard else 0
+        return _all_sum(self.shard, values, counts, k, counted)
 
     def need(self, needs_input_grad: Sequence[bool]) -> tuple[bool, ...]:
         """(anchors, candidates, *params) flags from a Function's ``needs_input_grad``."""
@@ -232,11 +409,19 @@ class _Walk:
         totals = None
         a, c = self.prep.anchors.detach(), self.prep.candidates.detach()
         with torch.no_grad():
-            for start, end in _blocks(a.shape[0], self.block):
+            for start, end in self.blocks():
                 terms = _block_terms(self.problem, self.prep, a[start:end], c, start, end)
                 counts = [float(row_counts(t, self.problem.reduction)) for t in terms]
                 totals = counts if totals is None else [x + y for x, y in zip(totals, counts)]
-        return totals or []
+        return self.combine_counts(totals)
+
+    def combine_counts(self, totals: list | None) -> list[float]:
+        """A counting walk's totals summed over the shard's processes."""
+        if self.shard is None:
+            return totals or []
+        k = _n_components(self)
+        _, summed = _all_sum(self.shard, [], totals or [0.0] * k, k, True)
+        return summed
 
     def run(self, need: tuple[bool, ...], weights: Sequence[float] | None, row_weights=None):
         """Walk all blocks.
@@ -255,7 +440,7 @@ class _Walk:
         grad_p = [torch.zeros_like(p) if n else None for p, n in zip(params, need[2:])]
         wanted_params = [p for p, n in zip(params, need[2:]) if n]
         values, counts, rows = None, None, []
-        for start, end in _blocks(a.shape[0], self.block):
+        for start, end in self.blocks():
             xb = a[start:end].detach().requires_grad_(need[0])
             with torch.enable_grad() if any(need) else torch.no_grad():
                 terms = _block_terms(problem, prep, xb, c, start, end)
@@ -320,9 +505,9 @@ class _FusedWalk(_Walk):
     def _blocks_of_scores(self):
         a, c = self.prep.anchors.detach(), self.prep.candidates.detach()
         form = self.problem.similarity.dot_form()
-        rows = min(self.block, a.shape[0])
-        buffer = a.new_empty((rows, c.shape[0]))
-        for start, end in _blocks(a.shape[0], self.block):
+        height = min(self.block, self.hi - self.lo)
+        buffer = a.new_empty((height, c.shape[0]))
+        for start, end in self.blocks():
             s = torch.mm(a[start:end], c.T, out=buffer[: end - start])
             yield start, end, form.scores_(s), form
 
@@ -333,7 +518,7 @@ class _FusedWalk(_Walk):
             totals = _accumulate(
                 totals, [float(row_counts(t, self.problem.reduction)) for t in terms]
             )
-        return totals or []
+        return self.combine_counts(totals)
 
     def _grad_buffers(self, need):
         a, c = self.prep.anchors, self.prep.candidates
@@ -358,7 +543,8 @@ class _FusedWalk(_Walk):
         grad_a, grad_c = self._grad_buffers(need)
         apart: dict[int, list] = {}
         dense_k = None
-        grad_buffer = a.new_empty((min(self.block, a.shape[0]), c.shape[0])) if want else None
+        height = min(self.block, self.hi - self.lo)
+        grad_buffer = a.new_empty((height, c.shape[0])) if want else None
         values, counts, rows = None, None, []
         for start, end, s, form in self._blocks_of_scores():
             b = end - start
@@ -453,8 +639,15 @@ def _split_walk(walker: _FusedWalk, need, reduction: str, n_rows: int):
     ``(values, counts, grads)`` or None if the objective refuses."""
     try:
         values, counts, _, (dense_k, grads, apart) = walker.run(need, None, split=True)
+        refused = False
     except _SplitRefused:
+        refused = True
+    if walker.shard is not None:
+        # every process must take the same path: one refusal sends all to the counting walk
+        refused = bool(walker.shard.all_sum_(torch.tensor([float(refused)])) > 0)
+    if refused:
         return None
+    values, counts = walker.combine(values, counts)
     divisors = [
         normalizer(counts[k] if counts is not None else 0.0, reduction, n_rows)
         for k in range(len(values))
@@ -519,6 +712,7 @@ class _BlockedScalar(_FirstOrder):
             values, counts, grads = done
         else:
             values, counts, _, grads = walker.run(need, weights)
+            values, counts = walker.combine(values, counts)
         divisors = [
             normalizer(counts[k] if counts is not None else 0.0, reduction, n_rows)
             for k in range(len(values))
@@ -526,9 +720,12 @@ class _BlockedScalar(_FirstOrder):
         loss = sum(_div(v, d) for v, d in zip(values, divisors))
         if not isinstance(loss, torch.Tensor):
             loss = anchors.new_zeros(())
+        # one common divisor (single component, or mean/sum) is applied to the gradients here;
+        # under a row shard they are this process's share, counted ``parts`` times
+        scale = walker.parts
         if weights is None:
-            # one common divisor (single component, or mean/sum): apply it to the gradients
-            scale = _inv(divisors[0]) if divisors else 0.0
+            scale *= _inv(divisors[0]) if divisors else 0.0
+        if scale != 1:
             grad_a, grad_c, grad_p = grads
             for t in {id(t): t for t in (grad_a, grad_c, *grad_p) if t is not None}.values():
                 t.mul_(scale)
@@ -539,6 +736,8 @@ class _BlockedScalar(_FirstOrder):
     def backward(ctx, grad_output):
         _first_order_only(torch.is_grad_enabled())
         grad_a, grad_c, grad_p = ctx.grads
+        if ctx.walker.shard is not None:
+            grad_output = _upstream(ctx.walker.shard, grad_output)
         if bool(grad_output == 1):
             # the usual loss.backward(): hand the buffers over without a copy (autograd copies
             # them if it needs to, since this context still holds them)
@@ -558,21 +757,37 @@ class _BlockedRows(_FirstOrder):
         _, _, rows, _ = walker.run((False,) * (2 + len(walker.problem.params)), None)
         ctx.walker = walker
         ctx.need = walker.need(ctx.needs_input_grad)
-        return torch.cat(rows) if rows else anchors.new_zeros((0,))
+        local = torch.cat(rows) if rows else anchors.new_zeros((0,))
+        if walker.shard is not None:
+            return walker.shard.all_rows(local, anchors.shape[0])
+        return local
 
     @staticmethod
     def backward(ctx, grad_output):
         _first_order_only(torch.is_grad_enabled())
-        _, _, _, grads = ctx.walker.run(ctx.need, None, row_weights=grad_output)
-        return ctx.walker.outputs(*ctx.walker.to_raw_(grads))
+        walker = ctx.walker
+        if walker.shard is not None:
+            grad_output = _upstream(walker.shard, grad_output)
+        _, _, _, grads = walker.run(ctx.need, None, row_weights=grad_output)
+        if walker.parts != 1:
+            grad_a, grad_c, grad_p = grads
+            for t in {id(t): t for t in (grad_a, grad_c, *grad_p) if t is not None}.values():
+                t.mul_(walker.parts)
+        return walker.outputs(*walker.to_raw_(grads))
 
 
-def _n_components(walker: _Walk) -> int:
-    prep = walker.prep
+def _components(problem: PairProblem, prep: _Prepared) -> int:
+    """How many components (:class:`RowTerms`) the objective returns, from its first row."""
     a, c = prep.anchors.detach(), prep.candidates.detach()
     end = min(a.shape[0], 1)
     with torch.no_grad():
-        return len(_block_terms(walker.problem, prep, a[:end], c, 0, end))
+        return len(_block_terms(problem, prep, a[:end], c, 0, end))
+
+
+def _n_components(walker: _Walk) -> int:
+    if walker.n_components is None:
+        walker.n_components = _components(walker.problem, walker.prep)
+    return walker.n_components
 
 
 def _inv(d: float) -> float:
@@ -668,8 +883,9 @@ def run(
         chosen = "dense"
     fused = chosen == "blocked" and _fusable(problem)
     prep = _Prepared(problem, anchors, candidates, inside=fused)
+    shard = active_shard()
     if chosen == "dense":
-        out = _dense(problem, prep)
+        out = _dense(problem, prep) if shard is None else _dense_sharded(problem, prep, shard)
     else:
         walk = _FusedWalk if fused else _Walk
         walker = walk(
@@ -677,6 +893,7 @@ def run(
             prep,
             block_size or default_block_size(n_cand, anchors.device),
             shared=candidates is None,
+            shard=shard,
         )
         fn = _BlockedRows if problem.reduction == "none" else _BlockedScalar
         inputs = walker.inputs(tuple(problem.params))

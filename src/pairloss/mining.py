@@ -20,7 +20,7 @@ from torch import nn
 from .engine import compute_dtype
 from .errors import PairLossError
 from .objectives.terms import masked_max, masked_min
-from .relations import LabelRelation
+from .relations import LabelRelation, Relation
 from .similarity import CosineSimilarity, LpDistance, Similarity, get_similarity
 from .validation import (
     check_choice,
@@ -33,9 +33,13 @@ from .validation import (
 
 @dataclass
 class MinedRelation:
-    """What calling a miner returns: the miner to apply inside the loss's engine."""
+    """What calling a miner returns: the miner to apply inside the loss's engine.
 
-    miner: Miner
+    ``relation`` (optional) replaces the relation a loss builds from its labels (memory banks
+    pass the one that leaves out each anchor's own slot); ``miner`` may then be None."""
+
+    miner: Miner | None
+    relation: Relation | None = None
 
 
 class Miner(nn.Module):

@@ -17,6 +17,7 @@ from ..errors import PairLossError
 from ..mining import MinedRelation, Miner
 from ..reduction import check_reduction
 from ..relations import LabelRelation, PairListRelation, Relation
+from ..scale.distributed import set_gather
 from ..similarity import Similarity
 from ..validation import (
     check_block_size,
@@ -41,6 +42,17 @@ def check_reference(embeddings: torch.Tensor, ref_emb: object) -> torch.Tensor:
     return ref_emb
 
 
+def check_relation_shape(relation: Relation, n_anchors: int, n_candidates: int) -> None:
+    """A :class:`~pairloss.relations.Relation` given as ``indices_tuple`` must cover the
+    anchors and candidates of the call."""
+    shape = (relation.n_anchors, relation.n_candidates)
+    if shape != (n_anchors, n_candidates):
+        raise PairLossError(
+            f"indices_tuple: the relation covers {shape[0]} anchors x {shape[1]} candidates but "
+            f"the call has {n_anchors} x {n_candidates}; expected the same"
+        )
+
+
 def build_relation(
     embeddings: torch.Tensor,
     labels: torch.Tensor | None,
@@ -48,7 +60,10 @@ def build_relation(
     ref_emb: torch.Tensor | None,
     ref_labels: torch.Tensor | None,
 ) -> tuple[Relation, Miner | None, torch.Tensor | None, torch.Tensor | None]:
-    """Validate the PML-style arguments; return (relation, miner, labels, ref_labels)."""
+    """Validate the PML-style arguments; return (relation, miner, labels, ref_labels).
+
+    ``indices_tuple`` may also be a pairloss :class:`~pairloss.relations.Relation` (used as
+    given) or a miner's :class:`~pairloss.mining.MinedRelation` (optionally carrying one)."""
     embeddings = check_embeddings(embeddings, "embeddings")
     n = embeddings.shape[0]
     if ref_emb is not None:
@@ -64,9 +79,12 @@ def build_relation(
         ref_labels = check_labels(ref_labels, n_cand, "ref_labels").to(embeddings.device)
     miner = None
     if isinstance(indices_tuple, MinedRelation):
-        miner, indices_tuple = indices_tuple.miner, None
+        miner, indices_tuple = indices_tuple.miner, indices_tuple.relation
     elif isinstance(indices_tuple, Miner):
         miner, indices_tuple = indices_tuple, None
+    if isinstance(indices_tuple, Relation):
+        check_relation_shape(indices_tuple, n, n_cand)
+        return indices_tuple, miner, labels, ref_labels
     if indices_tuple is not None:
         relation = PairListRelation(indices_tuple, n, n_cand, device=embeddings.device)
         return relation, miner, labels, ref_labels
@@ -147,7 +165,9 @@ class PairLossModule(nn.Module):
     :meth:`objective`; they may set ``fused`` to a hand-differentiated form of it (see
     :class:`pairloss.engine.PairProblem`), which the blocked engine then runs. Common arguments: ``distance`` (a :class:`~pairloss.similarity.Similarity`
     or a name), ``reduction``, ``miner`` (applied inside the engine on every call),
-    ``engine`` ("auto", "dense", "blocked") and ``block_size``.
+    ``engine`` ("auto", "dense", "blocked"), ``block_size`` and ``gather`` (None, or "exact"
+    for the loss of the global batch of a torch.distributed group: see
+    :func:`pairloss.scale.set_gather`).
     """
 
     default_reduction = "mean"
@@ -159,9 +179,13 @@ class PairLossModule(nn.Module):
         miner: Miner | None = None,
         engine: str = "auto",
         block_size: int | None = None,
+        gather: str | None = None,
     ) -> None:
         super().__init__()
         from ..similarity import get_similarity
+
+        if gather is not None:
+            set_gather(self, gather)
 
         self.distance = get_similarity(distance, self.default_similarity())
         self.reduction = check_reduction(self.default_reduction if reduction is None else reduction)

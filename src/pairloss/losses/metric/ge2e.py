@@ -11,6 +11,7 @@ from ...engine import compute_dtype
 from ...errors import PairLossError
 from ...objectives.terms import RowTerms
 from ...reduction import ROW_REDUCTIONS, check_reduction, reduce_terms
+from ...scale.distributed import set_gather
 from ...similarity import normalize_rows
 from ...validation import (
     check_bool,
@@ -156,7 +157,8 @@ class GE2ELoss(nn.Module):
     The centroids are the candidates (C <= B speakers), so the loss is computed directly as a
     dense [B, C] score matrix (O(B x C) memory, O(B x D) extra work), not with the pair engine.
     ``indices_tuple``, ``ref_emb`` and ``ref_labels`` are refused. fp16/bf16 embeddings are
-    computed in float32; the result has the embeddings' dtype.
+    computed in float32; the result has the embeddings' dtype. ``gather="exact"``: the loss of
+    the global batch of a process group (:func:`pairloss.scale.set_gather`).
     """
 
     def __init__(
@@ -166,8 +168,11 @@ class GE2ELoss(nn.Module):
         init_b: float = -5.0,
         reduction: str = "mean",
         normalize_embeddings: bool = True,
+        gather: str | None = None,
     ) -> None:
         super().__init__()
+        if gather is not None:
+            set_gather(self, gather)
         self.loss_method = check_choice(loss_method, "loss_method", LOSS_METHODS)
         init_w = check_positive(init_w, "init_w")
         init_b = check_real(init_b, "init_b")

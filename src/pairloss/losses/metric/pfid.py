@@ -12,6 +12,7 @@ from torch import nn
 
 from ...engine import compute_dtype
 from ...errors import PairLossError
+from ...scale.distributed import set_gather
 from ...similarity import LpDistance, Similarity, get_similarity
 from ...validation import (
     check_embeddings,
@@ -115,6 +116,8 @@ class PFIDLoss(nn.Module):
     ``ref_emb`` / ``ref_labels`` give the pairwise term reference candidates (the
     cross-entropy always runs over the batch). Degenerate input (one class, all-distinct labels,
     a batch of one) keeps the cross-entropy; a pairwise part with no non-zero term is 0.
+    ``gather="exact"``: the loss of the global batch of a process group
+    (:func:`pairloss.scale.set_gather`).
     """
 
     def __init__(
@@ -128,8 +131,11 @@ class PFIDLoss(nn.Module):
         bias: bool = True,
         engine: str = "auto",
         block_size: int | None = None,
+        gather: str | None = None,
     ) -> None:
         super().__init__()
+        if gather is not None:
+            set_gather(self, gather)
         self.num_classes = check_int(num_classes, "num_classes", minimum=1)
         self.embedding_size = check_int(embedding_size, "embedding_size", minimum=1)
         self.pair_weight = check_positive(pair_weight, "pair_weight", strict=False)

@@ -19,6 +19,7 @@ from ...engine import compute_dtype
 from ...errors import PairLossError
 from ...objectives.terms import RowTerms
 from ...reduction import ROW_REDUCTIONS, check_reduction, reduce_terms
+from ...scale.distributed import set_gather
 from ...similarity import normalize_rows
 from ...validation import (
     check_bool,
@@ -138,13 +139,20 @@ class ProtoTripletLoss(nn.Module):
     ``"none"`` ([B], 0 for left-out anchors).
 
     Prototypes are the candidates (C classes), so the loss is computed directly in
-    O(B x C) memory, not with the pair engine. ``indices_tuple`` is refused.
+    O(B x C) memory, not with the pair engine. ``indices_tuple`` is refused. ``gather="exact"``:
+    the loss of the global batch of a process group (:func:`pairloss.scale.set_gather`).
     """
 
     def __init__(
-        self, margin: float = 0.5, normalize_embeddings: bool = False, reduction: str = "mean"
+        self,
+        margin: float = 0.5,
+        normalize_embeddings: bool = False,
+        reduction: str = "mean",
+        gather: str | None = None,
     ) -> None:
         super().__init__()
+        if gather is not None:
+            set_gather(self, gather)
         self.margin = check_real(margin, "margin")
         self.normalize_embeddings = check_bool(normalize_embeddings, "normalize_embeddings")
         self.reduction = check_reduction(reduction, ROW_REDUCTIONS)
@@ -283,7 +291,8 @@ class ICNNLoss(nn.Module):
     ``embeddings``, or one flat batch. The score is a batch-level statistic (a global max and
     counts), computed directly on the [B, N] distance matrix, not with the pair engine.
     ``indices_tuple`` is refused. A batch of one without a reference set (no neighbour) gives
-    0 with zero gradient. The score is clamped at ``1e-12`` before the log.
+    0 with zero gradient. The score is clamped at ``1e-12`` before the log. ``gather="exact"``:
+    the loss of the global batch of a process group (:func:`pairloss.scale.set_gather`).
     """
 
     def __init__(
@@ -292,8 +301,11 @@ class ICNNLoss(nn.Module):
         n_neighbors: int | None = None,
         eps: float = 1e-7,
         normalize_embeddings: bool = False,
+        gather: str | None = None,
     ) -> None:
         super().__init__()
+        if gather is not None:
+            set_gather(self, gather)
         self.k = check_int(k, "k", minimum=1)
         self.n_neighbors = (
             None if n_neighbors is None else check_int(n_neighbors, "n_neighbors", minimum=1)

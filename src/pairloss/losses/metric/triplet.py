@@ -23,7 +23,7 @@ from ...objectives.triplet import (
     triplet_values,
 )
 from ...reduction import reduce_terms
-from ...relations import LabelRelation, _check_index
+from ...relations import LabelRelation, Relation, _check_index
 from ...similarity import EuclideanDistance, LpDistance, Similarity
 from ...validation import check_bool, check_embeddings, check_int, check_labels, check_real
 from ..base import PairLossModule, check_reference
@@ -176,7 +176,7 @@ class TripletMarginLoss(PairLossModule):
         """(indices_tuple without a miner, triplet miner or None, pair miner or None)."""
         given = None
         if isinstance(indices_tuple, MinedRelation):
-            given, indices_tuple = indices_tuple.miner, None
+            given, indices_tuple = indices_tuple.miner, indices_tuple.relation
         elif isinstance(indices_tuple, Miner):
             given, indices_tuple = indices_tuple, None
         triplet_miner = pair_miner = None
@@ -202,7 +202,13 @@ class TripletMarginLoss(PairLossModule):
         embeddings = check_embeddings(embeddings, "embeddings")
         n_cand = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
         triplets = None
-        if indices_tuple is not None:
+        relation = isinstance(indices_tuple, Relation)
+        if relation and self.triplets_per_anchor != "all":
+            raise PairLossError(
+                "indices_tuple: a relation gives all its triplets; expected "
+                "triplets_per_anchor='all' with it"
+            )
+        if indices_tuple is not None and not relation:
             if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
                 raise PairLossError(
                     "indices_tuple: expected (anchors, positives, negatives) or "

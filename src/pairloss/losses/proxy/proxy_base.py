@@ -91,7 +91,7 @@ class ProxyLossModule(PairLossModule):
             its weight layout and transposed, so equal seeds give equal proxies), one of
             ``"normal"``, ``"xavier_normal"``, ``"xavier_uniform"``, ``"kaiming_normal"``,
             ``"kaiming_uniform"``, or a callable applied in place to ``W`` [C * k, D].
-        reduction, engine, block_size: as every pair loss.
+        reduction, engine, block_size, gather: as every pair loss.
     """
 
     proxies_as_anchors = False
@@ -106,6 +106,7 @@ class ProxyLossModule(PairLossModule):
         reduction: str | None = None,
         engine: str = "auto",
         block_size: int | None = None,
+        gather: str | None = None,
     ) -> None:
         super().__init__(
             distance=self.default_similarity(),
@@ -113,6 +114,7 @@ class ProxyLossModule(PairLossModule):
             miner=None,
             engine=engine,
             block_size=block_size,
+            gather=gather,
         )
         self.num_classes = check_int(num_classes, "num_classes", minimum=1)
         self.embedding_size = check_int(embedding_size, "embedding_size", minimum=1)
