@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import PairLossError
+from ..losses.contrastive.false_negatives import GuideFilter
 from ..losses.contrastive.graded import check_scores, pair_similarity
 from ..losses.contrastive.in_batch import (
     DOCS,
@@ -41,7 +42,6 @@ from ..losses.contrastive.in_batch import (
     check_directions,
     in_batch_negatives_loss,
 )
-from ..losses.contrastive.false_negatives import GuideFilter
 from ..losses.contrastive.towers import TowerLoss
 from ..objectives.graded import ranked_pairs_logsumexp
 from ..validation import check_choice, check_int, check_real
@@ -80,12 +80,12 @@ def _similarity_name(fn: Callable | None, pairwise: bool = False) -> str:
 
 
 def _check_single_process(gather: bool) -> None:
-    if gather and torch.distributed.is_available() and torch.distributed.is_initialized():
-        if torch.distributed.get_world_size() > 1:
-            raise PairLossError(
-                "gather_across_devices: gathering across processes is not supported by the "
-                "pairloss adapters; expected gather_across_devices=False"
-            )
+    dist = torch.distributed
+    if gather and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise PairLossError(
+            "gather_across_devices: gathering across processes is not supported by the "
+            "pairloss adapters; expected gather_across_devices=False"
+        )
 
 
 class _Adapter(nn.Module):
@@ -97,7 +97,9 @@ class _Adapter(nn.Module):
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         """Embed the columns with the model, then :meth:`compute_loss_from_embeddings`."""
-        return self.compute_loss_from_embeddings(embed_features(self.model, sentence_features), labels)
+        return self.compute_loss_from_embeddings(
+            embed_features(self.model, sentence_features), labels
+        )
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
         raise NotImplementedError
@@ -133,7 +135,9 @@ class MultipleNegativesRankingLoss(_Adapter):
         self.scale = check_real(scale, "scale", low=0.0, low_open=True)
         self.similarity_fct = similarity_fct
         self.gather_across_devices = gather_across_devices
-        self.partition_mode = check_choice(partition_mode, "partition_mode", ("joint", "per_direction"))
+        self.partition_mode = check_choice(
+            partition_mode, "partition_mode", ("joint", "per_direction")
+        )
         self.directions = check_directions(directions, self.partition_mode)
         self.hardness_mode = hardness_mode
         self.hardness_strength = hardness_strength
@@ -151,7 +155,9 @@ class MultipleNegativesRankingLoss(_Adapter):
         """``1 / scale``."""
         return 1.0 / self.scale
 
-    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
+    def compute_loss_from_embeddings(
+        self, embeddings: list[Tensor], labels: Tensor | None
+    ) -> Tensor:
         """The loss of ``embeddings`` = [anchors, positives, negatives_1, ...] ([B, D] each)."""
         if len(embeddings) < 2:
             raise PairLossError(
@@ -269,7 +275,9 @@ class CachedMultipleNegativesRankingLoss(*_cached_bases()):
     def get_config_dict(self) -> dict[str, Any]:
         """The settings, as sentence-transformers reports them."""
         out = super().get_config_dict()
-        out.update(mini_batch_size=self.mini_batch_size, mini_batch_num_tokens=self.mini_batch_num_tokens)
+        out.update(
+            mini_batch_size=self.mini_batch_size, mini_batch_num_tokens=self.mini_batch_num_tokens
+        )
         return out
 
 
@@ -300,7 +308,9 @@ class GISTEmbedLoss(_Adapter):
         super().__init__(model)
         self.guide = guide
         self.temperature = check_real(temperature, "temperature", low=0.0, low_open=True)
-        self.margin_strategy = check_choice(margin_strategy, "margin_strategy", ("absolute", "relative"))
+        self.margin_strategy = check_choice(
+            margin_strategy, "margin_strategy", ("absolute", "relative")
+        )
         self.margin = check_real(margin, "margin")
         self.contrast_anchors = bool(contrast_anchors)
         self.contrast_positives = bool(contrast_positives)
@@ -329,8 +339,10 @@ class GISTEmbedLoss(_Adapter):
         out = []
         for f in features:
             texts = self.model.tokenizer.batch_decode(f["input_ids"], skip_special_tokens=True)
-            tokens = self.guide.preprocess(texts) if hasattr(self.guide, "preprocess") else (
-                self.guide.tokenize(texts)
+            tokens = (
+                self.guide.preprocess(texts)
+                if hasattr(self.guide, "preprocess")
+                else (self.guide.tokenize(texts))
             )
             out.append({k: v.to(self.guide.device) for k, v in tokens.items()})
         return out
@@ -376,7 +388,9 @@ class CoSENTLoss(_Adapter):
     """sentence-transformers' ``CoSENTLoss`` on :func:`~pairloss.objectives.graded.
     ranked_pairs_logsumexp`: columns (sentence_A, sentence_B), labels the gold scores."""
 
-    def __init__(self, model: Any = None, scale: float = 20.0, similarity_fct: Callable | None = None):
+    def __init__(
+        self, model: Any = None, scale: float = 20.0, similarity_fct: Callable | None = None
+    ):
         super().__init__(model)
         self.scale = check_real(scale, "scale", low=0.0, low_open=True)
         self.similarity_fct = similarity_fct
@@ -405,7 +419,9 @@ class AnglELoss(CoSENTLoss):
         super().__init__(model, scale)
         self._similarity = "angle"
 
-    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None) -> Tensor:
+    def compute_loss_from_embeddings(
+        self, embeddings: list[Tensor], labels: Tensor | None
+    ) -> Tensor:
         """The loss of [sentences_a, sentences_b(, ...)] with gold ``labels``."""
         if len(embeddings) > 2:
             anchors = embeddings[0]

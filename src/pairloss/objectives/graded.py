@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 
-def ranked_pairs_logsumexp(scores: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
+def ranked_pairs_logsumexp(
+    scores: torch.Tensor, labels: torch.Tensor, scale: float
+) -> torch.Tensor:
     r"""CoSENT's ranking term over every two pairs whose gold scores differ:
 
     .. math::

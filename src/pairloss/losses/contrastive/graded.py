@@ -104,7 +104,9 @@ class AnglELoss(nn.Module):
     ) -> torch.Tensor:
         """The loss of P pairs with their gold ``scores``."""
         a, b, y = _check_pairs(embeddings_a, embeddings_b, scores)
-        loss = a.new_zeros((), dtype=torch.float32 if a.dtype in (torch.float16, torch.bfloat16) else a.dtype)
+        loss = a.new_zeros(
+            (), dtype=torch.float32 if a.dtype in (torch.float16, torch.bfloat16) else a.dtype
+        )
         if self.angle_weight:
             s = pair_similarity(a, b, "angle")
             loss = loss + self.angle_weight * ranked_pairs_logsumexp(s, y, self.scale)
