@@ -168,14 +168,14 @@ def test_duplicates_are_dropped_as_false_negatives(engine, block):
     drop[0, 3] = drop[3, 0] = True
     drop[1, 11] = True
     expected = F.cross_entropy(s.masked_fill(drop, float("-inf")), torch.arange(6))
-    got = loss(x, y, query_ids=query_ids, doc_ids=doc_ids)
+    got = loss(x, y, query_ids=query_ids, doc_ids=doc_ids).detach()
     torch.testing.assert_close(got, expected)
-    plain = loss(x, y)
+    plain = loss(x, y).detach()
     assert float(plain) > float(got) + 0.1  # the copies count as negatives without the ids
     # a guide (here the model itself) with a margin drops the copies (scored like the positive)
     # and possibly more: never a higher loss
     guide = InBatchNegativesLoss(scale=20.0, guide_margin=0.05, engine=engine, block_size=block)
-    guided = guide(x, y, guide_queries=x.detach(), guide_docs=y.detach())
+    guided = guide(x, y, guide_queries=x.detach(), guide_docs=y.detach()).detach()
     assert float(guided) <= float(got) + 1e-12
 
 

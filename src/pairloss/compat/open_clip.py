@@ -65,7 +65,9 @@ class ClipLoss(nn.Module):
     ) -> None:
         super().__init__()
         _single_process(world_size)
-        self.local_loss, self.gather_with_grad, self.cache_labels = local_loss, gather_with_grad, cache_labels
+        self.local_loss = local_loss
+        self.gather_with_grad = gather_with_grad
+        self.cache_labels = cache_labels
         self.rank, self.world_size, self.use_horovod = rank, world_size, use_horovod
         self._loss = TowerLoss("dot", engine=engine, block_size=block_size)
 
