@@ -306,3 +306,11 @@ def in_batch_negatives_loss(
         tensors.append(d[:n])
         names.append("docs[:B]")
     return loss.run(objective, tensors, names)
+
+
+def in_batch_negatives(queries, docs, scale: float = 20.0, **kwargs) -> torch.Tensor:
+    """Functional form of :class:`InBatchNegativesLoss` (``kwargs``: the constructor's options
+    and the forward's ids and guide embeddings)."""
+    names = ("query_ids", "doc_ids", "guide_queries", "guide_docs")
+    call = {k: kwargs.pop(k) for k in names if k in kwargs}
+    return InBatchNegativesLoss(scale, **kwargs)(queries, docs, **call)
