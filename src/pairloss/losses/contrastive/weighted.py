@@ -12,7 +12,7 @@ from torch import nn
 from ...errors import PairLossError
 from ...objectives.tower_softmax import SoftmaxTowers
 from ...validation import check_bool, check_choice, check_embeddings, check_real
-from .clip import check_logit_scale
+from .clip import as_scale, check_logit_scale
 from .in_batch import InBatchNegativesLoss
 from .towers import TowerLoss, check_params_device, check_towers
 
@@ -112,24 +112,27 @@ class CWCLLoss(TowerLoss):
         """The symmetric CWCL loss of the two towers."""
         u, v = check_towers(frozen_features, features, "frozen_features", "features")
         check_params_device(self, u, "frozen_features")
-        n = u.shape[0]
-        if weights is None:
-            unit = nn.functional.normalize(u.detach(), dim=1)
+        return _cwcl(self, u, v, weights, self.scale, (self.logit_scale,))
 
-            def weights(start: int, end: int) -> torch.Tensor:
-                return (1 + unit[start:end] @ unit.T) / 2
 
-        targets = _weight_blocks(weights, n, n, "weights")
-        objective = SoftmaxTowers(
-            ((0, 1),),
-            n,
-            self.scale,
-            params=(self.logit_scale,),
-            row_weight=0.5,
-            column_weight=0.5,
-            targets=targets,
-        )
-        return self.run(objective, [u, v], ["frozen_features", "features"])
+def _cwcl(loss: TowerLoss, u, v, weights, scale, params) -> torch.Tensor:
+    n = u.shape[0]
+    if weights is None:
+        unit = nn.functional.normalize(u.detach(), dim=1)
+
+        def weights(start: int, end: int) -> torch.Tensor:
+            return (1 + unit[start:end] @ unit.T) / 2
+
+    objective = SoftmaxTowers(
+        ((0, 1),),
+        n,
+        scale,
+        params=params,
+        row_weight=0.5,
+        column_weight=0.5,
+        targets=_weight_blocks(weights, n, n, "weights"),
+    )
+    return loss.run(objective, [u, v], ["frozen_features", "features"])
 
 
 def soft_infonce_weights(
@@ -235,12 +238,13 @@ class HardnessWeightedInfoNCELoss(InBatchNegativesLoss):
         self.beta, self.negatives = float(beta), negatives
 
 
-def cwcl(frozen_features, features, weights=None, **kwargs) -> torch.Tensor:
-    """Functional form of :class:`CWCLLoss` (the scale is not learned: ``logit_scale`` is a
-    number, default ``1 / 0.07``)."""
-    kwargs.setdefault("learn_logit_scale", False)
-    loss = CWCLLoss(**kwargs).to(frozen_features.device)
-    return loss(frozen_features, features, weights)
+def cwcl(frozen_features, features, weights=None, logit_scale=1 / 0.07, **kwargs):
+    """Functional form of :class:`CWCLLoss` with the scale passed in (a number, or a 0-d
+    tensor that receives its gradient); ``kwargs``: distance, engine, block_size."""
+    u, v = check_towers(frozen_features, features, "frozen_features", "features")
+    scale = as_scale(logit_scale, u)
+    check_logit_scale(float(scale.detach()))
+    return _cwcl(TowerLoss(**kwargs), u, v, weights, lambda: scale, (scale,))
 
 
 def soft_infonce(queries, docs, weights, scale: float = 20.0, **kwargs) -> torch.Tensor:
