@@ -16,7 +16,7 @@ from pytorch_metric_learning import losses as pml
 from pairloss.errors import PairLossError
 from pairloss.losses.contrastive.amcl import AMCLLoss, temperature_regulariser
 from pairloss.losses.contrastive.cacr import CACRLoss
-from pairloss.losses.contrastive.clip import clip_loss
+from pairloss.losses.contrastive.clip import clip
 from pairloss.losses.contrastive.groco import GroCoLoss
 from pairloss.losses.contrastive.icon import IConLoss, gaussian_neighbourhood
 from pairloss.losses.contrastive.in_batch import InBatchNegativesLoss
@@ -57,7 +57,7 @@ def test_cwcl_with_identity_weights_is_clip(engine, block):
     scale = math.exp(math.log(1 / 0.07))
     same(
         lambda: cwcl(u, v, eye, logit_scale=scale, engine=engine, block_size=block),
-        lambda: clip_loss(u, v, scale),
+        lambda: clip(u, v, scale),
         [u, v],
     )
     # the soft weights: the definition, written out

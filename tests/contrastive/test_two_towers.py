@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from pairloss.compat.open_clip import ClipLoss, SigLipLoss
 from pairloss.errors import PairLossError
-from pairloss.losses.contrastive.clip import CLIPLoss, clip_loss
+from pairloss.losses.contrastive.clip import CLIPLoss, clip
 from pairloss.losses.contrastive.in_batch import InBatchNegativesLoss
-from pairloss.losses.contrastive.siglip import SigLIPLoss, siglip_loss
+from pairloss.losses.contrastive.siglip import SigLIPLoss, siglip
 from pairloss.objectives.tower_sigmoid import SigmoidTowers
 from pairloss.objectives.tower_softmax import SoftmaxTowers
 
@@ -72,7 +72,7 @@ def test_clip_matches_open_clip(seed, engine, block, walk):
         inputs,
     )
     native = value_and_grads(
-        lambda: clip_loss(x, y, t.exp(), engine=engine, block_size=block), inputs[:3]
+        lambda: clip(x, y, t.exp(), engine=engine, block_size=block), inputs[:3]
     )
     same(compat, theirs)
     same(native, theirs[:4])
@@ -96,7 +96,7 @@ def test_siglip_matches_open_clip(seed, engine, block, walk):
         inputs,
     )
     native = value_and_grads(
-        lambda: siglip_loss(x, y, t.exp(), bias, engine=engine, block_size=block), inputs
+        lambda: siglip(x, y, t.exp(), bias, engine=engine, block_size=block), inputs
     )
     same(compat, theirs)
     same(native, theirs)
@@ -140,7 +140,7 @@ def test_hard_negative_rows_are_negatives_of_the_first_direction(engine, block, 
         return (rows + cols) / 2
 
     same(
-        value_and_grads(lambda: clip_loss(x, y, t, engine=engine, block_size=block), [x, y]),
+        value_and_grads(lambda: clip(x, y, t, engine=engine, block_size=block), [x, y]),
         value_and_grads(reference, [x, y]),
     )
     mnrl = InBatchNegativesLoss(scale=t, engine=engine, block_size=block)
@@ -188,7 +188,7 @@ def test_two_tower_bad_input_is_named():
     with pytest.raises(PairLossError, match="logit_scale"):
         CLIPLoss(logit_scale=0.0)
     with pytest.raises(PairLossError, match="logit_scale"):
-        clip_loss(x, y, float("nan"))
+        clip(x, y, float("nan"))
     with pytest.raises(PairLossError, match="world_size"):
         ClipLoss(world_size=2)
     with pytest.raises(PairLossError, match="docs"):
@@ -203,10 +203,10 @@ def test_two_tower_bad_input_is_named():
 
 def test_float32_and_half_inputs():
     x, y = towers(7, dtype=torch.float32)
-    ref = clip_loss(x.double(), y.double(), 20.0)
+    ref = clip(x.double(), y.double(), 20.0)
     for engine in ("dense", "blocked"):
         torch.testing.assert_close(
-            clip_loss(x, y, 20.0, engine=engine, block_size=4).double(), ref, rtol=1e-5, atol=1e-5
+            clip(x, y, 20.0, engine=engine, block_size=4).double(), ref, rtol=1e-5, atol=1e-5
         )
-    half = clip_loss(x.bfloat16(), y.bfloat16(), 20.0)
+    half = clip(x.bfloat16(), y.bfloat16(), 20.0)
     assert half.dtype == torch.bfloat16 and math.isfinite(float(half))

@@ -146,3 +146,25 @@ class AMCLLoss(nn.Module):
             backward = self._direction(p, a, torch.cat([p, a]))
             total = total + (forward + backward) / 2
         return total
+
+
+def amcl(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    phi: nn.Module,
+    beta: float = 0.01,
+    tau_min: float = 1e-5,
+    tau_max: float = 2.0,
+    topk: int = 100,
+    **kwargs,
+) -> torch.Tensor:
+    """Functional form of :class:`AMCLLoss` with the temperature network ``phi`` (D -> D)
+    passed in; the heads and D are read from ``z1`` [B, H, D]."""
+    check_tensor(z1, "z1")
+    if z1.dim() != 3:
+        raise PairLossError(f"z1: expected shape [batch, heads, dim], got {tuple(z1.shape)}")
+    if not isinstance(phi, nn.Module):
+        raise PairLossError(f"phi: expected an nn.Module, got {type(phi).__name__}")
+    loss = AMCLLoss(z1.shape[2], z1.shape[1], beta, tau_min, tau_max, topk, **kwargs)
+    loss.phi = phi
+    return loss(z1, z2)

@@ -8,6 +8,7 @@ import math
 import torch
 from torch import nn
 
+from ...errors import PairLossError
 from ...objectives.tower_softmax import SoftmaxTowers
 from ...validation import check_bool, check_real
 from .towers import TowerLoss, check_params_device, check_towers
@@ -98,24 +99,21 @@ class CLIPLoss(TowerLoss):
         return self.run(objective, [x, y], ["image_features", "text_features"])
 
 
-def clip_loss(
+def clip(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     logit_scale: float | torch.Tensor = 1 / 0.07,
     **kwargs,
 ) -> torch.Tensor:
     """Functional form of :class:`CLIPLoss` with a given scale ``t`` (a number, or a 0-d tensor
-    that receives its gradient, e.g. ``model.logit_scale.exp()``); ``kwargs`` as the class."""
-    return clip_loss_with_scale(image_features, text_features, logit_scale, **kwargs)
-
-
-def clip_loss_with_scale(image_features, text_features, logit_scale, **kwargs) -> torch.Tensor:
-    """The CLIP loss with the scale passed in (the functional and open_clip's convention)."""
+    that receives its gradient, e.g. ``model.logit_scale.exp()``); ``kwargs``: distance,
+    engine, block_size."""
     loss = TowerLoss(**kwargs)
     x, y = check_towers(
         image_features, text_features, "image_features", "text_features", extra_rows=True
     )
     scale = as_scale(logit_scale, x)
+    check_logit_scale(float(scale.detach()))
     objective = SoftmaxTowers(
         ((0, 1),),
         x.shape[0],
@@ -129,9 +127,7 @@ def clip_loss_with_scale(image_features, text_features, logit_scale, **kwargs) -
 
 def as_scale(value: object, like: torch.Tensor, name: str = "logit_scale") -> torch.Tensor:
     """A 0-d (or one-element) tensor on ``like``'s device from a number or a tensor; tensors
-    keep their graph. Refuses non-finite and non-positive values."""
-    from ...errors import PairLossError
-
+    keep their graph. Refuses non-finite values (the callers check the sign)."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise PairLossError(f"{name}: expected a scalar, got shape {tuple(value.shape)}")

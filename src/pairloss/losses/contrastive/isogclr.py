@@ -139,24 +139,12 @@ class ISogCLRLoss(nn.Module):
         tau = self.tau[index].to(a.device)
         u_old = self.u[index].to(device=a.device, dtype=a.dtype)
         first = bool(self.u[index].sum() == 0)
-        n_neg = 2 * (a.shape[0] - 1)
-        losses, stats = [], []
-        for x, y in ((a, b), (b, a)):
-            direction = _Direction(tau, u_old, first, self.gamma, n_neg)
-            losses.append(
-                run_towers(
-                    direction,
-                    [x, y],
-                    CosineSimilarity(),
-                    names=["view_a", "view_b"],
-                    engine=self.engine,
-                    block_size=self.block_size,
-                )
-            )
-            stats.append(direction.gathered())
+        loss, stats = isogclr_terms(
+            a, b, tau, u_old, first, self.gamma, self.engine, self.block_size
+        )
         if self.training:
             self._update(index, stats)
-        return losses[0] + losses[1]
+        return loss
 
     @torch.no_grad()
     def _update(self, index, stats) -> None:
@@ -168,3 +156,51 @@ class ISogCLRLoss(nn.Module):
         self.grad_tau[index] = (1 - self.beta) * self.grad_tau[index] + self.beta * grad.to(self.u)
         step = self.tau[index] - self.eta * self.grad_tau[index]
         self.tau[index] = step.clamp(self.tau_min, self.tau_max)
+
+
+def isogclr_terms(a, b, tau, u_old, first, gamma, engine="auto", block_size=None):
+    """The surrogate loss of both directions and, per direction, each row's new moving average
+    and temperature-gradient term (see :class:`ISogCLRLoss`)."""
+    n_neg = 2 * (a.shape[0] - 1)
+    losses, stats = [], []
+    for x, y in ((a, b), (b, a)):
+        direction = _Direction(tau, u_old, first, gamma, n_neg)
+        losses.append(
+            run_towers(
+                direction,
+                [x, y],
+                CosineSimilarity(),
+                names=["view_a", "view_b"],
+                engine=engine,
+                block_size=block_size,
+            )
+        )
+        stats.append(direction.gathered())
+    return losses[0] + losses[1], stats
+
+
+def isogclr(
+    view_a: torch.Tensor,
+    view_b: torch.Tensor,
+    tau: torch.Tensor,
+    u: torch.Tensor | None = None,
+    gamma: float = 0.9,
+    **kwargs,
+) -> torch.Tensor:
+    """Functional form of :class:`ISogCLRLoss`'s surrogate for given per-row temperatures
+    ``tau`` [B] and moving averages ``u`` [B] (None: the first step, the batch means); no
+    state is kept or updated."""
+    a, b = check_two_views(view_a, view_b, min_batch=2, names=("view_a", "view_b"))
+    tau = check_tensor(tau, "tau")
+    if tau.shape != (a.shape[0],) or not bool(torch.isfinite(tau).all()) or bool((tau <= 0).any()):
+        raise PairLossError(f"tau: expected {a.shape[0]} finite temperatures > 0")
+    if u is not None:
+        u = check_tensor(u, "u")
+        if u.shape != (a.shape[0],) or not bool(torch.isfinite(u).all()) or bool((u <= 0).any()):
+            raise PairLossError(f"u: expected {a.shape[0]} finite moving averages > 0")
+    first = u is None
+    u_old = torch.zeros_like(tau) if first else u
+    loss, _ = isogclr_terms(
+        a, b, tau.to(a), u_old.to(a), first, check_real(gamma, "gamma", 0.0, 1.0), **kwargs
+    )
+    return loss

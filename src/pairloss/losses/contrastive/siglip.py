@@ -73,7 +73,7 @@ class SigLIPLoss(TowerLoss):
         return self.run(objective, [x, y], ["image_features", "text_features"])
 
 
-def siglip_loss(
+def siglip(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     logit_scale: float | torch.Tensor = 10.0,
