@@ -44,7 +44,7 @@ import time
 
 import torch
 
-FAMILIES = ("pair", "proxy")
+FAMILIES = ("pair", "proxy", "contrastive")
 DEFAULT_CLASSES = {"pair": 256, "proxy": 10_000}
 PROXY_SEED = 1
 _FILL_ROWS = 4096
@@ -274,8 +274,19 @@ def measure(library, name, batch, dim, classes, repeats, threads, family="pair",
     return queue.get()
 
 
+def _asks_for(argv: list[str], family: str) -> bool:
+    """Whether ``argv`` holds ``--family family`` (or ``--family=family``)."""
+    pairs = zip(argv, argv[1:] + [""])
+    return f"--family={family}" in argv or any(a == "--family" and b == family for a, b in pairs)
+
+
 def main(argv=None) -> int:
     """Parse the options, measure, print the table; 0 on success."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _asks_for(argv, "contrastive"):  # the two-tower losses have their own table
+        from .bench_contrastive import main as contrastive_main
+
+        return contrastive_main(argv)
     ap = argparse.ArgumentParser(prog="pairloss bench", description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--dim", type=int, default=512)
@@ -283,7 +294,9 @@ def main(argv=None) -> int:
         "--family",
         choices=FAMILIES,
         default="pair",
-        help="pair: in-batch pair losses; proxy: proxy and margin-softmax losses",
+        help="pair: in-batch pair losses; proxy: proxy and margin-softmax losses; contrastive: "
+        "CLIP, SigLIP and MNRL against open_clip and sentence-transformers "
+        "(see `pairloss bench --family contrastive --help`)",
     )
     ap.add_argument(
         "--classes",

@@ -129,10 +129,14 @@ def train_sts(
     before = (evaluate_sts(model, dev), evaluate_sts(model, test)) if evaluate else (None, None)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warm = max(1, math.ceil(warmup * steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda k: min((k + 1) / warm, max(0.0, (steps - k) / max(1, steps - warm)))
-    )
+    warm = math.ceil(warmup * steps)
+
+    def factor(k: int) -> float:  # linear warm-up from 0, then linear decay to 0 (as HF's)
+        if k < warm:
+            return k / warm
+        return max(0.0, (steps - k) / max(1, steps - warm))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(train), generator=g)
     cursor, done, start = 0, 0, time.perf_counter()
