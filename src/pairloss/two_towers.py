@@ -44,11 +44,24 @@ from dataclasses import dataclass
 
 import torch
 
-from .engine import choose_engine, compute_dtype, default_block_size
+from .engine import BLOCK_CELLS_CUDA, MIN_BLOCK_ROWS, choose_engine, compute_dtype
 from .errors import PairLossError
 from .similarity import Similarity
 
 LOGSUMEXP, SUM = "logsumexp", "sum"
+
+# scores per block on a CPU: larger than the pair engine's, since a two-tower block runs a few
+# passes per panel and each pass is a synchronisation point of the threads (fewer, larger
+# blocks are faster when the cores are shared); at most 3 buffers of this size are alive
+TOWER_BLOCK_CELLS = 1 << 23
+
+
+def tower_block_rows(n_cells_per_row: int, device: torch.device | str) -> int:
+    """Rows per block: about ``TOWER_BLOCK_CELLS`` scores on a CPU (the pair engine's
+    ``BLOCK_CELLS_CUDA`` on a GPU), at least ``MIN_BLOCK_ROWS``."""
+    on_gpu = torch.device(device).type == "cuda"
+    cells = BLOCK_CELLS_CUDA if on_gpu else TOWER_BLOCK_CELLS
+    return max(MIN_BLOCK_ROWS, cells // max(1, n_cells_per_row))
 
 
 @dataclass
@@ -375,7 +388,7 @@ def run_towers(
         out = objective.combine(rows, cols)
         return out.to(tensors[0].dtype)
     widest = max(prepared[c].shape[0] for _, c in objective.panels)
-    block = block_size or default_block_size(widest * len(objective.panels), prepared[0].device)
+    block = block_size or tower_block_rows(widest * len(objective.panels), prepared[0].device)
     params = list(objective.params())
     fused = (
         similarity.dot_form() is not None

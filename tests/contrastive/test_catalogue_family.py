@@ -103,3 +103,14 @@ def test_bad_tensors_are_named(entry):
             broken = dict(call, **{name: bad})
             with pytest.raises(PairLossError):
                 loss(**copy.copy(broken))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("entry", FAMILY, ids=lambda e: e.name)
+def test_examples_give_the_cpu_values_on_cuda(entry):
+    loss, call, _ = build(entry)
+    on_cpu = value_and_grads(loss, call)
+    gpu_call = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in call.items()}
+    on_gpu = value_and_grads(copy.deepcopy(loss).cuda(), gpu_call)
+    for a, b in zip(on_gpu, on_cpu, strict=True):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-9, atol=1e-12)
