@@ -8,15 +8,20 @@ backward of, on the same inputs (two towers X, Y [B, D], unit rows, float32):
 - in-batch negatives (MNRL: cosine, scale 20) against sentence-transformers'
   ``MultipleNegativesRankingLoss`` (``compute_loss_from_embeddings``),
 
-at every batch size B and width D asked for (default B = 4,096 and 16,384, D = 384 and 512),
-and prints the time ratios (peer / pairloss), the peak memory of each and the distance of each
-pairloss time to the three matrix products any exact loss needs (S = X Y^T, G Y, G^T X; timed
-next to each row, the faster of whole matrices and row blocks). CLIP's column softmax needs the
-whole column before any gradient, so with O(block x B) memory its exact gradient costs a fourth
-product (the scores of each block twice): its floor is 4/3 of the three products.
+at every batch size B and width D asked for (default B = 4,096 and 16,384, D = 384 and 512).
+Each measurement runs in a fresh process and alternates the loss with the three matrix products
+that any exact loss needs (S = X Y^T, G Y, G^T X, on whole matrices), taking the fastest of the
+repeats of each: a shared machine's speed drifts, and the products timed next to a loss measure
+it. Printed: each library's time and its distance to the products ("x products"), the
+speed-up (the peer's distance over pairloss's: the ratio of the times, corrected for the speed
+of the machine in each process), the peak memory, and the relative difference of the two loss
+values on the same inputs. CLIP's column softmax needs the whole column before any gradient, so
+with O(block x B) memory its exact gradient costs a fourth product (the scores of each block
+twice): its floor is 4/3 of the three products.
 
-Peak memory is the resident set's high-water mark (``ru_maxrss``) of a fresh process per
-measurement, minus the resident set after the inputs and their gradient buffers were made.
+Peak memory is the resident set's high-water mark (``ru_maxrss``) during the first call (with
+its backward pass), minus the resident set after the inputs and their gradient buffers were
+made.
 open_clip and lightly install without their dependencies here, so open_clip's ``loss.py`` is
 loaded on its own from the installed package. Not a test: run by hand.
 """
@@ -28,7 +33,6 @@ import importlib.util
 import json
 import math
 import multiprocessing as mp
-import statistics
 import sys
 import time
 
@@ -86,44 +90,20 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _products_time(x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
-    from .engine import default_block_size
-
-    block = min(x.shape[0], default_block_size(y.shape[0]))
-    buffer = x.new_empty((block, y.shape[0]))
-    grad_x, grad_y = torch.empty_like(x), torch.zeros_like(y)
-
-    def whole():
+def _products_time(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Time of the three products S = X Y^T, G Y, G^T X on whole matrices."""
+    with torch.no_grad():
+        t0 = time.perf_counter()
         s = x @ y.T
         _ = s @ y
         _ = s.T @ x
-
-    def blocked():
-        for start in range(0, x.shape[0], block):
-            end = min(x.shape[0], start + block)
-            s = torch.mm(x[start:end], y.T, out=buffer[: end - start])
-            torch.mm(s, y, out=grad_x[start:end])
-            grad_y.addmm_(s.T, x[start:end])
-
-    best = math.inf
-    for way in (whole, blocked):
-        times = []
-        for _ in range(repeats + 1):
-            t0 = time.perf_counter()
-            way()
-            times.append(time.perf_counter() - t0)
-        best = min(best, statistics.median(times[1:]))
-    return best
+        return time.perf_counter() - t0
 
 
 def _measure(queue, library, name, batch, dim, repeats, threads):
     torch.set_num_threads(threads)
     try:
         x, y = _inputs(batch, dim)
-        if library == "products":
-            with torch.no_grad():
-                queue.put({"time": _products_time(x.detach(), y.detach(), repeats)})
-            return
         scale = torch.tensor(math.log(1 / 0.07) if name == "CLIP" else math.log(10.0))
         scale.requires_grad_(True)
         bias = torch.tensor(-10.0, requires_grad=True)
@@ -131,22 +111,24 @@ def _measure(queue, library, name, batch, dim, repeats, threads):
             t.grad = torch.zeros_like(t)
         fn = _loss_fn(library, name)
         base = _rss_mb()
-        times, value = [], None
-        for _ in range(repeats + 1):
+        fn(x, y, scale, bias).backward()  # warm-up; the resident set's peak
+        peak = _rss_mb() - base
+        times, products, value = [], [], None
+        for _ in range(repeats):  # the loss and the products in turn: the same machine state
             t0 = time.perf_counter()
             loss = fn(x, y, scale, bias)
             loss.backward()
             times.append(time.perf_counter() - t0)
             value = float(loss.detach())
-        queue.put(
-            {"time": statistics.median(times[1:]), "peak_mb": _rss_mb() - base, "value": value}
-        )
+            products.append(_products_time(x.detach(), y.detach()))
+        queue.put({"time": min(times), "products": min(products), "peak_mb": peak, "value": value})
     except Exception as exc:  # report, e.g. out of memory or a missing peer
         queue.put({"error": f"{type(exc).__name__}: {str(exc)[:120]}"})
 
 
 def measure(library, name, batch, dim, repeats, threads) -> dict:
-    """One measurement in a fresh spawned process: time (and peak memory and value)."""
+    """One measurement in a fresh spawned process: the fastest time of the loss and of the
+    three products, the peak memory and the loss value."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     p = ctx.Process(target=_measure, args=(queue, library, name, batch, dim, repeats, threads))
@@ -172,12 +154,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     args = ap.parse_args(argv)
     head = (
-        f"{'loss':7s} {'B':>6s} {'D':>4s} {'3 products ms':>13s} {'pairloss ms':>11s} "
-        f"{'x products':>10s} {'peak MB':>8s}"
+        f"{'loss':7s} {'B':>6s} {'D':>4s} {'pairloss ms':>11s} {'x products':>10s} {'peak MB':>8s}"
     )
     if args.only == "both":
         head += (
-            f" {'peer':>21s} {'peer ms':>9s} {'peer MB':>8s} {'speed-up':>8s} {'value diff':>10s}"
+            f" {'peer':>21s} {'peer ms':>9s} {'x products':>10s} {'peer MB':>8s} "
+            f"{'speed-up':>8s} {'value diff':>10s}"
         )
     print(f"threads={args.threads} repeats={args.repeats}")
     print(head, flush=True)
@@ -186,22 +168,15 @@ def main(argv=None) -> int:
         for dim in args.dim:
             for name in args.losses:
                 common = (batch, dim, args.repeats, args.threads)
-                limit = measure("products", None, *common)
                 ours = measure("pairloss", name, *common)
-                row = {
-                    "loss": name,
-                    "batch": batch,
-                    "dim": dim,
-                    "products": limit,
-                    "pairloss": ours,
-                }
+                row = {"loss": name, "batch": batch, "dim": dim, "pairloss": ours}
                 line = f"{name:7s} {batch:6d} {dim:4d} "
-                if "error" in limit or "error" in ours:
-                    line += f"{limit.get('error', '')} {ours.get('error', '')}"
+                if "error" in ours:
+                    line += ours["error"]
                 else:
                     line += (
-                        f"{limit['time'] * 1e3:13.0f} {ours['time'] * 1e3:11.0f} "
-                        f"{ours['time'] / limit['time']:10.2f} {ours['peak_mb']:8.0f}"
+                        f"{ours['time'] * 1e3:11.0f} {ours['time'] / ours['products']:10.2f} "
+                        f"{ours['peak_mb']:8.0f}"
                     )
                 if args.only == "both":
                     theirs = measure("peer", name, *common)
@@ -212,10 +187,13 @@ def main(argv=None) -> int:
                         diff = abs(ours["value"] - theirs["value"]) / max(
                             abs(theirs["value"]), 1e-30
                         )
+                        speedup = (theirs["time"] / theirs["products"]) / (
+                            ours["time"] / ours["products"]
+                        )
                         line += (
                             f" {PEERS[name]:>21s} {theirs['time'] * 1e3:9.0f} "
-                            f"{theirs['peak_mb']:8.0f} {theirs['time'] / ours['time']:7.2f}x "
-                            f"{diff:10.1e}"
+                            f"{theirs['time'] / theirs['products']:10.2f} {theirs['peak_mb']:8.0f} "
+                            f"{speedup:7.2f}x {diff:10.1e}"
                         )
                 print(line, flush=True)
                 rows.append(row)

@@ -53,7 +53,7 @@ LOGSUMEXP, SUM = "logsumexp", "sum"
 # scores per block on a CPU: larger than the pair engine's, since a two-tower block runs a few
 # passes per panel and each pass is a synchronisation point of the threads (fewer, larger
 # blocks are faster when the cores are shared); at most 3 buffers of this size are alive
-TOWER_BLOCK_CELLS = 1 << 23
+TOWER_BLOCK_CELLS = 1 << 22
 
 
 def tower_block_rows(n_cells_per_row: int, device: torch.device | str) -> int:

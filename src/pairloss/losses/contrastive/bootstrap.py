@@ -20,9 +20,9 @@ class NegativeCosineLoss(nn.Module):
         L = -\frac{1}{B} \sum_i \cos\big(p_i, \mathrm{sg}(z_i)\big), \qquad
         L_{sym} = \frac{1}{2}\big(L(p_1, z_2) + L(p_2, z_1)\big)
 
-    Papers: Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021 (eq. 1-3:
-    the symmetric form with the stop-gradient); Grill et al., "Bootstrap Your Own Latent",
-    NeurIPS 2020 (eq. 2: ``2 - 2 cos``, the same gradient up to a factor 2; the target comes
+    Papers: Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021 (the
+    symmetric form with the stop-gradient); Grill et al., "Bootstrap Your Own Latent",
+    NeurIPS 2020 (``2 - 2 cos``, the same gradient up to a factor 2; the target comes
     from a momentum network, see :func:`ema_update_`). The cosine uses ``eps`` as
     ``torch.nn.functional.cosine_similarity`` does. With ``stop_gradient=False`` this is
     lightly's ``NegativeCosineSimilarity`` (checked against it, values and gradients).

@@ -18,7 +18,7 @@ from .views import check_two_views
 
 class AlignmentLoss(nn.Module):
     r"""Alignment of positive pairs: :math:`\frac{1}{B}\sum_i \| \hat x_i - \hat y_i \|_2^\alpha`
-    on L2-normalised features (Wang & Isola 2020, eq. 4, ``alpha = 2``). A paired loss: O(B D).
+    on L2-normalised features (Wang & Isola 2020, ``alpha = 2``). A paired loss: O(B D).
     Checked against lightly's ``HypersphereLoss`` (its alignment term).
 
     Shapes: ``x``, ``y`` [B, D] (row i of each is a positive pair). Returns a scalar.
@@ -61,7 +61,7 @@ class UniformityLoss(nn.Module):
     .. math::
         L = \log \frac{1}{B (B - 1)} \sum_{i \ne j} e^{-t \|\hat x_i - \hat x_j\|_2^2}
 
-    (Wang & Isola 2020, eq. 5, ``t = 2``). The log couples every pair, so it runs on the
+    (Wang & Isola 2020, ``t = 2``). The log couples every pair, so it runs on the
     two-tower engine's two walks: each row's log-sum-exp, then the log of their sum (no B x B
     matrix in the blocked engine). Checked against lightly's ``HypersphereLoss`` (its
     uniformity term, ``torch.pdist`` over the pairs i < j) and against its definition.

@@ -54,7 +54,7 @@ class IConLoss(PairLossModule):
     less the entropy ``log |P(i)|``), or any given distribution ``target`` (e.g. SNE's Gaussian
     neighbourhood of the inputs, with ``distance=LpDistance(power=2,
     normalize_embeddings=False)`` and ``temperature=1`` for SNE's Gaussian ``q``). Paper:
-    Alshammari et al., ICLR 2025, eq. 1 and table 1; ``form="cross_entropy"`` drops the
+    Alshammari et al., ICLR 2025, eq. 1; ``form="cross_entropy"`` drops the
     target's entropy, as the authors' code (``kl_divergence`` of their divergences module) does;
     the gradients are the same. Row-decomposable: runs on the pair engine (dense or blocked).
 

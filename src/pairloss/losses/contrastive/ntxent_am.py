@@ -34,7 +34,7 @@ class NTXentAMLoss(NTXentLoss):
     (the additive angular margin). Averaged over the positive pairs, as
     :class:`~pairloss.NTXentLoss`; for two views pass the sample ids as labels
     (``torch.arange(B).repeat(2)``): every view is an anchor, which is the symmetric loss the
-    paper recommends. Paper: Lepage & Dehak, Interspeech 2023 (eq. 3; only its abstract was at
+    paper recommends. Paper: Lepage & Dehak, Interspeech 2023 (only its abstract was at
     hand to check: the margin's form is CosFace's, ``m = 0`` gives NT-Xent exactly, which the
     tests check against pytorch-metric-learning; the defaults ``margin = 0.1`` and pairloss's
     NT-Xent temperature 0.07 are not from the paper's text).

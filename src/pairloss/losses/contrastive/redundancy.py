@@ -100,7 +100,7 @@ class WMSELoss(nn.Module):
     inverse Cholesky factor of its covariance), and the loss is the mean over the V (V - 1) / 2
     pairs of views of the normalised squared error ``2 - 2 cos``, averaged over ``w_iter``
     draws. Paper: Ermolov et al., "Whitening for Self-Supervised Representation Learning", ICML
-    2021 (eq. 5; ``w_size`` must exceed D, the paper uses twice D). The random split uses
+    2021 (``w_size`` must exceed D, the paper uses twice D). The random split uses
     ``torch.randperm`` (seed torch for a reproducible draw). Checked against lightly's
     ``WMSELoss`` on the same draws (values and gradients, float64; lightly's running whitening
     statistics only serve its evaluation mode and are not kept here).

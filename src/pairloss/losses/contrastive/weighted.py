@@ -67,10 +67,10 @@ class CWCLLoss(TowerLoss):
 
     and the loss is :math:`\frac{1}{2}(L_{u \to v} + L_{v \to u})` with the same weights for the
     columns (normalised per column). Paper: Srinivasa et al., "CWCL: Cross-Modal Transfer with
-    Continuously Weighted Contrastive Loss", NeurIPS 2023 (the weighted cross-entropy of its
-    eq. 3 with the intra-modal similarity of the frozen modality mapped to [0, 1]; no reference
-    code is public, so the identity is checked instead: with identity weights CWCL is the CLIP
-    loss). Logit scale as :class:`~pairloss.losses.contrastive.clip.CLIPLoss` (learnable,
+    Continuously Weighted Contrastive Loss", NeurIPS 2023 (the weighted cross-entropy, with
+    the frozen modality's intra-modal similarity mapped to [0, 1] as the weights; no reference
+    code is public, so the definition is checked as written here, and the identity: with
+    identity weights CWCL is the CLIP loss). Logit scale as :class:`~pairloss.losses.contrastive.clip.CLIPLoss` (learnable,
     ``1 / 0.07``, clamped at 100).
 
     Shapes: ``frozen_features`` [B, D] (the pre-trained, frozen tower: its rows give the
@@ -172,7 +172,7 @@ class SoftInfoNCELoss(TowerLoss):
 
     with logits :math:`z = \mathrm{scale} \cdot s` (cosine). A weight enters as
     :math:`z_{ij} + \log w_{ij}` (0 drops the negative). Paper: Li, Zhou, Luu & Miao, "Rethinking
-    Negative Pairs in Code Search", EMNLP 2023 (eq. 3; the authors' code computes exactly this
+    Negative Pairs in Code Search", EMNLP 2023 (the authors' code computes exactly this
     with a weighted denominator); :func:`soft_infonce_weights` is its estimator from a prior
     similarity. Unit weights give InfoNCE (checked against in-batch negatives /
     sentence-transformers' MNRL). Default ``scale = 20`` as the sentence losses (the paper's code
