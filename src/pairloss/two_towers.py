@@ -29,8 +29,8 @@ scores; MV-InfoNCE, uniformity and the multiple-direction sentence losses are ot
 An objective may give a hand-differentiated form of its block (:meth:`TowerObjective.fused`):
 the blocked walks then write the scores into one reused buffer per panel with ``torch.mm``, let
 the objective write ``dL/ds`` into it in place, and accumulate the two gradient products in
-place; no autograd graph is built. The similarity must then be a function of dot products
-(cosine or dot, :meth:`~pairloss.similarity.Similarity.dot_form`).
+place; no autograd graph is built. The scores must then be the dot products of the prepared
+rows (cosine or dot similarity).
 
 Both engines run the same objective and agree to rounding (tests hold them equal). The blocked
 engine gives first-order gradients only. fp16/bf16 inputs are computed in fp32 and the loss is
@@ -46,7 +46,7 @@ import torch
 
 from .engine import BLOCK_CELLS_CUDA, MIN_BLOCK_ROWS, choose_engine, compute_dtype
 from .errors import PairLossError
-from .similarity import Similarity
+from .similarity import DotForm, Similarity
 
 LOGSUMEXP, SUM = "logsumexp", "sum"
 
@@ -391,7 +391,7 @@ def run_towers(
     block = block_size or tower_block_rows(widest * len(objective.panels), prepared[0].device)
     params = list(objective.params())
     fused = (
-        similarity.dot_form() is not None
+        type(similarity.dot_form()) is DotForm  # scores are the prepared dot products
         and objective.fusable()
         and not list(similarity.parameters())
     )
