@@ -210,3 +210,21 @@ def test_float32_and_half_inputs():
         )
     half = clip(x.bfloat16(), y.bfloat16(), 20.0)
     assert half.dtype == torch.bfloat16 and math.isfinite(float(half))
+
+
+def test_duplicates_keep_each_direction_s_own_positive():
+    x, y = towers(8, b=5)
+    with torch.no_grad():
+        x[4], y[4] = x[1], y[1]
+    ids = torch.tensor([0, 1, 2, 3, 1])
+    loss = InBatchNegativesLoss(
+        scale=10.0, directions=("query_to_doc", "doc_to_query"), partition="per_direction"
+    )
+    s = 10.0 * F.normalize(x, dim=1) @ F.normalize(y, dim=1).T
+    drop = torch.zeros_like(s, dtype=torch.bool)
+    drop[1, 4] = drop[4, 1] = True
+    rows = s.masked_fill(drop, float("-inf"))
+    cols = s.T.masked_fill(drop.T, float("-inf"))
+    pos = s.diagonal()
+    expected = ((torch.logsumexp(rows, 1) + torch.logsumexp(cols, 1)) / 2 - pos).mean()
+    torch.testing.assert_close(loss(x, y, query_ids=ids, doc_ids=ids), expected)

@@ -86,8 +86,9 @@ class CellRules:
             drop = _or(drop, dup)
         if self.guide is not None:
             drop = _or(drop, self.guide.block(panel.anchor, panel.candidate, start, end))
-        if p == 0 and drop is not None:
-            drop = self._keep_positive(drop, start)
+        anchor_role, candidate_role = panel.roles()
+        if drop is not None and anchor_role != candidate_role:
+            drop = self._keep_positive(drop, start)  # a query's own document, a document's query
         if p == 0 and self.hardness is not None:
             z = z + self._hardness(s, start)
         if drop is not None:
