@@ -38,6 +38,7 @@ loss's weights and their gradients).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing as mp
 import resource
@@ -48,7 +49,13 @@ from pathlib import Path
 
 import torch
 
-FAMILIES = ("pair", "proxy", "scale")
+FAMILIES = ("pair", "proxy")
+OWN_BENCHMARKS = {
+    "contrastive": "pairloss.bench_contrastive",
+    "ranking": "pairloss.ranking_bench",
+    "scale": "pairloss.scale.bench",
+}
+"""Families measured by a benchmark module of their own, with its own options."""
 DEFAULT_CLASSES = {"pair": 256, "proxy": 10_000}
 PROXY_SEED = 1
 _FILL_ROWS = 4096
@@ -315,14 +322,8 @@ def main(argv=None) -> int:
     """Parse the options, measure, print the table; 0 on success."""
     argv = sys.argv[1:] if argv is None else list(argv)
     family = _family_of(argv)
-    if family == "ranking":  # slates [Q, L]: its own benchmark and options
-        from .ranking_bench import main as ranking_main
-
-        return ranking_main(argv)
-    if family == "scale":  # distributed, GradCache and memory: its own options
-        from .scale.bench import main as scale_main
-
-        return scale_main(argv)
+    if family in OWN_BENCHMARKS:
+        return importlib.import_module(OWN_BENCHMARKS[family]).main(argv)
     from .cli import OneLineParser  # one error line and exit status 2, like every command
 
     ap = OneLineParser(prog="pairloss bench", description=__doc__.split("\n")[0])
@@ -330,12 +331,13 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=_positive, default=512)
     ap.add_argument(
         "--family",
-        choices=(*FAMILIES, "ranking", "scale"),
+        choices=(*FAMILIES, *OWN_BENCHMARKS),
         default="pair",
-        help="pair: in-batch pair losses; proxy: proxy and margin-softmax losses; ranking: "
-        "LambdaLoss and RankNet on slates against allRank and sentence-transformers; scale: "
-        "distributed, GradCache and memory at scale (each has its own options: "
-        "`pairloss bench --family ranking --help`)",
+        help="pair: in-batch pair losses; proxy: proxy and margin-softmax losses; "
+        "contrastive: CLIP, SigLIP and MNRL against open_clip and sentence-transformers; "
+        "ranking: LambdaLoss and RankNet on slates against allRank and sentence-transformers; "
+        "scale: distributed, GradCache and memory at scale (each of these three has its own "
+        "options: `pairloss bench --family ranking --help`)",
     )
     ap.add_argument(
         "--classes",

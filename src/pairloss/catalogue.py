@@ -165,6 +165,86 @@ Example`` with ``n`` samples (rows, pairs, queries or preference pairs) of size 
 convention (two towers, slates, preference log-probabilities, ...) adds its builder here."""
 
 
+# family D: two towers, views, sentence pairs, self-supervision
+def _towers_example(names: tuple[str, str]):
+    def build(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+        x = torch.randn(n, dim, generator=g, dtype=dtype)
+        y = x + 0.5 * torch.randn(n, dim, generator=g, dtype=dtype)
+        return Example({}, {names[0]: x, names[1]: y})
+
+    return build
+
+
+def _weighted_docs_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    ex = _towers_example(("queries", "docs"))(n, dim, g, dtype)
+    ex.call["weights"] = torch.rand(n, n, generator=g, dtype=dtype) + 0.5
+    return ex
+
+
+def _graded_pairs_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    ex = _towers_example(("embeddings_a", "embeddings_b"))(n, dim, g, dtype)
+    ex.call["scores"] = torch.randint(0, 6, (n,), generator=g).to(dtype) / 5
+    return ex
+
+
+def _views_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    base = torch.randn(n, dim, generator=g, dtype=dtype)
+    views = torch.stack(
+        [base + 0.5 * torch.randn(n, dim, generator=g, dtype=dtype) for _ in range(3)]
+    )
+    return Example({}, {"views": views})
+
+
+def _whitened_views_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    ex = _views_example(2 * dim + 2, dim, g, dtype)
+    ex.init["w_size"] = 2 * dim + 2
+    return ex
+
+
+def _batch_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    return Example({}, {"x": torch.randn(n, dim, generator=g, dtype=dtype)})
+
+
+def _indexed_views_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    ex = _towers_example(("view_a", "view_b"))(n, dim, g, dtype)
+    ex.init["num_samples"] = 2 * n
+    ex.call["index"] = torch.randperm(2 * n, generator=g)[:n]
+    return ex
+
+
+def _heads_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    z1 = torch.randn(n, 2, dim, generator=g, dtype=dtype)
+    z2 = z1 + 0.5 * torch.randn(n, 2, dim, generator=g, dtype=dtype)
+    return Example({"dim": dim, "num_heads": 2, "topk": 4}, {"z1": z1, "z2": z2})
+
+
+def _view_ids_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    half = max(1, n // 2)
+    x = torch.randn(half, dim, generator=g, dtype=dtype)
+    x = torch.cat([x, x + 0.5 * torch.randn(half, dim, generator=g, dtype=dtype)])
+    return Example({}, {"embeddings": x, "labels": torch.arange(half).repeat(2)})
+
+
+EXAMPLES.update(
+    {
+        "image_text": _towers_example(("image_features", "text_features")),
+        "queries_docs": _towers_example(("queries", "docs")),
+        "weighted_docs": _weighted_docs_example,
+        "frozen_towers": _towers_example(("frozen_features", "features")),
+        "graded_pairs": _graded_pairs_example,
+        "two_views": _towers_example(("z_a", "z_b")),
+        "paired": _towers_example(("x", "y")),
+        "predictions_targets": _towers_example(("predictions", "targets")),
+        "batch": _batch_example,
+        "views": _views_example,
+        "whitened_views": _whitened_views_example,
+        "indexed_views": _indexed_views_example,
+        "heads": _heads_example,
+        "view_ids": _view_ids_example,
+    }
+)
+
+
 def example(
     entry: LossEntry, n: int = 12, dim: int = 8, seed: int = 0, dtype=torch.float64
 ) -> Example:
@@ -633,8 +713,199 @@ LOSSES += (
     ),
 )
 
+# family D: two towers, views, sentence pairs, self-supervision
+_D = "pairloss.losses.contrastive."
+LOSSES += (
+    LossEntry(
+        "clip",
+        "contrastive: two towers",
+        "(CE_rows + CE_cols) / 2 on t s(x_i, y_j), t = e^w learned (init 1/0.07, clamp 100)",
+        "Radford et al., ICML 2021",
+        _D + "clip:CLIPLoss",
+        inputs="image_text",
+    ),
+    LossEntry(
+        "siglip",
+        "contrastive: two towers",
+        "-1/B sum_ij log sigmoid(y_ij (t s_ij + b)), y = +1 on the diagonal",
+        "Zhai et al., ICCV 2023",
+        _D + "siglip:SigLIPLoss",
+        inputs="image_text",
+    ),
+    LossEntry(
+        "in_batch_negatives",
+        "contrastive: sentence pairs",
+        "LSE_{docs (+ directions)} scale s - scale s(q_i, d_i), hard-negative columns",
+        "Henderson et al. 2017; van den Oord et al. 2018",
+        _D + "in_batch:InBatchNegativesLoss",
+        inputs="queries_docs",
+    ),
+    LossEntry(
+        "hardness_weighted_infonce",
+        "contrastive: sentence pairs",
+        "InfoNCE with negative logits + beta sg(s) (weight e^{beta s})",
+        "Lan et al. 2025 (LLaVE)",
+        _D + "weighted:HardnessWeightedInfoNCELoss",
+        inputs="queries_docs",
+    ),
+    LossEntry(
+        "soft_infonce",
+        "contrastive: sentence pairs",
+        "-log(e^{z_ii} / (e^{z_ii} + sum_j w_ij e^{z_ij}))",
+        "Li et al., EMNLP 2023",
+        _D + "weighted:SoftInfoNCELoss",
+        inputs="weighted_docs",
+    ),
+    LossEntry(
+        "cwcl",
+        "contrastive: two towers",
+        "-1/B sum_i sum_j w_ij log softmax_j(z_ij) / sum_j w_ij, w from the frozen tower",
+        "Srinivasa et al., NeurIPS 2023",
+        _D + "weighted:CWCLLoss",
+        inputs="frozen_towers",
+    ),
+    LossEntry(
+        "cosent",
+        "contrastive: graded pairs",
+        "log(1 + sum_{y_k < y_l} e^{lambda (cos_k - cos_l)})",
+        "Su 2022; Huang et al., TASLP 2024",
+        _D + "graded:CoSENTLoss",
+        inputs="graded_pairs",
+    ),
+    LossEntry(
+        "angle",
+        "contrastive: graded pairs",
+        "CoSENT on the angle (complex quotient) similarity (+ w_cos CoSENT)",
+        "Li & Li, ACL 2024",
+        _D + "graded:AnglELoss",
+        inputs="graded_pairs",
+    ),
+    LossEntry(
+        "cosine_similarity_regression",
+        "contrastive: graded pairs",
+        "mean (cos(a_k, b_k) - y_k)^2",
+        "Reimers & Gurevych, EMNLP 2019",
+        _D + "graded:CosineSimilarityLoss",
+        inputs="graded_pairs",
+    ),
+    LossEntry(
+        "barlow_twins",
+        "self-supervised: feature statistics",
+        "sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2, C the views' cross-correlation",
+        "Zbontar et al., ICML 2021",
+        _D + "redundancy:BarlowTwinsLoss",
+        inputs="two_views",
+    ),
+    LossEntry(
+        "vicreg_views",
+        "self-supervised: feature statistics",
+        "lambda MSE + mu (v(z_a) + v(z_b)) / 2 + nu (c(z_a) + c(z_b)) on two views",
+        "Bardes, Ponce & LeCun, ICLR 2022",
+        _D + "redundancy:ViewVICRegLoss",
+        inputs="two_views",
+    ),
+    LossEntry(
+        "wmse",
+        "self-supervised: feature statistics",
+        "2 - 2 cos between whitened views (Cholesky whitening in sub-batches)",
+        "Ermolov et al., ICML 2021",
+        _D + "redundancy:WMSELoss",
+        inputs="whitened_views",
+    ),
+    LossEntry(
+        "negative_cosine",
+        "self-supervised: bootstrap",
+        "-mean cos(p, sg(z)) (symmetric: both views)",
+        "Grill et al., NeurIPS 2020; Chen & He, CVPR 2021",
+        _D + "bootstrap:NegativeCosineLoss",
+        inputs="predictions_targets",
+    ),
+    LossEntry(
+        "alignment",
+        "self-supervised: hypersphere",
+        "mean |x_i - y_i|^alpha on unit vectors",
+        "Wang & Isola, ICML 2020",
+        _D + "hypersphere:AlignmentLoss",
+        inputs="paired",
+    ),
+    LossEntry(
+        "uniformity",
+        "self-supervised: hypersphere",
+        "log mean_{i != j} e^{-t |x_i - x_j|^2} on unit vectors",
+        "Wang & Isola, ICML 2020",
+        _D + "hypersphere:UniformityLoss",
+        inputs="batch",
+    ),
+    LossEntry(
+        "ntxent_am",
+        "contrastive: softmax",
+        "NT-Xent with the positive's cosine s - m (or cos(theta + m))",
+        "Lepage & Dehak, Interspeech 2023",
+        _D + "ntxent_am:NTXentAMLoss",
+        inputs="view_ids",
+    ),
+    LossEntry(
+        "icon",
+        "contrastive: neighbourhoods",
+        "mean_i KL(p(.|i) || softmax_{j != i}(s_ij / t))",
+        "Alshammari et al., ICLR 2025",
+        _D + "icon:IConLoss",
+        inputs="view_ids",
+    ),
+    LossEntry(
+        "multiview_infonce",
+        "self-supervised: views",
+        "-log(sum_{v != w} e^{z(v_i, w_i)} / sum_v sum_{c != (v,i)} e^{z(v_i, c)}) per sample",
+        "Koromilas et al. 2025",
+        _D + "multiview:MultiViewInfoNCELoss",
+        inputs="views",
+    ),
+    LossEntry(
+        "mv_dhel",
+        "self-supervised: views",
+        "-log(sum_{v < w} e^{z(v_i, w_i)} / prod_v sum_{j != i} e^{z(v_i, v_j)}) per sample",
+        "Koromilas et al. 2025",
+        _D + "multiview:MVDHELLoss",
+        inputs="views",
+    ),
+    LossEntry(
+        "cacr",
+        "self-supervised: views",
+        "softmax-weighted attraction of positives + repulsion of negatives (squared distances)",
+        "Zheng et al., TMLR 2023",
+        _D + "cacr:CACRLoss",
+        inputs="views",
+    ),
+    LossEntry(
+        "groco",
+        "self-supervised: views",
+        "BCE of a differentiable sort of [top-k negatives, positives] with the groups' order",
+        "Shvetsova et al., ICCV 2023",
+        _D + "groco:GroCoLoss",
+        inputs="views",
+    ),
+    LossEntry(
+        "isogclr",
+        "self-supervised: views",
+        "tau_i log E exp((s_iz - s_ii) / tau_i) + tau_i rho, moving averages, learned tau_i",
+        "Qiu et al., ICML 2023",
+        _D + "isogclr:ISogCLRLoss",
+        inputs="indexed_views",
+    ),
+    LossEntry(
+        "amcl",
+        "self-supervised: views",
+        "-s_ip / tau_ip + mean_topk s_ik / tau_ik + beta Omega(tau), tau from a learned map",
+        "Wang et al., ECCV 2024",
+        _D + "amcl:AMCLLoss",
+        inputs="heads",
+    ),
+)
 
 ALIASES = {
+    "mnrl": "in_batch_negatives",
+    "multiple_negatives_ranking": "in_batch_negatives",
+    "infonce_symmetric": "clip",
     "ms": "multi_similarity",
     "triplet": "triplet_margin",
     "lifted": "generalized_lifted_structure",
