@@ -300,12 +300,12 @@ class _FusedWalk(_Walk):
 
     def _blocks_of_scores(self):
         a, c = self.prep.anchors.detach(), self.prep.candidates.detach()
-        form = self.problem.similarity.dot_form()
+        form = self.problem.similarity.dot_form().bind(a, c)
         rows = min(self.block, a.shape[0])
         buffer = a.new_empty((rows, c.shape[0]))
         for start, end in _blocks(a.shape[0], self.block):
             s = torch.mm(a[start:end], c.T, out=buffer[: end - start])
-            yield start, end, form.scores_(s), form
+            yield start, end, form.block_scores_(s, start), form
 
     def counts(self) -> list[float]:
         totals = None
