@@ -88,7 +88,11 @@ def test_bad_strategies_are_rejected():
         miners.TripletMarginMiner(type_of_triplets="medium")
 
 
-def test_miner_call_returns_a_marker_for_the_loss():
+def test_miner_call_returns_pml_indices_that_know_their_miner():
     x = torch.randn(8, 3)
-    out = miners.MultiSimilarityMiner()(x, torch.arange(8) // 2)
-    assert isinstance(out, miners.MinedRelation)
+    y = torch.arange(8) // 2
+    miner = miners.MultiSimilarityMiner()
+    out = miner(x, y)
+    assert isinstance(out, tuple) and len(out) == 4 and out.miner is miner
+    assert out.mined_on(x, y) and not out.mined_on(x.clone(), y)
+    assert [t.tolist() for t in out] == [t.tolist() for t in miner.mine(x, y)]
