@@ -7,8 +7,9 @@ from __future__ import annotations
 import torch
 
 from ...objectives.pair_margins import generalized_lifted_fused, generalized_lifted_rows
+from ...reducers import MeanReducer
 from ...similarity import LpDistance, Similarity
-from ..base import PairLossModule
+from ..base import Component, PairLossModule
 from .contrastive import check_real
 
 
@@ -36,6 +37,8 @@ class GeneralizedLiftedStructureLoss(PairLossModule):
     """
 
     default_reduction = "mean"
+    components = (Component(every_row=True),)
+    pml_default_reducer = MeanReducer
 
     def __init__(self, neg_margin: float = 1, pos_margin: float = 0, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -10,9 +10,10 @@ from torch import nn
 
 from ...errors import PairLossError
 from ...objectives.pair_margins import margin_fused, margin_rows
+from ...reducers import DivisorReducer
 from ...similarity import LpDistance, Similarity
 from ...validation import check_labels, check_positive
-from ..base import PairLossModule
+from ..base import Component, PairLossModule
 from .contrastive import check_real
 
 
@@ -61,6 +62,19 @@ class MarginLoss(PairLossModule):
     """
 
     default_reduction = "mean_nonzero"
+    components = (
+        Component("margin_loss", "triplet", "counted"),
+        Component("beta_reg_loss", "already_reduced"),
+    )
+    pml_default_reducer = DivisorReducer
+
+    def active_components(self):
+        global_reg = self.learn_beta and self.nu != 0 and self.beta.numel() == 1
+        return self.components if global_reg else self.components[:1]
+
+    def divisor_counts(self, k, terms, start, end):
+        # pytorch-metric-learning's divisor: the non-zero positive and negative pair terms
+        return terms.n_nonzero
 
     def __init__(
         self,
@@ -93,7 +107,8 @@ class MarginLoss(PairLossModule):
         if self.learn_beta:
             self.beta = nn.Parameter(init)
         else:
-            self.register_buffer("beta", init)
+            # not in the state_dict: pytorch-metric-learning keeps a fixed beta as a plain tensor
+            self.register_buffer("beta", init, persistent=False)
 
     @staticmethod
     def default_similarity() -> Similarity:

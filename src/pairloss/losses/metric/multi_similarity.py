@@ -7,7 +7,8 @@ import torch
 
 from ...mining import MultiSimilarityMiner
 from ...objectives.multi_similarity import multi_similarity_fused, multi_similarity_rows
-from ..base import PairLossModule
+from ...reducers import MeanReducer
+from ..base import Component, PairLossModule
 
 
 class MultiSimilarityLoss(PairLossModule):
@@ -29,6 +30,8 @@ class MultiSimilarityLoss(PairLossModule):
     """
 
     default_reduction = "mean"
+    components = (Component(every_row=True),)
+    pml_default_reducer = MeanReducer
 
     def __init__(self, alpha: float = 2, beta: float = 50, base: float = 0.5, **kwargs) -> None:
         super().__init__(**kwargs)

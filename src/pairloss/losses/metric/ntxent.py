@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from ...objectives.softmax import ntxent_fused, ntxent_rows
-from ..base import PairLossModule
+from ...reducers import MeanReducer
+from ..base import Component, PairLossModule
 from .supcon import check_temperature
 
 
@@ -38,6 +39,8 @@ class NTXentLoss(PairLossModule):
     """
 
     default_reduction = "mean_terms"
+    components = (Component("loss", "pos_pair", "cells"),)
+    pml_default_reducer = MeanReducer
 
     def __init__(self, temperature: float = 0.07, **kwargs) -> None:
         super().__init__(**kwargs)

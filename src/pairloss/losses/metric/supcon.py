@@ -8,8 +8,9 @@ import torch
 
 from ...errors import PairLossError
 from ...objectives.softmax import supcon_fused, supcon_rows
+from ...reducers import AvgNonZeroReducer
 from ...validation import check_positive
-from ..base import PairLossModule
+from ..base import Component, PairLossModule
 
 
 def check_temperature(temperature: float) -> float:
@@ -48,6 +49,8 @@ class SupConLoss(PairLossModule):
     """
 
     default_reduction = "mean_nonzero"
+    components = (Component(every_row=True),)
+    pml_default_reducer = AvgNonZeroReducer
 
     def __init__(self, temperature: float = 0.1, **kwargs) -> None:
         super().__init__(**kwargs)
