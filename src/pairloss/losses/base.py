@@ -467,9 +467,13 @@ class PairLossModule(nn.Module):
         out = {}
         for k, (comp, t) in enumerate(zip(self.active_components(), terms)):
             if comp.reduction_type == "already_reduced":
+                # the component's terms over their count is its value; parts of one sub-loss add
                 total = t.n_terms.sum()
+                value = t.values.sum() / total if total > 0 else t.values.sum() * 0
+                if comp.name in out:
+                    value = out[comp.name]["losses"] + value
                 out[comp.name] = {
-                    "losses": t.values.sum() / total if total > 0 else 0,
+                    "losses": value,
                     "indices": None,
                     "reduction_type": "already_reduced",
                 }
