@@ -220,6 +220,18 @@ def _detached(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.detach()
 
 
+def has_negative_pair(embeddings, labels, indices_tuple, ref_emb, ref_labels) -> bool:
+    """Whether the inputs hold at least one negative pair (before any mining inside the
+    engine): a listed one, or two different labels between anchors and candidates."""
+    relation, _, labels, ref_labels = build_relation(
+        embeddings, labels, indices_tuple, ref_emb, ref_labels
+    )
+    if isinstance(relation, PairListRelation):
+        return relation.neg_cells.numel() > 0
+    ref = labels if ref_labels is None else ref_labels
+    return bool((labels.min() != ref.max()) | (labels.max() != ref.min()))
+
+
 def dense_terms(
     objective: Objective,
     similarity: Similarity,

@@ -283,6 +283,10 @@ class ProxyLossModule(PairLossModule):
         None (the default)."""
         return None
 
+    def prepare_embeddings(self, x: torch.Tensor) -> torch.Tensor:
+        """A transform of the embeddings before the engine (with autograd); the identity here."""
+        return x
+
     def extra_params(self, embeddings: torch.Tensor, w: torch.Tensor) -> tuple:
         """Tensors the objective reads besides the scores (e.g. norms); they get gradients."""
         return ()
@@ -356,7 +360,9 @@ class ProxyLossModule(PairLossModule):
         self.check_reduction_ok()
         dtype = compute_dtype(embeddings)
         w = proxies if proxies.dtype == dtype else proxies.to(dtype)
-        x = embeddings if embeddings.dtype == dtype else embeddings.to(dtype)
+        x = self.prepare_embeddings(
+            embeddings if embeddings.dtype == dtype else embeddings.to(dtype)
+        )
         weights = miner_weights(
             indices_tuple, b, self.uses_ref_for_weights, embeddings.device, dtype
         )
