@@ -77,6 +77,7 @@ class MinedIndices(tuple):
 
 
 def _validated_inputs(embeddings, labels, ref_emb, ref_labels, labels_required=True):
+    same_labels = ref_labels is not None and ref_labels is labels
     embeddings = check_embeddings(embeddings, "embeddings")
     if labels is None:
         if labels_required:
@@ -97,13 +98,22 @@ def _validated_inputs(embeddings, labels, ref_emb, ref_labels, labels_required=T
             ref_labels = ref_labels.to(embeddings.device)
     elif ref_labels is not None:
         raise PairLossError("ref_labels: given without ref_emb; expected both or neither")
+    if same_labels:
+        ref_labels = labels  # keep the identity that marks a set compared with itself
     return embeddings, labels, ref_emb, ref_labels
 
 
+def label_relation(labels: torch.Tensor, ref_labels: torch.Tensor | None) -> LabelRelation:
+    """The label relation of anchors and candidates, with pytorch-metric-learning's rule for the
+    self pairs: left out when there is no reference set, or when ``ref_labels`` is the very
+    ``labels`` tensor (``miner(x, y, x, y)``)."""
+    return LabelRelation(labels, ref_labels, exclude_self=ref_labels is None or ref_labels is labels)
+
+
 def all_pairs(labels: torch.Tensor, ref_labels: torch.Tensor | None = None):
-    """Every positive and negative pair of the labels (self pairs left out when there is no
-    reference set): ``(a1, p, a2, n)`` in row-major order."""
-    pos, neg = LabelRelation(labels, ref_labels).block(0, labels.shape[0])
+    """Every positive and negative pair of the labels (self pairs left out as
+    :func:`label_relation` says): ``(a1, p, a2, n)`` in row-major order."""
+    pos, neg = label_relation(labels, ref_labels).block(0, labels.shape[0])
     a1, p = torch.where(pos)
     a2, n = torch.where(neg)
     return a1, p, a2, n
@@ -209,7 +219,7 @@ class Miner(nn.Module):
         )
         with torch.no_grad():
             s = self._matrix(embeddings, ref_emb)
-            pos, neg = LabelRelation(labels, ref_labels).block(0, embeddings.shape[0])
+            pos, neg = label_relation(labels, ref_labels).block(0, embeddings.shape[0])
             return self.transform(s, pos, neg)
 
     def indices(self, embeddings, labels, ref_emb=None, ref_labels=None) -> tuple:
@@ -426,7 +436,7 @@ class TripletMarginMiner(Miner):
 
     def mine(self, embeddings, labels, ref_emb=None, ref_labels=None) -> tuple:
         s = self._matrix(embeddings, ref_emb)
-        pos, neg = LabelRelation(labels, ref_labels).block(0, embeddings.shape[0])
+        pos, neg = label_relation(labels, ref_labels).block(0, embeddings.shape[0])
         low, high = self.window()
         sign = 1.0 if self.similarity.is_distance else -1.0
 
@@ -455,7 +465,7 @@ class AngularMiner(Miner):
 
     def mine(self, embeddings, labels, ref_emb=None, ref_labels=None) -> tuple:
         ref = embeddings if ref_emb is None else ref_emb
-        pos, neg = LabelRelation(labels, ref_labels).block(0, embeddings.shape[0])
+        pos, neg = label_relation(labels, ref_labels).block(0, embeddings.shape[0])
         a, p, n = triplets_where(pos, neg)
         keep = torch.zeros(a.shape[0], dtype=torch.bool, device=a.device)
         dist = self.similarity.pairwise_distance
@@ -523,7 +533,7 @@ def random_triplets(labels, ref_labels=None, weights=None, per_anchor: int | Non
     label's number of positives) positives per anchor uniformly, then one negative per triplet,
     uniformly or from the anchor's row of ``weights`` [B, N] (rows summing to 0 or NaN draw
     nothing). Returns (a, p, n)."""
-    same_set = ref_labels is None
+    same_set = ref_labels is None or ref_labels is labels
     ref = labels if same_set else ref_labels
     out_a, out_p, out_n = [], [], []
     for label in torch.unique(labels):

@@ -104,8 +104,11 @@ def build_relation(
     ref_emb: torch.Tensor | None,
     ref_labels: torch.Tensor | None,
 ) -> tuple[Relation, Miner | None, torch.Tensor | None, torch.Tensor | None]:
-    """Validate the PML-style arguments; return (relation, miner, labels, ref_labels)."""
+    """Validate the PML-style arguments; return (relation, miner, labels, ref_labels). As in
+    pytorch-metric-learning, the self pairs are left out when there is no reference set or
+    when ``ref_labels`` is the very ``labels`` tensor."""
     raw = (embeddings, labels, ref_emb, ref_labels)
+    same_labels = ref_labels is not None and ref_labels is labels
     embeddings = check_embeddings(embeddings, "embeddings")
     n = embeddings.shape[0]
     if ref_emb is not None:
@@ -133,7 +136,8 @@ def build_relation(
         raise PairLossError(
             "ref_labels: ref_emb was given without ref_labels; expected one label per ref_emb row"
         )
-    return LabelRelation(labels, ref_labels), miner, labels, ref_labels
+    relation = LabelRelation(labels, ref_labels, exclude_self=ref_labels is None or same_labels)
+    return relation, miner, labels, ref_labels
 
 
 def pair_loss(
@@ -325,6 +329,10 @@ class PairLossModule(nn.Module):
         collect_stats: bool | None = None,
     ) -> None:
         super().__init__()
+        if distance is not None and not isinstance(distance, (Similarity, str)):
+            from ..compat.pml import similarity_from_pml
+
+            distance = similarity_from_pml(distance) or distance
         if isinstance(distance, BatchedDistance):
             engine, block_size = "blocked", distance.batch_size
         self.distance = get_similarity(distance, self.default_similarity())

@@ -109,7 +109,9 @@ class NormalizedSoftmaxLoss(_MarginSoftmax):
 
     .. math:: \ell_i = -\log \frac{e^{\cos(x_i, w_{y_i}) / \tau}}{\sum_c e^{\cos(x_i, w_c)/\tau}}
 
-    Defaults as pytorch-metric-learning: ``temperature=0.05``, weights initialised N(0, 1).
+    Defaults as pytorch-metric-learning: ``temperature=0.05``, weights initialised N(0, 1),
+    ``DotProductSimilarity()``; with ``DotProductSimilarity(normalize_embeddings=False)`` only
+    the class weights are normalised (x . w_c / t), as there.
     Large 1/temperature cannot overflow (max-shifted log-sum-exp). A batch of one or a single
     class gives a finite value (the cross-entropy against all C classes; with C = 1 it is 0).
     """
@@ -131,6 +133,23 @@ class NormalizedSoftmaxLoss(_MarginSoftmax):
         from ...similarity import DotProductSimilarity
 
         return DotProductSimilarity()
+
+    def check_distance(self) -> None:
+        from ...similarity import DotProductSimilarity
+
+        d = self.distance
+        if not isinstance(d, DotProductSimilarity) or d.power != 1 or d.p != 2:
+            raise PairLossError(
+                f"distance: NormalizedSoftmaxLoss needs a DotProductSimilarity, got {d!r}"
+            )
+
+    def prepare_weights(self, w: torch.Tensor) -> torch.Tensor:
+        """The class weights are normalised whatever the similarity does with the embeddings
+        (with ``DotProductSimilarity(normalize_embeddings=False)`` the logits are x . w_c / t,
+        as pytorch-metric-learning)."""
+        if self.distance.normalize_embeddings:
+            return w
+        return torch.nn.functional.normalize(w, dim=1)
 
 
 class CosFaceLoss(_MarginSoftmax):

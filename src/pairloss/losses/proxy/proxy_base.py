@@ -165,11 +165,7 @@ class ProxyLossModule(PairLossModule):
             block_size=block_size,
             **kwargs,
         )
-        if not self.distance.same_scores(self.default_similarity()):
-            raise PairLossError(
-                f"distance: {type(self).__name__} supports only {self.default_similarity()!r}, "
-                f"got {self.distance!r}"
-            )
+        self.check_distance()
         self.num_classes = check_int(num_classes, "num_classes")
         self.embedding_size = check_int(embedding_size, "embedding_size")
         self.proxies_per_class = check_int(proxies_per_class, "proxies_per_class")
@@ -187,6 +183,15 @@ class ProxyLossModule(PairLossModule):
                 weight_init_func(self.weight_parameter())
         else:
             self.reset_parameters(init)
+
+    def check_distance(self) -> None:
+        """A :class:`PairLossError` unless ``self.distance`` is one this loss supports (by
+        default: scores equal to its default similarity's)."""
+        if not self.distance.same_scores(self.default_similarity()):
+            raise PairLossError(
+                f"distance: {type(self).__name__} supports only {self.default_similarity()!r}, "
+                f"got {self.distance!r}"
+            )
 
     def sub_loss_names(self) -> list[str]:
         names = super().sub_loss_names()
@@ -265,8 +270,9 @@ class ProxyLossModule(PairLossModule):
         pytorch-metric-learning's ``get_logits`` (each loss says what they are)."""
         embeddings = check_embeddings(embeddings, "embeddings")
         self.cast_types(embeddings.dtype, embeddings.device)
-        w = self.proxy_weights()
-        return self.distance(embeddings, w.to(compute_dtype(embeddings)))
+        dtype = compute_dtype(embeddings)
+        w = self.prepare_weights(self.proxy_weights().to(dtype))
+        return self.distance(self.prepare_embeddings(embeddings.to(dtype)), w)
 
     # ------------------------------------------------------------------ hooks
 
@@ -282,6 +288,11 @@ class ProxyLossModule(PairLossModule):
         """The reduction's normaliser of each component when the labels alone give it, or
         None (the default)."""
         return None
+
+    def prepare_weights(self, w: torch.Tensor) -> torch.Tensor:
+        """A transform of the [C * k, D] weights before the engine (with autograd); the identity
+        here."""
+        return w
 
     def prepare_embeddings(self, x: torch.Tensor) -> torch.Tensor:
         """A transform of the embeddings before the engine (with autograd); the identity here."""
@@ -359,7 +370,7 @@ class ProxyLossModule(PairLossModule):
             )
         self.check_reduction_ok()
         dtype = compute_dtype(embeddings)
-        w = proxies if proxies.dtype == dtype else proxies.to(dtype)
+        w = self.prepare_weights(proxies if proxies.dtype == dtype else proxies.to(dtype))
         x = self.prepare_embeddings(
             embeddings if embeddings.dtype == dtype else embeddings.to(dtype)
         )
