@@ -107,7 +107,9 @@ def label_relation(labels: torch.Tensor, ref_labels: torch.Tensor | None) -> Lab
     """The label relation of anchors and candidates, with pytorch-metric-learning's rule for the
     self pairs: left out when there is no reference set, or when ``ref_labels`` is the very
     ``labels`` tensor (``miner(x, y, x, y)``)."""
-    return LabelRelation(labels, ref_labels, exclude_self=ref_labels is None or ref_labels is labels)
+    return LabelRelation(
+        labels, ref_labels, exclude_self=ref_labels is None or ref_labels is labels
+    )
 
 
 def all_pairs(labels: torch.Tensor, ref_labels: torch.Tensor | None = None):

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import PairLossError
+from .mining import require_distance
 from .reducers import DivisorReducer, MeanReducer, reducer_from
 from .similarity import CosineSimilarity, LpDistance, Similarity, get_similarity
 from .validation import check_bool, check_embeddings, check_int, check_real
@@ -72,14 +73,6 @@ class BaseRegularizer(nn.Module):
         return self.reducer(self.compute_loss(x), x, labels)
 
 
-def _require(distance: Similarity, name: str, kind: type, **settings) -> None:
-    if not isinstance(distance, kind) or any(
-        getattr(distance, k) != v for k, v in settings.items()
-    ):
-        wanted = ", ".join(f"{k}={v!r}" for k, v in settings.items())
-        raise PairLossError(f"distance: {name} needs {kind.__name__}({wanted}), got {distance!r}")
-
-
 class LpRegularizer(BaseRegularizer):
     r"""The ``p``-norm of each row, raised to ``power``: :math:`\|x_i\|_p^{power}`, averaged
     (pytorch-metric-learning's ``LpRegularizer``; defaults ``p=2``, ``power=1``)."""
@@ -110,10 +103,9 @@ class CenterInvariantRegularizer(BaseRegularizer):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        _require(
-            self.distance, "CenterInvariantRegularizer", LpDistance, power=1,
-            normalize_embeddings=False,
-        )  # fmt: skip
+        require_distance(
+            self, "CenterInvariantRegularizer", LpDistance, power=1, normalize_embeddings=False
+        )
 
     def get_default_distance(self) -> Similarity:
         return LpDistance(power=1, normalize_embeddings=False)
@@ -173,7 +165,7 @@ class SparseCentersRegularizer(BaseRegularizer):
         super().__init__(**kwargs)
         self.num_classes = check_int(num_classes, "num_classes", minimum=1)
         self.centers_per_class = check_int(centers_per_class, "centers_per_class", minimum=2)
-        _require(self.distance, "SparseCentersRegularizer", CosineSimilarity)
+        require_distance(self, "SparseCentersRegularizer", CosineSimilarity)
 
     def get_default_distance(self) -> Similarity:
         return CosineSimilarity()

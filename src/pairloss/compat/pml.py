@@ -189,14 +189,8 @@ def miner_from_pml(obj: object):
     return ours.PMLMiner(obj)
 
 
-def is_pml_object(obj: object) -> bool:
-    """Whether ``obj`` comes from pytorch-metric-learning (its module path)."""
-    return type(obj).__module__.startswith("pytorch_metric_learning")
-
-
 __all__ = [
     "PMLDistance",
-    "is_pml_object",
     "miner_from_pml",
     "reducer_from_pml",
     "regularizer_from_pml",

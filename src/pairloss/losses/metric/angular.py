@@ -89,7 +89,9 @@ class AngularLoss(PairLossModule):
             a1, p = torch.where(pos)
             has_neg_pairs = bool(neg.any())
         if a1.numel() == 0 or not has_neg_pairs:
-            return self.reduce_pair_list([(embeddings.new_zeros(0), (a1, p))], embeddings, labels)
+            return self.reduce_pair_list(
+                [(embeddings.new_zeros(0), (a1[:0], p[:0]))], embeddings, labels
+            )
         dtype = compute_dtype(embeddings)
         xa = self.distance.normalize(embeddings[a1].to(dtype))
         xp = self.distance.normalize(ref[p].to(dtype))

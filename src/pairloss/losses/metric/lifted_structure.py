@@ -154,7 +154,7 @@ class LiftedStructureLoss(PairLossModule):
             a1, p, a2, n = listed_pairs(indices_tuple, b, n_cand, embeddings.device)
             if a1.numel() == 0 or a2.numel() == 0:
                 return self.reduce_pair_list(
-                    [(embeddings.new_zeros(0), (a1, p))], embeddings, labels
+                    [(embeddings.new_zeros(0), (a1[:0], p[:0]))], embeddings, labels
                 )
             z = sim.margin(self.neg_margin, paired_scores(sim, embeddings, ref_emb, a2, n))
             lse = segment_logsumexp(z, a2, max(b, n_cand))
@@ -172,7 +172,7 @@ class LiftedStructureLoss(PairLossModule):
             a1, p = torch.where(pos)
             if a1.numel() == 0 or not bool(neg.any()):
                 return self.reduce_pair_list(
-                    [(embeddings.new_zeros(0), (a1, p))], embeddings, labels
+                    [(embeddings.new_zeros(0), (a1[:0], p[:0]))], embeddings, labels
                 )
             kept = neg
 

@@ -71,7 +71,9 @@ class TupletMarginLoss(PairLossModule):
         n_cand = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
         a1, p, a2, n = listed_pairs(indices_tuple, embeddings.shape[0], n_cand, embeddings.device)
         if a1.numel() == 0 or a2.numel() == 0:
-            return self.reduce_pair_list([(embeddings.new_zeros(0), (a1, p))], embeddings, labels)
+            return self.reduce_pair_list(
+                [(embeddings.new_zeros(0), (a1[:0], p[:0]))], embeddings, labels
+            )
         sim = self.distance
         s_pos = paired_scores(sim, embeddings, ref_emb, a1, p)
         s_neg = paired_scores(sim, embeddings, ref_emb, a2, n)
