@@ -7,7 +7,7 @@ README for a tour.
 
 from . import classification, data, distances, functional, metrics, miners, reducers, regularizers
 from .errors import PairLossError
-from .losses import (  # pytorch-metric-learning's other losses
+from .losses import (
     AngularLoss,
     ArcFaceLoss,
     BatchHardSoftMarginTripletLoss,

@@ -4,7 +4,7 @@ Each takes the same arguments and defaults as its module class; the proxy losses
 their class weights as ``proxies=`` [C, D].
 """
 
-from .losses import (  # pytorch-metric-learning's other losses
+from .losses import (
     angular,
     arcface,
     batch_hard_soft_margin_triplet,
@@ -30,6 +30,7 @@ from .losses import (  # pytorch-metric-learning's other losses
     mean_field_class_wise_multi_similarity,
     mean_field_contrastive,
     multi_similarity,
+    multiple_losses,
     nca,
     normalized_softmax,
     npairs,
@@ -42,6 +43,7 @@ from .losses import (  # pytorch-metric-learning's other losses
     proxy_circle,
     proxy_nca,
     ranked_list,
+    self_supervised,
     semi_hard_triplet,
     signal_to_noise_ratio_contrastive,
     smooth_ap,
@@ -82,6 +84,7 @@ __all__ = [
     "mean_field_class_wise_multi_similarity",
     "mean_field_contrastive",
     "multi_similarity",
+    "multiple_losses",
     "nca",
     "normalized_softmax",
     "npairs",
@@ -94,6 +97,7 @@ __all__ = [
     "proxy_circle",
     "proxy_nca",
     "ranked_list",
+    "self_supervised",
     "semi_hard_triplet",
     "signal_to_noise_ratio_contrastive",
     "smooth_ap",

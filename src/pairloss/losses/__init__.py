@@ -48,7 +48,12 @@ from .metric.triplet import (
 )
 from .metric.tuplet_margin import TupletMarginLoss, tuplet_margin
 from .metric.vicreg import VICRegLoss, vicreg
-from .metric.wrappers import MultipleLosses, SelfSupervisedLoss
+from .metric.wrappers import (
+    MultipleLosses,
+    SelfSupervisedLoss,
+    multiple_losses,
+    self_supervised,
+)
 from .proxy.manifold import ManifoldLoss, manifold
 from .proxy.margin_softmax import (
     ArcFaceLoss,
@@ -155,6 +160,7 @@ __all__ = [
     "mean_field_class_wise_multi_similarity",
     "mean_field_contrastive",
     "multi_similarity",
+    "multiple_losses",
     "nca",
     "normalized_softmax",
     "npairs",
@@ -167,6 +173,7 @@ __all__ = [
     "proxy_circle",
     "proxy_nca",
     "ranked_list",
+    "self_supervised",
     "semi_hard_triplet",
     "signal_to_noise_ratio_contrastive",
     "smooth_ap",

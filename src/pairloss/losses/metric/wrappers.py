@@ -152,3 +152,23 @@ class SelfSupervisedLoss(nn.Module):
         if self.symmetric:
             return self.loss(torch.cat([embeddings, ref_emb]), torch.cat([labels, labels]))
         return self.loss(embeddings, labels, ref_emb=ref_emb, ref_labels=labels.clone())
+
+
+def multiple_losses(
+    embeddings: torch.Tensor,
+    labels=None,
+    indices_tuple=None,
+    *,
+    losses,
+    miners=None,
+    weights=None,
+) -> torch.Tensor:
+    """Functional form of :class:`MultipleLosses` (the same arguments)."""
+    return MultipleLosses(losses, miners=miners, weights=weights)(embeddings, labels, indices_tuple)
+
+
+def self_supervised(
+    embeddings: torch.Tensor, ref_emb: torch.Tensor, *, loss: nn.Module, symmetric: bool = True
+) -> torch.Tensor:
+    """Functional form of :class:`SelfSupervisedLoss` (the same arguments)."""
+    return SelfSupervisedLoss(loss, symmetric=symmetric)(embeddings, ref_emb)
