@@ -10,7 +10,7 @@ import torch
 from ...engine import compute_dtype
 from ...errors import PairLossError
 from ...mining import require_distance
-from ...objectives.angular import angular_rows
+from ...objectives.angular import angular_fused, angular_rows
 from ...reducers import MeanReducer
 from ...relations import LabelRelation
 from ...similarity import DotProductSimilarity, LpDistance, Similarity
@@ -33,10 +33,11 @@ class AngularLoss(PairLossModule):
     the negatives are every sample of another label (an ``indices_tuple`` selects the positive
     pairs only, and no negative pair listed there means a loss of 0).
 
-    On the pair engine the rows are the positive pairs: each pair's summed vector x_a + x_p
-    is scored against all candidates (one matrix product per block of pairs) and the row's
-    constant carries the x_a . x_p term, so no [pairs x candidates] matrix is held on the
-    blocked engine (pytorch-metric-learning builds it).
+    On the pair engine the rows are the positive pairs: each pair's vector
+    [4 tan^2(alpha) (x_a + x_p), -2 (1 + tan^2(alpha)) x_a . x_p] is scored against
+    [x_n, 1], which gives the exponents in one matrix product per block of pairs, and the
+    blocked engine runs its fused path; no [pairs x candidates] matrix is held there
+    (pytorch-metric-learning builds it).
 
     Shapes: embeddings [B, D], labels [B]; ref_emb [N, D] with ref_labels [N]. Returns a scalar.
     No positive pair gives 0.
@@ -96,18 +97,17 @@ class AngularLoss(PairLossModule):
         xa = self.distance.normalize(embeddings[a1].to(dtype))
         xp = self.distance.normalize(ref[p].to(dtype))
         t = math.tan(self.alpha) ** 2
-        bias = -2 * (1 + t) * (xa * xp).sum(dim=1)
-        rows = LabelRelation(labels[a1], check_labels(ref_y, ref.shape[0]), exclude_self=False)
-
-        def objective(s, pos, neg, start, end):
-            return angular_rows(s, neg, 4 * t, bias[start:end])
-
-        out = self.run_problem(
-            objective, xa + xp, ref.to(dtype), rows, embeddings=embeddings, labels=labels,
-            similarity=DotProductSimilarity(normalize_embeddings=False), params=(bias,),
+        # each pair's exponents as one dot product: [4t (x_a + x_p), -2 (1 + t) x_a.x_p] with
+        # [x_n, 1], so that the engine's fused path runs (no parameter of its own)
+        bias = -2 * (1 + t) * (xa * xp).sum(dim=1, keepdim=True)
+        rows = torch.cat([4 * t * (xa + xp), bias], dim=1)
+        cols = torch.cat([ref.to(dtype), ref.new_ones((ref.shape[0], 1), dtype=dtype)], dim=1)
+        relation = LabelRelation(labels[a1], check_labels(ref_y, ref.shape[0]), exclude_self=False)
+        return self.run_problem(
+            angular_rows, rows, cols, relation, embeddings=embeddings, labels=labels,
+            similarity=DotProductSimilarity(normalize_embeddings=False), fused=angular_fused,
             row_labels=labels[a1], row_index=(a1, p),
         )  # fmt: skip
-        return out
 
     @staticmethod
     def default_similarity() -> Similarity:
