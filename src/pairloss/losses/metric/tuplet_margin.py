@@ -9,7 +9,12 @@ import torch
 
 from ...errors import PairLossError
 from ...objectives.terms import segment_logsumexp
-from ...objectives.tuplet_margin import shifted_positive, softplus, tuplet_margin_rows
+from ...objectives.tuplet_margin import (
+    shifted_positive,
+    softplus,
+    tuplet_margin_fused,
+    tuplet_margin_rows,
+)
 from ...reducers import MeanReducer
 from ...similarity import CosineSimilarity
 from ...validation import check_embeddings, check_positive, check_real
@@ -53,6 +58,9 @@ class TupletMarginLoss(PairLossModule):
 
     def objective(self, s, pos, neg, start, end):
         return tuplet_margin_rows(s, pos, neg, self.margin, self.scale)
+
+    def fused(self, s, pairs, grad, scale):
+        return tuplet_margin_fused(s, pairs, grad, scale, self.margin, self.scale)
 
     def forward(
         self,
