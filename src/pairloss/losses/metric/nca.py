@@ -7,7 +7,7 @@ import torch
 
 from ...engine import compute_dtype
 from ...errors import PairLossError
-from ...objectives.nca import nca_rows
+from ...objectives.nca import nca_fused, nca_rows
 from ...reducers import MeanReducer
 from ...similarity import LpDistance, Similarity
 from ...validation import check_embeddings, check_positive
@@ -76,6 +76,10 @@ class NCALoss(PairLossModule):
             w = None if weights is None else weights[start:end].to(s.dtype)
             return nca_rows(s, pos, neg, t, is_distance, w)
 
+        def fused(s, pairs, grad, scale):
+            w = None if weights is None else weights[pairs.start : pairs.start + s.shape[0]]
+            return nca_fused(s, pairs, grad, scale, -t if is_distance else t, w)
+
         if embeddings.shape[0] <= 1:
             return (embeddings * 0).sum()
         return self.run_problem(
@@ -85,6 +89,7 @@ class NCALoss(PairLossModule):
             relation,
             embeddings=embeddings,
             labels=labels,
+            fused=fused,
             row_labels=labels,
         )
 
