@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import pytest
 import torch
@@ -67,8 +68,8 @@ def test_reducers_on_loss_dicts_match_pml(case, seed):
             with pytest.raises(NotImplementedError):
                 ours({"loss": entry}, x, y)
             continue
-        a = value_and_grads(lambda e=entry: ours({"loss": e}, x, y), [losses])
-        b = value_and_grads(lambda e=entry: theirs({"loss": e}, x, y), [losses])
+        a = value_and_grads(partial(ours, {"loss": entry}, x, y), [losses])
+        b = value_and_grads(partial(theirs, {"loss": entry}, x, y), [losses])
         assert_close(a, b)
 
 
