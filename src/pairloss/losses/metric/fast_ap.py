@@ -8,7 +8,7 @@ import torch
 from ...engine import compute_dtype
 from ...errors import PairLossError
 from ...mining import require_distance
-from ...objectives.fast_ap import fast_ap_rows
+from ...objectives.fast_ap import fast_ap_fused, fast_ap_rows
 from ...reducers import MeanReducer
 from ...similarity import LpDistance, Similarity
 from ...validation import check_embeddings, check_int
@@ -33,9 +33,10 @@ class FastAPLoss(PairLossModule):
     normalised embeddings is required). ``indices_tuple`` weights each anchor by how often it
     appears (pytorch-metric-learning's rule); ``ref_emb`` is not supported, as there.
 
-    Each row is one pass of the pair engine (memory O(block x N) per bin); shapes: embeddings
-    [B, D], labels [B]. Returns a scalar (or [B] with ``reduction="none"``). No anchor with a
-    positive gives 0.
+    Each row is one pass of the pair engine (memory O(block x N)); the blocked engine's fused
+    form bins each distance once (two scatter-adds) and writes its gradient by hand. Shapes:
+    embeddings [B, D], labels [B]. Returns a scalar (or [B] with ``reduction="none"``). No
+    anchor with a positive gives 0.
     """
 
     default_reduction = "mean_valid"
@@ -77,9 +78,13 @@ class FastAPLoss(PairLossModule):
             w = None if weights is None else weights[start:end]
             return fast_ap_rows(s, pos, neg, bins, top, w)
 
+        def fused(s, pairs, grad, scale):
+            w = None if weights is None else weights[pairs.start : pairs.start + s.shape[0]]
+            return fast_ap_fused(s, pairs, grad, scale, bins, top, w)
+
         return self.run_problem(
             objective, embeddings, None, relation, embeddings=embeddings, labels=labels,
-            row_labels=labels,
+            fused=fused, row_labels=labels,
         )  # fmt: skip
 
 
