@@ -539,11 +539,13 @@ class PairLossModule(nn.Module):
         fused: FusedObjective | None = None,
         row_labels: torch.Tensor | None = None,
         row_index=None,
+        counts: Callable[[], list[float]] | None = None,
     ) -> torch.Tensor:
         """Run a pair problem this loss builds itself (rows that are not the embeddings, e.g.
         positive pairs, or a relation of its own) with its reduction or reducer, engine and
         regularizers. ``row_labels`` [rows] are the labels a class-weighted reducer reads;
-        ``row_index`` the indices the rows get in a listed loss dictionary."""
+        ``row_index`` the indices the rows get in a listed loss dictionary; ``counts`` the
+        components' normalisers when the loss knows them (:attr:`PairProblem.counts`)."""
         similarity = self.distance if similarity is None else similarity
         reduction = self.reduction
         if self.uses_reducer():
@@ -562,6 +564,7 @@ class PairLossModule(nn.Module):
             reduction=reduction,
             params=tuple(p for p in params if isinstance(p, torch.Tensor)),
             fused=fused,
+            counts=counts,
         )
         out = run(problem, anchors, candidates, engine=self.engine, block_size=self.block_size)
         return self.add_regularizers(out.to(embeddings.dtype), embeddings)
