@@ -260,3 +260,18 @@ def test_pml_quirks_that_pairloss_leaves_out():
         pml.HistogramLoss(n_bins=4)(x, y)
     far = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.001]], dtype=torch.float64)
     assert torch.isfinite(pairloss.DynamicSoftMarginLoss()(far, torch.tensor([0, 0, 1])))
+
+
+def test_intra_pair_variance_walks_agree_with_autograd_through_the_means():
+    """The slope-per-kind walks (class sums for dot products, two walks before the terms for
+    distances) against the means as autograd parameters, for every reduction."""
+    x, y = make_batch(4, "unbalanced", n=20)
+    for reduction in ("mean", "sum", "mean_valid", "mean_nonzero", "mean_terms"):
+        for kw in ({}, {"distance": pairloss.distances.LpDistance()}):
+            for engine in ("dense", "blocked"):
+                loss = pairloss.IntraPairVarianceLoss(
+                    reduction=reduction, engine=engine, block_size=7, **kw
+                )
+                ours = value_and_grads(partial(loss, x, y), [x])
+                loss._walks_apart = lambda: False
+                assert_close(ours, value_and_grads(partial(loss, x, y), [x]))
