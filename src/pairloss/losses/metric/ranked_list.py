@@ -8,7 +8,7 @@ import warnings
 import torch
 
 from ...errors import PairLossError
-from ...objectives.ranked_list import ranked_list_rows
+from ...objectives.ranked_list import ranked_list_fused, ranked_list_rows
 from ...reducers import MeanReducer
 from ...similarity import LpDistance, Similarity
 from ...validation import check_real
@@ -66,6 +66,11 @@ class RankedListLoss(PairLossModule):
     def objective(self, s, pos, neg, start, end):
         return ranked_list_rows(
             s, pos, neg, self.margin, self.alpha, self.Tp, self.Tn, self.imbalance
+        )
+
+    def fused(self, s, pairs, grad, scale):
+        return ranked_list_fused(
+            s, pairs, grad, scale, self.margin, self.alpha, self.Tp, self.Tn, self.imbalance
         )
 
     def forward(
