@@ -5,14 +5,13 @@ available; on a CPU-only machine the module is skipped as a whole."""
 from __future__ import annotations
 
 import copy
-import inspect
 
 import pytest
 import torch
 
 import pairloss
 import pairloss.engine as engine_module
-from pairloss.catalogue import LOSSES
+from pairloss.catalogue import LOSSES, example
 from pairloss.metrics import cmc, dir_at_far, retrieval, verification
 
 from .metrics._reference import same_values
@@ -26,13 +25,13 @@ CUDA = torch.device("cuda")
 
 def _build(entry, engine: str):
     cls = entry.load()
-    params = inspect.signature(cls.__init__).parameters
-    args = (N_CLASSES, DIM) if "num_classes" in params else ()
-    kwargs = {"engine": engine} if engine != "default" else {}
+    kwargs = dict(example(entry, n=24, dim=DIM).init)
+    if engine != "default":
+        kwargs["engine"] = engine
     if engine == "blocked":
         kwargs["block_size"] = 5
     torch.manual_seed(0)
-    return cls(*args, **kwargs).double()
+    return cls(**kwargs).double()
 
 
 def _engines(entry) -> list[str]:
@@ -58,10 +57,11 @@ def _batch(seed: int):
     return x, y[torch.randperm(24, generator=g)]
 
 
-EMBEDDING_LOSSES = [e for e in LOSSES if e.inputs in ("embeddings", "proxies")]
+# the losses called as loss(embeddings, labels)
+LABELLED = [e for e in LOSSES if e.inputs in ("embeddings", "proxies", "descriptor_weights")]
 
 
-@pytest.mark.parametrize("entry", EMBEDDING_LOSSES, ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", LABELLED, ids=lambda e: e.name)
 def test_every_loss_gives_the_cpu_values_and_gradients(entry):
     for engine in _engines(entry):
         cpu_loss = _build(entry, engine)

@@ -36,7 +36,7 @@ def _run(case, engine, x, y, n_classes, reduction=None, indices_tuple=None, row_
     out = loss(xx, y, indices_tuple)
     total = out if row_w is None else (out * row_w[: out.shape[0]]).sum()
     total.backward()
-    return out.detach(), [xx.grad, loss.W.grad]
+    return out.detach(), [xx.grad, loss.weight_parameter().grad]
 
 
 def _same(a, b):

@@ -80,6 +80,7 @@ def _losses(which: str, family: str = "pair"):
         "TripletBatchHard": lambda: pairloss.TripletMarginLoss(miner=miners.BatchHardMiner()),
         "LiftedStructure": lambda: pairloss.GeneralizedLiftedStructureLoss(),
         "Margin": lambda: pairloss.MarginLoss(),
+        **_pml_family(pairloss),
     }
     if which == "pairloss":
         return ours
@@ -102,7 +103,65 @@ def _losses(which: str, family: str = "pair"):
         "TripletBatchHard": lambda: with_miner(L.TripletMarginLoss(), M.BatchHardMiner()),
         "LiftedStructure": lambda: L.GeneralizedLiftedStructureLoss(),
         "Margin": lambda: L.MarginLoss(),
+        **_pml_family(L),
     }
+
+
+# pytorch-metric-learning's other losses, built the same way from either library's module
+_PML_FAMILY = {
+    "Angular": ("AngularLoss", {}),
+    "DynamicSoftMargin": ("DynamicSoftMarginLoss", {}),
+    "FastAP": ("FastAPLoss", {}),
+    "Histogram": ("HistogramLoss", {}),
+    "Instance": ("InstanceLoss", {}),
+    "IntraPairVariance": ("IntraPairVarianceLoss", {}),
+    "LiftedStructurePML": ("LiftedStructureLoss", {}),
+    "NCA": ("NCALoss", {}),
+    "PNP": ("PNPLoss", {}),
+    "RankedList": ("RankedListLoss", {"margin": 0.4, "Tn": 4.0}),
+    "SNRContrastive": ("SignalToNoiseRatioContrastiveLoss", {}),
+    "SmoothAP": ("SmoothAPLoss", {}),
+    "ThresholdConsistentMargin": ("ThresholdConsistentMarginLoss", {}),
+    "TupletMargin": ("TupletMarginLoss", {}),
+    "VICReg": ("VICRegLoss", {}),
+}
+# losses whose inputs differ from the clustered batch: SmoothAP needs as many samples per class
+# as classes (pytorch-metric-learning groups consecutive runs), VICReg two views
+_SQUARE_LABELS = ("SmoothAP",)
+_TWO_VIEWS = ("VICReg",)
+
+
+def _pml_family(module) -> dict:
+    def make(cls_name, kw, name):
+        def build():
+            loss = getattr(module, cls_name)(**kw)
+            if name in _TWO_VIEWS:
+                return lambda x, y: loss(x[0::2], ref_emb=x[1::2])
+            if name == "DynamicSoftMargin" and module.__name__.startswith("pytorch_metric"):
+                # its histogram keeps the last batch's graph: cut it, or the next step fails
+                def step(x, y):
+                    loss.hist_ = loss.hist_.detach()
+                    return loss(x, y)
+
+                return step
+            return loss
+
+        return build
+
+    def manifold():
+        made = {}
+
+        def step(x, y):  # ManifoldLoss's proxies need the embedding size: made on the first call
+            if "loss" not in made:
+                torch.manual_seed(PROXY_SEED)
+                made["loss"] = module.ManifoldLoss(x.shape[1]).to(x.device)
+            return made["loss"](x)
+
+        return step
+
+    out = {name: make(cls, kw, name) for name, (cls, kw) in _PML_FAMILY.items()}
+    out["Manifold"] = manifold
+    return out
 
 
 def fill_proxies(w: torch.Tensor) -> None:
@@ -145,6 +204,7 @@ def _proxy_losses(which: str):
             "ProxyAnchor": lambda c, d: pairloss.ProxyAnchorLoss(c, d, init=init),
             "ProxyNCA": lambda c, d: pairloss.ProxyNCALoss(c, d, init=init),
             "NormalizedSoftmax": lambda c, d: pairloss.NormalizedSoftmaxLoss(c, d, init=init),
+            "P2SGrad": lambda c, d: pairloss.P2SGradLoss(d, c, init=init),
         }
     from pytorch_metric_learning import losses as L
 
@@ -154,7 +214,20 @@ def _proxy_losses(which: str):
         "ProxyAnchor": _pml_proxy(L.ProxyAnchorLoss, "proxies", "CD"),
         "ProxyNCA": _pml_proxy(L.ProxyNCALoss, "proxies", "CD"),
         "NormalizedSoftmax": _pml_proxy(L.NormalizedSoftmaxLoss, "W", "DC"),
+        "P2SGrad": _pml_p2s(L.P2SGradLoss),
     }
+
+
+def _pml_p2s(cls):
+    """pytorch-metric-learning's P2SGradLoss (arguments (D, C), weight ``weight`` [D, C]) with
+    the benchmark's weights."""
+
+    def make(classes: int, dim: int):
+        loss = cls(dim, classes)
+        fill_proxies(loss.weight.data.T)
+        return loss
+
+    return make
 
 
 def _proxy_inputs(batch: int, dim: int, classes: int, seed: int = 0):
@@ -223,13 +296,30 @@ def _products_time(x: torch.Tensor, w: torch.Tensor, repeats: int) -> float:
 
 
 def _measure(
-    queue, library, name, batch, dim, classes, repeats, threads, family="pair", device="cpu"
+    queue,
+    library,
+    name,
+    batch,
+    dim,
+    classes,
+    repeats,
+    threads,
+    family="pair",
+    device="cpu",
+    memory_gb=None,
 ):
     torch.set_num_threads(threads)
+    if memory_gb:  # a loss that needs more fails with an out-of-memory error instead
+        limit = int(memory_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
         device = torch.device(device)
         proxy = family == "proxy"
+        if name in _SQUARE_LABELS:
+            classes = max(1, int(batch**0.5))
         x, y = (_proxy_inputs if proxy else _inputs)(batch, dim, classes)
+        if name in _SQUARE_LABELS:  # sorted by class, as many samples per class as classes
+            y = torch.arange(batch) // max(1, batch // classes)
         x, y = x.to(device), y.to(device)
         x.requires_grad_(True)
         x.grad = torch.zeros_like(x)
@@ -269,14 +359,27 @@ def _measure(
         queue.put({"error": f"{type(exc).__name__}: {str(exc)[:120]}"})
 
 
-def measure(library, name, batch, dim, classes, repeats, threads, family="pair", device="cpu"):
-    """Run one measurement in a fresh spawned process; a dict with time and peak memory (and,
-    for the proxy family, the loss value)."""
+def measure(
+    library,
+    name,
+    batch,
+    dim,
+    classes,
+    repeats,
+    threads,
+    family="pair",
+    device="cpu",
+    memory_gb=None,
+):
+    """Run one measurement in a fresh spawned process (its address space capped at
+    ``memory_gb`` when given); a dict with time and peak memory (and, for the proxy family,
+    the loss value)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     p = ctx.Process(
         target=_measure,
         args=(queue, library, name, batch, dim, classes, repeats, threads, family, device),
+        kwargs={"memory_gb": memory_gb},
     )
     p.start()
     p.join()
@@ -352,6 +455,13 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=["pairloss", "both"], default="both")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument(
+        "--memory-gb",
+        type=float,
+        default=None,
+        help="cap each measurement's address space (CPU): a loss needing more reports an "
+        "out-of-memory error instead of swapping the machine",
+    )
     args = ap.parse_args(argv)
     _check_args(ap, args)
     if args.classes is None:
@@ -359,7 +469,7 @@ def main(argv=None) -> int:
     family = args.family
     names = args.losses or list(_losses("pairloss", family))
     common = (args.batch, args.dim, args.classes, args.repeats, args.threads)
-    where = {"family": family, "device": args.device}
+    where = {"family": family, "device": args.device, "memory_gb": args.memory_gb}
     limit = measure("products", None, *common, **where)
     if "error" in limit:
         print(f"three products: {limit['error']}")

@@ -149,6 +149,57 @@ def _preference_matrix_example(n: int, dim: int, g: torch.Generator, dtype) -> E
     )
 
 
+def _reference_views_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    """Two augmented views of one batch, row i of each the same sample:
+    ``loss(embeddings, ref_emb=...)`` (pytorch-metric-learning's VICReg call)."""
+    x = torch.randn(n, dim, generator=g, dtype=dtype)
+    return Example(
+        {}, {"embeddings": x, "ref_emb": x + 0.1 * torch.randn(n, dim, generator=g, dtype=dtype)}
+    )
+
+
+def _wrapped_views_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    """:class:`~pairloss.SelfSupervisedLoss`'s call, ``loss(embeddings, ref_emb)``, around an
+    NT-Xent loss."""
+    from .losses import NTXentLoss
+
+    ex = _reference_views_example(n, dim, g, dtype)
+    ex.init["loss"] = NTXentLoss()
+    return ex
+
+
+def _several_losses_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    """:class:`~pairloss.MultipleLosses` around a contrastive and a Multi-Similarity loss, the
+    latter with its miner."""
+    from .losses import ContrastiveLoss, MultiSimilarityLoss
+    from .mining import MultiSimilarityMiner
+
+    ex = _embeddings_example(n, dim, g, dtype)
+    ex.init.update(
+        losses=[ContrastiveLoss(), MultiSimilarityLoss()],
+        miners=[None, MultiSimilarityMiner()],
+        weights=[1.0, 0.5],
+    )
+    return ex
+
+
+def _descriptor_weights_example(
+    n: int, dim: int, g: torch.Generator, dtype: torch.dtype
+) -> Example:
+    """:class:`~pairloss.P2SGradLoss`'s constructor order: ``(descriptors_dim, num_classes)``."""
+    ex = _embeddings_example(n, dim, g, dtype)
+    ex.init.update(descriptors_dim=dim, num_classes=max(1, n // 3))
+    return ex
+
+
+def _proxy_assignments_example(n: int, dim: int, g: torch.Generator, dtype: torch.dtype) -> Example:
+    """:class:`~pairloss.ManifoldLoss`: no labels; ``indices_tuple`` is each sample's proxy
+    among K = 3 (``l`` the embedding size)."""
+    x = torch.randn(n, dim, generator=g, dtype=dtype)
+    k = min(3, n)
+    return Example({"l": dim, "K": k}, {"embeddings": x, "indices_tuple": torch.arange(n) % k})
+
+
 EXAMPLES: dict[str, Callable[[int, int, torch.Generator, torch.dtype], Example]] = {
     "embeddings": _embeddings_example,
     "proxies": _proxies_example,
@@ -159,6 +210,12 @@ EXAMPLES: dict[str, Callable[[int, int, torch.Generator, torch.dtype], Example]]
     "reward_pairs": _reward_pairs_example,
     "preference_lists": _preference_lists_example,
     "preference_matrix": _preference_matrix_example,
+    # pytorch-metric-learning's other call conventions
+    "reference_views": _reference_views_example,
+    "wrapped_views": _wrapped_views_example,
+    "several_losses": _several_losses_example,
+    "descriptor_weights": _descriptor_weights_example,
+    "proxy_assignments": _proxy_assignments_example,
 }
 """Builders of a small valid call for each call convention: ``(n, dim, generator, dtype) ->
 Example`` with ``n`` samples (rows, pairs, queries or preference pairs) of size ``dim``. A new
@@ -494,6 +551,146 @@ LOSSES: tuple[LossEntry, ...] = (
         "pairloss.losses.metric.pfid:PFIDLoss",
         inputs="proxies",
     ),
+    # pytorch-metric-learning's other losses, under its names, arguments and results
+    LossEntry(
+        "angular",
+        "metric: triplets",
+        "log(1 + sum_n e^{4 tan^2(a) (x_a + x_p).x_n - 2 (1 + tan^2(a)) x_a.x_p}) per positive pair",
+        "Wang et al., ICCV 2017",
+        "pairloss.losses.metric.angular:AngularLoss",
+    ),
+    LossEntry(
+        "dynamic_soft_margin",
+        "metric: triplets",
+        "mean over triplets of CDF(d_ap - d_an) (d_ap - d_an), CDF from a running histogram",
+        "Zhang & Rusinkiewicz, ICCV 2019",
+        "pairloss.losses.metric.dynamic_soft_margin:DynamicSoftMarginLoss",
+    ),
+    LossEntry(
+        "fast_ap",
+        "metric: ranking",
+        "1 - sum_k h+_k H+_k / H_k / |P| from soft distance histograms",
+        "Cakir et al., CVPR 2019",
+        "pairloss.losses.metric.fast_ap:FastAPLoss",
+    ),
+    LossEntry(
+        "histogram",
+        "metric: pairs",
+        "sum_r p-_r cumsum(p+)_r over soft histograms of pair similarities",
+        "Ustinova & Lempitsky, NeurIPS 2016",
+        "pairloss.losses.metric.histogram:HistogramLoss",
+    ),
+    LossEntry(
+        "instance",
+        "metric: softmax",
+        "CE of gamma cos(x_i, x_j) over the batch, target the class's index",
+        "Zheng et al., ACM TOMM 2020",
+        "pairloss.losses.metric.instance:InstanceLoss",
+    ),
+    LossEntry(
+        "intra_pair_variance",
+        "metric: pairs",
+        "[(1 - e) mu+ - s_p]+^2 + [s_n - (1 + e) mu-]+^2, mu the pairs' mean scores",
+        "Yu & Tao, ICCV 2019",
+        "pairloss.losses.metric.intra_pair_variance:IntraPairVarianceLoss",
+    ),
+    LossEntry(
+        "lifted_structure",
+        "metric: pairs",
+        "[log(sum_{N(a) u N(p)} e^{m - d}) + d_ap - m+]+^2 / 2 per positive pair",
+        "Oh Song et al., CVPR 2016",
+        "pairloss.losses.metric.lifted_structure:LiftedStructureLoss",
+    ),
+    LossEntry(
+        "manifold",
+        "proxy: graph",
+        "hinge on random-walk affinities F = (1 - a)(I - a S)^-1 to K proxies, plus context",
+        "Aziere & Todorovic, CVPR 2019",
+        "pairloss.losses.proxy.manifold:ManifoldLoss",
+        inputs="proxy_assignments",
+    ),
+    LossEntry(
+        "multiple_losses",
+        "combination",
+        "sum_k w_k L_k(embeddings, labels, miner_k(...))",
+        "pytorch-metric-learning (Musgrave et al., ECCV 2020)",
+        "pairloss.losses.metric.wrappers:MultipleLosses",
+        inputs="several_losses",
+    ),
+    LossEntry(
+        "nca",
+        "metric: softmax",
+        "-log(sum_p e^{-t d_ip} / sum_{c != i} e^{-t d_ic})",
+        "Goldberger et al., NeurIPS 2004",
+        "pairloss.losses.metric.nca:NCALoss",
+    ),
+    LossEntry(
+        "p2s_grad",
+        "proxy: regression",
+        "mean over cells of (cos(x_i, w_c) - [c = y_i])^2",
+        "Zhang et al., CVPR 2019",
+        "pairloss.losses.proxy.p2s_grad:P2SGradLoss",
+        inputs="descriptor_weights",
+    ),
+    LossEntry(
+        "pnp",
+        "metric: ranking",
+        "mean_i mean_{j in P(i)+i} f(sum_n sigmoid((s_in - s_ij) / t))",
+        "Li et al., AAAI 2022",
+        "pairloss.losses.metric.pnp:PNPLoss",
+    ),
+    LossEntry(
+        "ranked_list",
+        "metric: pairs",
+        "(1 - l) weighted [d_p - (a - m)]+ mean + l weighted [a - d_n]+ mean",
+        "Wang et al., CVPR 2019",
+        "pairloss.losses.metric.ranked_list:RankedListLoss",
+        init={"margin": 0.4, "Tn": 5.0},
+    ),
+    LossEntry(
+        "self_supervised",
+        "contrastive: views",
+        "L(cat(x, x'), cat(ids, ids)) for two views x, x' labelled by sample",
+        "pytorch-metric-learning (Musgrave et al., ECCV 2020)",
+        "pairloss.losses.metric.wrappers:SelfSupervisedLoss",
+        inputs="wrapped_views",
+    ),
+    LossEntry(
+        "signal_to_noise_ratio_contrastive",
+        "metric: pairs",
+        "contrastive hinge in d = Var(a - c) / Var(a)",
+        "Yuan et al., CVPR 2019",
+        "pairloss.losses.metric.signal_to_noise:SignalToNoiseRatioContrastiveLoss",
+    ),
+    LossEntry(
+        "smooth_ap",
+        "metric: ranking",
+        "1 - mean_{j in G} (1 + sum_G sig) / (1 + sum_all sig), sig = sigmoid((s_k - s_j) / t)",
+        "Brown et al., ECCV 2020",
+        "pairloss.losses.metric.smooth_ap:SmoothAPLoss",
+    ),
+    LossEntry(
+        "threshold_consistent_margin",
+        "metric: pairs",
+        "l+ mean_{s_p <= m+}(m+ - s_p) + l- mean_{s_n >= m-}(s_n - m-)",
+        "Zhang et al., ICLR 2024",
+        "pairloss.losses.metric.threshold_margin:ThresholdConsistentMarginLoss",
+    ),
+    LossEntry(
+        "tuplet_margin",
+        "metric: pairs",
+        "log(1 + sum_n e^{s (cos t_an - cos(t_ap - b))}) per positive pair",
+        "Yu & Tao, ICCV 2019",
+        "pairloss.losses.metric.tuplet_margin:TupletMarginLoss",
+    ),
+    LossEntry(
+        "vicreg",
+        "self-supervised: views",
+        "l s(Z, Z') + m [v(Z) + v(Z')] + n [c(Z) + c(Z')]",
+        "Bardes, Ponce & LeCun, ICLR 2022",
+        "pairloss.losses.metric.vicreg:VICRegLoss",
+        inputs="reference_views",
+    ),
 )
 
 
@@ -680,11 +877,11 @@ LOSSES += (
         inputs="preference_lists",
     ),
     LossEntry(
-        "nca",
+        "nca_preference",
         "preference: lists",
         "-sum_i softmax(R / alpha)_i log sigmoid(r_i) - mean_i log sigmoid(-r_i)",
         "Chen et al., NeurIPS 2024",
-        f"{_PREFERENCE}.listwise:NCALoss",
+        f"{_PREFERENCE}.listwise:NCAPreferenceLoss",
         inputs="preference_lists",
     ),
     LossEntry(

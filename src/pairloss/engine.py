@@ -504,12 +504,12 @@ class _FusedWalk(_Walk):
 
     def _blocks_of_scores(self):
         a, c = self.prep.anchors.detach(), self.prep.candidates.detach()
-        form = self.problem.similarity.dot_form()
+        form = self.problem.similarity.dot_form().bind(a, c)
         height = min(self.block, self.hi - self.lo)
         buffer = a.new_empty((height, c.shape[0]))
         for start, end in self.blocks():
             s = torch.mm(a[start:end], c.T, out=buffer[: end - start])
-            yield start, end, form.scores_(s), form
+            yield start, end, form.block_scores_(s, start), form
 
     def counts(self) -> list[float]:
         totals = None

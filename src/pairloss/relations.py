@@ -286,3 +286,29 @@ def view_ids(n_samples: int, n_views: int = 2, device=None) -> torch.Tensor:
             f"n_samples, n_views: expected positive counts, got {n_samples}, {n_views}"
         )
     return torch.arange(n_samples, device=device).repeat(n_views)
+
+
+class TargetColumnRelation(Relation):
+    """One target column per anchor row: cell (i, targets[i]) is positive, every other cell of
+    the row (its own column included) negative; nothing is void. The softmax cross-entropy of a
+    row against a chosen column (pytorch-metric-learning's ``InstanceLoss``).
+
+    Args:
+        targets: [B] column of each row, in [0, n_candidates).
+        n_candidates: N.
+    """
+
+    def __init__(self, targets: torch.Tensor, n_candidates: int) -> None:
+        self.targets = _check_index(targets, n_candidates, "targets")
+        self.n_anchors, self.n_candidates = targets.shape[0], n_candidates
+
+    def block(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cols = torch.arange(self.n_candidates, device=self.targets.device)
+        pos = cols[None, :] == self.targets[start:end, None]
+        return pos, ~pos
+
+    def pairs(self, start: int, end: int) -> BlockPairs | None:
+        t = self.targets
+        ptr = torch.arange(self.n_anchors + 1, device=t.device)
+        rows = torch.arange(self.n_anchors, device=t.device)
+        return _block_pairs(ptr, rows, t, start, end, self.n_candidates, False)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .errors import PairLossError
-from .validation import check_bool, check_positive, check_real
+from .validation import check_bool, check_callable, check_int, check_positive, check_real
 
 
 def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
@@ -67,7 +67,11 @@ def normalize_rows(x: torch.Tensor) -> torch.Tensor:
 class DotForm:
     """A score that is an elementwise function of the dot product of prepared vectors,
     s = f(a . c), applied in place on a block: :meth:`scores_` turns a block of dot products
-    into scores and :meth:`dot_grad_` turns dL/ds into dL/d(a . c). The identity here."""
+    into scores and :meth:`dot_grad_` turns dL/ds into dL/d(a . c). The identity here.
+
+    A form may read per-row constants of the whole prepared sets (e.g. their squared norms):
+    the engine calls :meth:`bind` once with the prepared anchors and candidates and then
+    :meth:`block_scores_` for the block whose first anchor row is ``start``."""
 
     def scores_(self, dots: torch.Tensor) -> torch.Tensor:
         return dots
@@ -75,17 +79,47 @@ class DotForm:
     def dot_grad_(self, grad: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         return grad
 
+    def bind(self, anchors: torch.Tensor, candidates: torch.Tensor) -> DotForm:
+        """This form for the prepared ``anchors`` [B, D] and ``candidates`` [N, D]."""
+        return self
 
-class _UnitSphereDistance(DotForm):
-    """d = sqrt(2 - 2 a . c) for unit vectors (``power=2``: d^2 = 2 - 2 a . c), clamped at 0
-    with a zero gradient at d = 0, as :class:`LpDistance` computes it."""
+    def block_scores_(self, dots: torch.Tensor, start: int) -> torch.Tensor:
+        """:meth:`scores_` of the block of dot products whose first anchor row is ``start``."""
+        return self.scores_(dots)
 
-    def __init__(self, power: int) -> None:
-        self.power = power
+
+class _NormalisedLpForm(DotForm):
+    """The Euclidean distance of L2-normalised vectors from their dot products, as
+    ``torch.cdist`` computes it (and hence pytorch-metric-learning's ``LpDistance``):
+    d^2 = |a|^2 + |c|^2 - 2 a . c with the norms of the normalised vectors as they are (1 up to
+    rounding), clamped at 0; d = sqrt(d^2) unless ``power=2``. Unbound (no norms), |a| = |c| = 1
+    is assumed: d^2 = 2 - 2 a . c.
+
+    The gradient is taken through the dot product only: the norm terms' share lies along a and
+    c, which the normalisation's backward removes. At d = 0 it is 0."""
+
+    def __init__(self, power: int, sq_a=None, sq_c=None) -> None:
+        self.power, self.sq_a, self.sq_c = power, sq_a, sq_c
+
+    def bind(self, anchors: torch.Tensor, candidates: torch.Tensor) -> DotForm:
+        sq_a = torch.linalg.vector_norm(anchors, dim=1).square_()
+        sq_c = sq_a if candidates is anchors else torch.linalg.vector_norm(candidates, dim=1)
+        if candidates is not anchors:
+            sq_c = sq_c.square_()
+        return _NormalisedLpForm(self.power, sq_a, sq_c)
+
+    def _finish_(self, sq: torch.Tensor) -> torch.Tensor:
+        sq.clamp_min_(0)
+        return sq if self.power == 2 else sq.sqrt_()
 
     def scores_(self, dots: torch.Tensor) -> torch.Tensor:
-        dots.mul_(-2).add_(2).clamp_min_(0)
-        return dots if self.power == 2 else dots.sqrt_()
+        return self._finish_(dots.mul_(-2).add_(2))
+
+    def block_scores_(self, dots: torch.Tensor, start: int) -> torch.Tensor:
+        if self.sq_a is None:
+            return self.scores_(dots)
+        rows = self.sq_a[start : start + dots.shape[0], None]
+        return self._finish_(dots.mul_(-2).add_(rows).add_(self.sq_c[None, :]))
 
     def dot_grad_(self, grad: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.power == 2:
@@ -99,19 +133,63 @@ class Similarity(nn.Module):
 
     Subclasses set ``is_distance`` and implement :meth:`matrix` (and :meth:`prepare` if the
     inputs are transformed first).
+
+    pytorch-metric-learning's distance interface is available on every similarity:
+    ``is_inverted`` (True for similarities), ``normalize_embeddings``, ``p``, ``power``,
+    :meth:`compute_mat`, :meth:`pairwise_distance`, :meth:`margin`, :meth:`smallest_dist`,
+    :meth:`largest_dist`, :meth:`normalize`, :meth:`maybe_normalize` and :meth:`get_norm`.
     """
 
     is_distance: bool = False
+    p: float = 2
+    power: float = 1
 
     def __init__(self, normalize_embeddings: bool = False) -> None:
         super().__init__()
         self.normalize_embeddings = check_bool(normalize_embeddings, "normalize_embeddings")
 
+    @property
+    def is_inverted(self) -> bool:
+        """pytorch-metric-learning's name: True when high values mean close."""
+        return not self.is_distance
+
+    @is_inverted.setter
+    def is_inverted(self, value: bool) -> None:
+        self.is_distance = not check_bool(value, "is_inverted")
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Transform a whole set once (L2 normalisation when ``normalize_embeddings``)."""
+        """Transform a whole set once (normalisation when ``normalize_embeddings``)."""
+        return self.maybe_normalize(x)
+
+    def normalize(self, embeddings: torch.Tensor, dim: int = 1, **kwargs) -> torch.Tensor:
+        """``embeddings`` divided by their ``p``-norm along ``dim`` (rows of a matrix in the
+        L2 norm: exact at any magnitude, see :func:`normalize_rows`)."""
+        if self.p == 2 and embeddings.dim() == 2 and dim in (1, -1) and not kwargs:
+            return normalize_rows(embeddings)
+        return torch.nn.functional.normalize(embeddings, p=self.p, dim=dim, **kwargs)
+
+    def maybe_normalize(self, embeddings: torch.Tensor, dim: int = 1, **kwargs) -> torch.Tensor:
+        """:meth:`normalize` when ``normalize_embeddings``, else ``embeddings``."""
         if self.normalize_embeddings:
-            return normalize_rows(x)
-        return x
+            return self.normalize(embeddings, dim=dim, **kwargs)
+        return embeddings
+
+    def get_norm(self, embeddings: torch.Tensor, dim: int = 1, **kwargs) -> torch.Tensor:
+        """The ``p``-norm of ``embeddings`` along ``dim``."""
+        return torch.norm(embeddings, p=self.p, dim=dim, **kwargs)
+
+    def margin(self, x, y):
+        """How far ``x`` lies beyond ``y`` towards "far apart": x - y for distances, y - x for
+        similarities (pytorch-metric-learning's ``distance.margin``)."""
+        return y - x if self.is_inverted else x - y
+
+    def smallest_dist(self, *args, **kwargs):
+        """``torch.min`` for distances, ``torch.max`` for similarities (the closest)."""
+        return torch.max(*args, **kwargs) if self.is_inverted else torch.min(*args, **kwargs)
+
+    def largest_dist(self, *args, **kwargs):
+        """``torch.max`` for distances, ``torch.min`` for similarities (the farthest)."""
+        return torch.min(*args, **kwargs) if self.is_inverted else torch.max(*args, **kwargs)
 
     def prepare_grad_(
         self, grad: torch.Tensor, x: torch.Tensor, prepared: torch.Tensor
@@ -142,7 +220,26 @@ class Similarity(nn.Module):
         """Scores of row i of ``a`` with row i of ``c`` (prepared, both [P, D]) -> [P]."""
         raise NotImplementedError
 
+    def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        """pytorch-metric-learning's name for the score matrix of prepared sets (before
+        ``power``)."""
+        return self.matrix(query_emb, ref_emb)
+
+    def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        """Scores of row i of ``query_emb`` with row i of ``ref_emb`` (prepared) -> [P]."""
+        return self.paired(query_emb, ref_emb)
+
+    def check_shapes(self, query_emb: torch.Tensor, ref_emb: torch.Tensor | None) -> None:
+        """Both inputs [*, D] matrices (PairLossError otherwise)."""
+        for name, x in (("query_emb", query_emb), ("ref_emb", ref_emb)):
+            if x is not None and (not isinstance(x, torch.Tensor) or x.dim() != 2):
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise PairLossError(
+                    f"{name}: expected a 2-D tensor of shape [batch, dim], got {shape}"
+                )
+
     def forward(self, a: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_shapes(a, c)
         a = self.prepare(a)
         c = a if c is None else self.prepare(c)
         return self.matrix(a, c)
@@ -155,10 +252,14 @@ class Similarity(nn.Module):
     def same_scores(self, other: Similarity) -> bool:
         """Whether ``other`` gives exactly this similarity's scores (same kind and settings,
         no learnable parameters), so that one score matrix can serve both."""
+        both_dot = isinstance(self, DotProductSimilarity) and isinstance(
+            other, DotProductSimilarity
+        )  # CosineSimilarity is DotProductSimilarity(normalize_embeddings=True)
         return self is other or (
-            type(self) is type(other)
+            (type(self) is type(other) or both_dot)
             and self.normalize_embeddings == other.normalize_embeddings
-            and getattr(self, "power", None) == getattr(other, "power", None)
+            and self.p == other.p
+            and self.power == other.power
             and not list(self.parameters())
             and not list(other.parameters())
         )
@@ -172,78 +273,147 @@ class Similarity(nn.Module):
         return -s if self.is_distance else s
 
 
-class DotProductSimilarity(Similarity):
+class BaseDistance(Similarity):
+    """pytorch-metric-learning's distance base class, with its constructor and defaults:
+    ``BaseDistance(normalize_embeddings=True, p=2, power=1, is_inverted=False)``.
+
+    A subclass implements :meth:`compute_mat` (prepared query [A, D] x prepared reference
+    [N, D] -> [A, N]) and :meth:`pairwise_distance`; the score matrix is
+    ``compute_mat(...) ** power`` of the (``p``-)normalised inputs, as in pytorch-metric-learning,
+    and every pairloss loss accepts it (through the engine's generic path).
+
+    Args:
+        normalize_embeddings: divide each vector by its ``p``-norm first.
+        p: the norm's order (> 0).
+        power: the exponent applied to the matrix.
+        is_inverted: True for similarities (high = close).
+        collect_stats: accepted for pytorch-metric-learning's signature; pairloss records no
+            statistics on distances.
+    """
+
+    def __init__(
+        self,
+        normalize_embeddings: bool = True,
+        p: float = 2,
+        power: float = 1,
+        is_inverted: bool = False,
+        collect_stats: bool | None = None,
+    ) -> None:
+        super().__init__(normalize_embeddings=normalize_embeddings)
+        self.p = check_real(p, "p", low=0.0, low_open=True)
+        self.power = check_real(power, "power")
+        self.is_inverted = is_inverted
+        self.collect_stats = (
+            None if collect_stats is None else check_bool(collect_stats, "collect_stats")
+        )
+
+    def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def matrix(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        mat = self.compute_mat(a, c)
+        return mat if self.power == 1 else mat**self.power
+
+    def paired(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        out = self.pairwise_distance(a, c)
+        return out if self.power == 1 else out**self.power
+
+
+class DotProductSimilarity(BaseDistance):
     """s(a, c) = a . c. As in pytorch-metric-learning, the vectors are L2-normalised first
     unless ``normalize_embeddings=False`` (the name ``"dot"`` gives the raw dot product)."""
 
-    def __init__(self, normalize_embeddings: bool = True) -> None:
-        super().__init__(normalize_embeddings=normalize_embeddings)
+    def __init__(self, normalize_embeddings: bool = True, **kwargs) -> None:
+        if not kwargs.pop("is_inverted", True):
+            raise PairLossError(
+                "is_inverted: a dot-product similarity is always inverted (high = close); "
+                "expected True"
+            )
+        super().__init__(normalize_embeddings=normalize_embeddings, is_inverted=True, **kwargs)
 
-    def matrix(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return a @ c.T
+    def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(query_emb, ref_emb.transpose(-1, -2))
+
+    def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        return torch.sum(query_emb * ref_emb, dim=1)
 
     def dot_form(self) -> DotForm | None:
+        if self.power != 1 or (self.normalize_embeddings and self.p != 2):
+            return None
         return DotForm()
-
-    def paired(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return (a * c).sum(dim=1)
 
 
 class CosineSimilarity(DotProductSimilarity):
     """s(a, c) = a . c / (|a| |c|): the dot product of L2-normalised vectors, in [-1, 1]."""
 
-    def __init__(self, normalize_embeddings: bool = True) -> None:
-        if not check_bool(normalize_embeddings, "normalize_embeddings"):
+    def __init__(self, normalize_embeddings: bool = True, **kwargs) -> None:
+        if normalize_embeddings is not True:
             raise PairLossError(
                 "normalize_embeddings: CosineSimilarity always normalises; expected True "
                 "(use DotProductSimilarity(normalize_embeddings=False) for raw dot products)"
             )
-        super().__init__(normalize_embeddings=True)
+        super().__init__(normalize_embeddings=True, **kwargs)
 
 
-class LpDistance(Similarity):
-    """Euclidean distance d(a, c) = |a - c|_2, or its square with ``power=2``.
+class LpDistance(BaseDistance):
+    """Minkowski distance d(a, c) = |a - c|_p, raised to ``power``.
 
-    ``normalize_embeddings=True`` (the default, as in pytorch-metric-learning) L2-normalises
-    first, so d = sqrt(2 - 2 cos). Only p=2 is supported: the engine needs the distance as a
-    function of a matrix product. The gradient at d = 0 (duplicate vectors) is taken as 0.
+    Defaults as pytorch-metric-learning: ``p=2``, ``power=1``, ``normalize_embeddings=True``
+    (``p``-normalised first). The matrix is ``torch.cdist``, as in pytorch-metric-learning, so
+    the values are the same to the last bit (in float32 too, where ``torch.cdist`` takes
+    d^2 = |a|^2 + |c|^2 - 2 a . c for more than 25 rows: a close pair's distance carries that
+    formula's rounding). The blocked engine's hand-differentiated path computes the same formula
+    from its block of dot products (see :class:`_NormalisedLpForm`); ``EuclideanDistance``
+    is the raw (unnormalised) distance. The gradient at d = 0 (duplicate vectors) is 0.
     """
 
-    is_distance = True
+    def __init__(
+        self, p: float = 2, power: float = 1, normalize_embeddings: bool = True, **kwargs
+    ) -> None:
+        if kwargs.pop("is_inverted", False):
+            raise PairLossError("is_inverted: a distance is never inverted; expected False")
+        super().__init__(
+            normalize_embeddings=normalize_embeddings, p=p, power=power, is_inverted=False,
+            **kwargs,
+        )  # fmt: skip
 
-    def __init__(self, p: float = 2, power: float = 1, normalize_embeddings: bool = True) -> None:
-        super().__init__(normalize_embeddings=normalize_embeddings)
-        if check_real(p, "p") != 2:
-            raise PairLossError(f"p: only the Euclidean norm is supported; expected p=2, got {p!r}")
-        if check_real(power, "power") not in (1, 2):
-            raise PairLossError(
-                f"power: expected 1 (distance) or 2 (squared distance), got {power!r}"
-            )
-        self.p = 2
-        self.power = int(power)
-
-    def _finish(self, sq: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        sq = sq.clamp_min(0)
-        if scale is None:
-            return sq if self.power == 2 else _safe_sqrt(sq)
-        return sq * (scale * scale) if self.power == 2 else _safe_sqrt(sq) * scale
-
-    def dot_form(self) -> DotForm | None:
-        return _UnitSphereDistance(self.power) if self.normalize_embeddings else None
-
-    def matrix(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        """``torch.cdist`` (computed in float32 for half inputs); unnormalised vectors beyond
+        the range where squares stay finite are scaled by a power of two first (exact; no
+        scaling, the same bits, in the usual range)."""
+        dtype = query_emb.dtype
+        if dtype in (torch.float16, torch.bfloat16):
+            query_emb, ref_emb = query_emb.float(), ref_emb.float()
         if self.normalize_embeddings:
-            return self._finish(2 - 2 * (a @ c.T))
-        m = _power_of_two_scale(a, c)
-        a, c = a / m, c / m
-        sq = (a * a).sum(1, keepdim=True) + (c * c).sum(1)[None, :] - 2 * (a @ c.T)
-        return self._finish(sq, m)
+            out = torch.cdist(query_emb, ref_emb, p=self.p)
+        else:
+            m = _power_of_two_scale(query_emb, ref_emb)
+            out = torch.cdist(query_emb / m, ref_emb / m, p=self.p) * m
+        return out.to(dtype)
+
+    def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        """pytorch-metric-learning's: ``torch.nn.functional.pairwise_distance`` (which adds
+        1e-6 to every difference)."""
+        return torch.nn.functional.pairwise_distance(query_emb, ref_emb, p=self.p)
 
     def paired(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        if self.normalize_embeddings:
-            return self._finish(((a - c) ** 2).sum(dim=1))
-        m = _power_of_two_scale(a, c)
-        return self._finish((((a - c) / m) ** 2).sum(dim=1), m)
+        """The matrix's values on row pairs: |a_i - c_i|_p ** power, without the 1e-6 of
+        :meth:`pairwise_distance` (exact at any magnitude, as :meth:`compute_mat`)."""
+        m = 1.0 if self.normalize_embeddings else _power_of_two_scale(a, c)
+        if self.p == 2:
+            sq = (((a - c) / m) ** 2).sum(dim=1)
+            if self.power == 2:
+                return sq * (m * m)
+            return (_safe_sqrt(sq) * m) ** self.power
+        return (torch.linalg.vector_norm((a - c) / m, ord=self.p, dim=1) * m) ** self.power
+
+    def dot_form(self) -> DotForm | None:
+        if self.normalize_embeddings and self.p == 2 and self.power in (1, 2):
+            return _NormalisedLpForm(int(self.power))
+        return None
 
 
 def _power_of_two_scale(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -273,6 +443,34 @@ class EuclideanDistance(LpDistance):
     def __init__(self, squared: bool = False, normalize_embeddings: bool = False) -> None:
         squared = check_bool(squared, "squared")
         super().__init__(p=2, power=2 if squared else 1, normalize_embeddings=normalize_embeddings)
+
+
+class SNRDistance(BaseDistance):
+    """Signal-to-noise ratio distance (Yuan et al., "Signal-To-Noise Ratio: A Robust Distance
+    Metric for Deep Metric Learning", CVPR 2019): d(a, c) = Var(a - c) / Var(a), the variance
+    over the features (unbiased, as ``torch.var``), of the (by default L2-normalised) vectors.
+
+    Computed from centred vectors a' = a - mean(a): d = |a' - c'|^2 / |a'|^2, as one matrix
+    product per block (|a'|^2 + |c'|^2 - 2 a'.c', clamped at 0). Defaults as
+    pytorch-metric-learning's ``SNRDistance``: ``normalize_embeddings=True``, ``p=2``,
+    ``power=1``. A vector with zero variance gives an infinite or undefined ratio, as there.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        if kwargs.pop("is_inverted", False):
+            raise PairLossError("is_inverted: a distance is never inverted; expected False")
+        super().__init__(is_inverted=False, **kwargs)
+
+    def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        q = query_emb - query_emb.mean(dim=1, keepdim=True)
+        r = ref_emb - ref_emb.mean(dim=1, keepdim=True)
+        sq_q = (q * q).sum(dim=1)
+        sq_r = (r * r).sum(dim=1)
+        diff = (sq_q[:, None] + sq_r[None, :] - 2 * (q @ r.T)).clamp_min(0)
+        return diff / sq_q[:, None]
+
+    def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        return torch.var(query_emb - ref_emb, dim=1) / torch.var(query_emb, dim=1)
 
 
 class ScaledSimilarity(Similarity):
@@ -325,6 +523,44 @@ class ScaledSimilarity(Similarity):
         return self.scale().to(a.dtype) * self.base.paired(a, c) + self.bias.to(a.dtype)
 
 
+class BatchedDistance(nn.Module):
+    """pytorch-metric-learning's ``BatchedDistance``: walk the query rows in blocks of
+    ``batch_size`` and hand each block's score matrix to ``iter_fn(mat, start, end)``; nothing
+    of size queries x references is held. Attributes not found here are read from
+    ``distance``.
+
+    Passed as a loss's ``distance``, it stands for ``distance`` run by the blocked engine with
+    ``batch_size`` rows per block (the loss is the same; the engine never holds the matrix).
+
+    Args:
+        distance: a :class:`Similarity` (or a pytorch-metric-learning distance).
+        iter_fn: called with each block's [b, N] matrix and its row range.
+        batch_size: rows per block (>= 1).
+    """
+
+    def __init__(self, distance, iter_fn=None, batch_size: int = 32) -> None:
+        super().__init__()
+        self.distance = get_similarity(distance, None)
+        if self.distance is None:
+            raise PairLossError("distance: expected a distance object, got None")
+        self.iter_fn = None if iter_fn is None else check_callable(iter_fn, "iter_fn")
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+
+    def forward(self, query_emb: torch.Tensor, ref_emb: torch.Tensor | None = None) -> None:
+        if self.iter_fn is None:
+            raise PairLossError("iter_fn: BatchedDistance was called without an iter_fn")
+        ref_emb = query_emb if ref_emb is None else ref_emb
+        for start in range(0, query_emb.shape[0], self.batch_size):
+            end = min(query_emb.shape[0], start + self.batch_size)
+            self.iter_fn(self.distance(query_emb[start:end], ref_emb), start, end)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["distance"], name)
+
+
 _BY_NAME = {
     "cosine": CosineSimilarity,
     "dot": lambda: DotProductSimilarity(normalize_embeddings=False),
@@ -333,15 +569,25 @@ _BY_NAME = {
 }
 
 
-def get_similarity(spec: Similarity | str | None, default: Similarity) -> Similarity:
+def get_similarity(spec, default: Similarity | None) -> Similarity | None:
     """A :class:`Similarity` from an instance, a name (cosine, dot, euclidean,
-    squared_euclidean) or None (``default``)."""
+    squared_euclidean), a pytorch-metric-learning distance (translated by
+    :func:`pairloss.compat.pml.similarity_from_pml`), or None (``default``). A
+    :class:`BatchedDistance` gives its inner distance."""
     if spec is None:
         return default
+    if isinstance(spec, BatchedDistance):
+        return spec.distance
     if isinstance(spec, Similarity):
         return spec
     if isinstance(spec, str) and spec in _BY_NAME:
         return _BY_NAME[spec]()
+    from .compat.pml import similarity_from_pml
+
+    translated = similarity_from_pml(spec)
+    if translated is not None:
+        return translated
     raise PairLossError(
-        f"distance: expected a pairloss Similarity or one of {sorted(_BY_NAME)}, got {spec!r}"
+        f"distance: expected a pairloss Similarity, a pytorch-metric-learning distance or one "
+        f"of {sorted(_BY_NAME)}, got {spec!r}"
     )

@@ -96,13 +96,13 @@ def class_labels(layout: str, seed: int, n: int = 24, dim: int = 6):
 
 def pair(name: str, c: int, d: int, **kw):
     """(ours, PML) in float64 sharing the same proxies; returns their weight tensors too."""
-    ours_cls, pml_cls, attr, transposed = LOSSES[name]
+    ours_cls, pml_cls, attr, _ = LOSSES[name]
     theirs = pml_cls(c, d, **kw).double()
     ours = ours_cls(c, d, **kw).double()
     w = getattr(theirs, attr)
     with torch.no_grad():
-        ours.W.copy_(w.T if transposed else w)
-    return ours, theirs, w, transposed
+        getattr(ours, attr).copy_(w)
+    return ours, theirs, w, attr
 
 
 def val(t: torch.Tensor) -> float:
@@ -115,11 +115,10 @@ def grads(loss, x, w):
 
 
 def compare_with_pml(name, x, y, c, engine="dense", indices_tuple=None, **kw):
-    ours, theirs, w, transposed = pair(name, c, x.shape[1], **kw)
+    ours, theirs, w, attr = pair(name, c, x.shape[1], **kw)
     ours.engine, ours.block_size = engine, 5
-    a = grads(ours(x, y, indices_tuple), x, ours.W)
+    a = grads(ours(x, y, indices_tuple), x, getattr(ours, attr))
     b = grads(theirs(x, y, indices_tuple), x, w)
-    b[1][1] = b[1][1].T if transposed else b[1][1]
     assert_close(a, b)
 
 
@@ -163,13 +162,13 @@ def test_pml_oracle_indices_tuple(name, seed):
 
 def test_same_seed_same_init_as_pml():
     for name in PML_NAMES:
-        ours_cls, pml_cls, attr, transposed = LOSSES[name]
+        ours_cls, pml_cls, attr, _ = LOSSES[name]
         torch.manual_seed(7)
         ours = ours_cls(5, 4)
         torch.manual_seed(7)
         theirs = pml_cls(5, 4)
         w = getattr(theirs, attr)
-        torch.testing.assert_close(ours.W, w.T if transposed else w, rtol=0, atol=0)
+        torch.testing.assert_close(getattr(ours, attr), w, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- dense vs blocked
@@ -183,18 +182,20 @@ def test_dense_vs_blocked(name, block_size):
     torch.manual_seed(0)
     ours = cls(c, x.shape[1]).double()
     with torch.no_grad():
-        ours.W.mul_(0.5)
+        ours.weight_parameter().mul_(0.5)
     res = []
     for engine in ("dense", "blocked"):
         ours.engine, ours.block_size = engine, block_size
-        res.append(grads(ours(x, y), x, ours.W))
+        res.append(grads(ours(x, y), x, ours.weight_parameter()))
     assert_close(res[1], res[0], rtol=1e-6, atol=1e-9)
     ours.reduction = "none"
     rows = []
     for engine in ("dense", "blocked"):
         ours.engine = engine
         out = ours(x, y)
-        rows.append(grads((out * torch.linspace(0.5, 2, out.shape[0])).sum(), x, ours.W))
+        rows.append(
+            grads((out * torch.linspace(0.5, 2, out.shape[0])).sum(), x, ours.weight_parameter())
+        )
     assert_close(rows[1], rows[0], rtol=1e-6, atol=1e-9)
 
 
@@ -214,7 +215,7 @@ def test_gradcheck(name, engine):
     if name in ("soft_triple",):
         small = {"centers_per_class": 2}
     loss = cls(4, 3, engine=engine, block_size=2, **small).double()
-    w = loss.W.detach().clone().requires_grad_(True)
+    w = loss.proxy_weights().detach().clone().requires_grad_(True)
 
     def fn(x, w):
         return loss.compute(w, x, y)
@@ -239,7 +240,7 @@ def test_finite_property(name, n, c, seed, engine):
     y = torch.randint(0, c, (n,), generator=g)
     loss = LOSSES[name][0](c, 4, engine=engine, block_size=3)
     value = loss(x, y)
-    gx, gw = torch.autograd.grad(value, [x, loss.W])
+    gx, gw = torch.autograd.grad(value, [x, loss.weight_parameter()])
     assert torch.isfinite(value) and torch.isfinite(gx).all() and torch.isfinite(gw).all()
 
 
@@ -256,13 +257,13 @@ def test_degenerate(name, case):
         loss, x, y = cls(6, 4), torch.randn(6, 4), torch.arange(6)
     else:  # embeddings exactly on their class proxy (cos = 1: acos has an infinite slope)
         loss = cls(3, 4)
-        x = loss.W.detach()[:: loss.proxies_per_class][[0, 1, 2, 1]].clone()
+        x = loss.proxy_weights().detach()[:: loss.proxies_per_class][[0, 1, 2, 1]].clone()
         y = torch.tensor([0, 1, 2, 1])
     x.requires_grad_(True)
     for engine in ("dense", "blocked"):
         loss.engine = engine
         value = loss(x, y)
-        gx, gw = torch.autograd.grad(value, [x, loss.W])
+        gx, gw = torch.autograd.grad(value, [x, loss.weight_parameter()])
         assert torch.isfinite(value) and torch.isfinite(gx).all() and torch.isfinite(gw).all()
         if case == "one_class" and name in ("proxy_circle", "normalized_softmax", "cosface"):
             # one class: no negative column; softmax over one logit (or no circle pair) gives 0
@@ -296,7 +297,7 @@ def test_proxy_circle_reference(m, gamma):
     for engine in ("dense", "blocked"):
         loss.engine = engine
         value = loss(x, y)
-        expected = _circle_reference(x.detach(), y, loss.W.detach(), m, gamma)
+        expected = _circle_reference(x.detach(), y, loss.proxy_weights().detach(), m, gamma)
         assert val(value) == pytest.approx(expected, rel=1e-10)
 
 
@@ -309,8 +310,12 @@ def test_proxy_circle_equals_pair_circle_on_proxies():
     ref = CircleLoss(m=0.25, gamma=256, reduction="mean")
     for engine in ("dense", "blocked"):
         loss.engine = engine
-        ours = grads(loss(x, y), x, loss.W)
-        theirs = grads(ref(x, y, ref_emb=loss.W, ref_labels=torch.arange(c)), x, loss.W)
+        ours = grads(loss(x, y), x, loss.weight_parameter())
+        theirs = grads(
+            ref(x, y, ref_emb=loss.weight_parameter(), ref_labels=torch.arange(c)),
+            x,
+            loss.weight_parameter(),
+        )
         assert_close(ours, theirs, rtol=1e-10)
 
 
@@ -318,7 +323,7 @@ def test_arcface_easy_margin_reference():
     x, y, c = class_labels("unbalanced", 1)
     loss = ArcFaceLoss(c, x.shape[1], margin=30, scale=10, easy_margin=True).double()
     xn = torch.nn.functional.normalize(x.detach(), dim=1)
-    wn = torch.nn.functional.normalize(loss.W.detach(), dim=1)
+    wn = torch.nn.functional.normalize(loss.proxy_weights().detach(), dim=1)
     total, m = 0.0, math.radians(30)
     for i in range(x.shape[0]):
         cos = (wn @ xn[i]).tolist()
@@ -336,8 +341,8 @@ def test_soft_triple_regularizer_reference():
     plain = SoftTripleLoss(c, x.shape[1], centers_per_class=k).double()
     reg = SoftTripleLoss(c, x.shape[1], centers_per_class=k, center_regularization=tau).double()
     with torch.no_grad():
-        reg.W.copy_(plain.W)
-    wn = torch.nn.functional.normalize(plain.W.detach(), dim=1)
+        reg.weight_parameter().copy_(plain.weight_parameter())
+    wn = torch.nn.functional.normalize(plain.proxy_weights().detach(), dim=1)
     total = 0.0
     for cl in range(c):
         for a in range(k):
@@ -347,7 +352,7 @@ def test_soft_triple_regularizer_reference():
     expected = val(plain(x, y)) + tau * total / (c * k * (k - 1))
     assert val(reg(x, y)) == pytest.approx(expected, rel=1e-10)
     # the regulariser reaches the centres' gradient
-    gw = torch.autograd.grad(reg(x, y), reg.W)[0]
+    gw = torch.autograd.grad(reg(x, y), reg.weight_parameter())[0]
     assert torch.isfinite(gw).all()
 
 
@@ -374,9 +379,11 @@ def test_functional_matches_module(name):
         kw = {"sub_centers": 3}
     if name == "soft_triple":
         kw = {"centers_per_class": 10}
-    w = module.W.detach().clone().requires_grad_(True)
-    a = grads(module(x, y), x, module.W)
+    w = module.proxy_weights().detach().clone().requires_grad_(True)
+    a = grads(module(x, y), x, module.weight_parameter())
     b = grads(func(x, y, proxies=w, **kw), x, w)
+    if module.weight_layout == "DC":
+        b[1][1] = b[1][1].T
     assert_close(a, b, rtol=1e-12)
 
 
@@ -389,24 +396,25 @@ def test_autocast_and_bf16_keep_proxies_float32(name):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         value = loss(x.to(torch.bfloat16), y)
     value.float().backward()
-    assert loss.W.dtype == torch.float32 and loss.W.grad.dtype == torch.float32
-    assert torch.isfinite(value.float()) and torch.isfinite(loss.W.grad).all()
+    w = loss.weight_parameter()
+    assert w.dtype == torch.float32 and w.grad.dtype == torch.float32
+    assert torch.isfinite(value.float()) and torch.isfinite(w.grad).all()
     assert value.dtype == torch.bfloat16
     ref = LOSSES[name][0](7, 8)
     with torch.no_grad():
-        ref.W.copy_(loss.W)
+        ref.weight_parameter().copy_(loss.weight_parameter())
     assert val(value) == pytest.approx(val(ref(x, y)), rel=0.05, abs=0.05)
 
 
 def test_parameters_and_init_options():
     loss = CosFaceLoss(4, 3)
-    assert [p is loss.W for p in loss.parameters()] == [True]
+    assert [p is loss.weight_parameter() for p in loss.parameters()] == [True]
     opt = torch.optim.SGD([{"params": loss.parameters(), "lr": 1.0}], lr=0.1)
     assert opt.param_groups[0]["lr"] == 1.0
     for init in ("normal", "xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform"):
         assert torch.isfinite(CosFaceLoss(4, 3, init=init).W).all()
     ones = CosFaceLoss(4, 3, init=torch.nn.init.ones_)
-    assert bool((ones.W == 1).all())
+    assert bool((ones.weight_parameter() == 1).all())
 
 
 # ---------------------------------------------------------------- bad input

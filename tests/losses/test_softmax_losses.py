@@ -279,11 +279,13 @@ def test_degenerate_one_class_is_zero(name, engine):
 
 @pytest.mark.parametrize("engine", ["dense", "blocked"])
 def test_supcon_one_class_documented(engine):
-    """Without negatives each anchor keeps LSE_p z - mean_p z; PML returns 0 instead."""
+    """A batch without negatives gives 0, as PML; with zero_without_negatives=False each anchor
+    keeps LSE_p z - mean_p z."""
     g = torch.Generator().manual_seed(2)
     x = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.zeros(5, dtype=torch.long)
-    loss = SupConLoss(engine=engine, block_size=2)(x, y)
+    assert SupConLoss(engine=engine, block_size=2)(x, y).item() == 0.0
+    loss = SupConLoss(zero_without_negatives=False, engine=engine, block_size=2)(x, y)
     z = torch.nn.functional.normalize(x.detach(), dim=1)
     t = 0.1
     rows = []
@@ -296,7 +298,7 @@ def test_supcon_one_class_documented(engine):
     assert bool(torch.isfinite(_grad_of(loss, x)).all())
     assert pml_losses.SupConLoss()(x, y).item() == 0.0
     # two samples of one class: one positive each and nothing else -> exactly 0
-    two = SupConLoss(engine=engine)(x[:2], y[:2])
+    two = SupConLoss(zero_without_negatives=False, engine=engine)(x[:2], y[:2])
     assert two.item() == 0.0
 
 

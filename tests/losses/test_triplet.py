@@ -411,17 +411,27 @@ def test_functional_forms_match_modules():
     )
 
 
-def test_triplets_per_anchor_int_samples_explicit_triplets():
-    x, y = make_batch(0, "balanced")
-    loss = TripletMarginLoss(margin=0.5, triplets_per_anchor=3)
+@pytest.mark.parametrize("layout", ["balanced", "unbalanced"])
+@pytest.mark.parametrize("swap", [False, True])
+def test_triplets_per_anchor_int_draws_pml_triplets(layout, swap):
+    """An int triplets_per_anchor draws the same triplets as pytorch-metric-learning from the
+    same seed (the same generator calls in the same order)."""
+    x, y = make_batch(0, layout)
+    ours = TripletMarginLoss(margin=0.5, swap=swap, triplets_per_anchor=3)
+    theirs = pml_losses.TripletMarginLoss(margin=0.5, swap=swap, triplets_per_anchor=3)
     torch.manual_seed(5)
-    first = loss(x, y)
+    a = value_and_grads(lambda: ours(x, y), [x])
     torch.manual_seed(5)
-    torch.testing.assert_close(loss(x, y), first)
-    assert torch.isfinite(first) and first > 0
-    swap = TripletMarginLoss(margin=0.5, swap=True, triplets_per_anchor=3)
-    value, (grad,) = value_and_grads(lambda: swap(x, y), [x])
-    assert torch.isfinite(value) and torch.isfinite(grad).all()
+    b = value_and_grads(lambda: theirs(x, y), [x])
+    assert_close(a, b)
+
+
+@pytest.mark.parametrize("layout", ["balanced", "singletons"])
+def test_swap_with_labels_matches_pml(layout):
+    x, y = make_batch(2, layout)
+    ours = value_and_grads(lambda: TripletMarginLoss(0.3, swap=True)(x, y), [x])
+    theirs = value_and_grads(lambda: pml_losses.TripletMarginLoss(0.3, swap=True)(x, y), [x])
+    assert_close(ours, theirs)
 
 
 def test_bad_arguments_raise():
@@ -432,8 +442,6 @@ def test_bad_arguments_raise():
         BatchHardTripletLoss(margin=float("nan"))
     with pytest.raises(PairLossError, match="triplets_per_anchor"):
         TripletMarginLoss(triplets_per_anchor=0)
-    with pytest.raises(PairLossError, match="swap"):
-        TripletMarginLoss(swap=True)(x, y)
     with pytest.raises(PairLossError, match="miner"):
         triplets = (torch.tensor([0]), torch.tensor([1]), torch.tensor([5]))
         TripletMarginLoss(miner=BatchHardMiner())(x, y, triplets)

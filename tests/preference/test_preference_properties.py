@@ -47,7 +47,7 @@ def test_infonca_at_two_responses_with_hard_labels_is_dpo(seed):
     rewards = HARD.expand(c.shape[0], 2)
     ours = pairloss.InfoNCALoss(beta=0.3, alpha=1e-3)(logps, ref, rewards)
     assert_same(value_grads(ours, [c, r]), value_grads(pairloss.DPOLoss(0.3)(c, r, rc, rr), [c, r]))
-    nca = pairloss.NCALoss(beta=0.3, alpha=1e-3)(logps, ref, rewards)
+    nca = pairloss.NCAPreferenceLoss(beta=0.3, alpha=1e-3)(logps, ref, rewards)
     nca_pair = pairloss.DPOLoss(0.3, "nca_pair")(c, r, rc, rr)
     assert_same(value_grads(nca, [c, r]), value_grads(nca_pair, [c, r]))
 
@@ -104,7 +104,7 @@ def test_infonca_and_nca_equal_the_authors_formulas_at_four_responses():
     infonca = -(soft * model.log_softmax(dim=-1)).sum(dim=-1).mean()
     nca = -F.logsigmoid(-model).mean() - (soft * F.logsigmoid(model)).sum(dim=-1).mean()
     torch.testing.assert_close(pairloss.InfoNCALoss(beta, alpha)(logps, ref, rewards), infonca)
-    torch.testing.assert_close(pairloss.NCALoss(beta, alpha)(logps, ref, rewards), nca)
+    torch.testing.assert_close(pairloss.NCAPreferenceLoss(beta, alpha)(logps, ref, rewards), nca)
 
 
 def test_irepo_regresses_on_the_logit_of_the_empirical_preference():
@@ -123,7 +123,7 @@ def test_irepo_regresses_on_the_logit_of_the_empirical_preference():
     [
         lambda: pairloss.LiPOLambdaLoss(0.2),
         lambda: pairloss.InfoNCALoss(0.2, 0.7),
-        lambda: pairloss.NCALoss(0.2),
+        lambda: pairloss.NCAPreferenceLoss(0.2),
         lambda: pairloss.MMPOLoss(0.2, 2.0),
         lambda: pairloss.SPPOLoss(0.2),
     ],

@@ -93,7 +93,7 @@ def test_loss_and_miner_names():
     with pytest.raises(PairLossError, match="BatchHardMiner"):
         miner_class("hard")
     proxy = build_loss("arcface", {"margin": 20.0}, num_classes=7, embedding_size=5)
-    assert isinstance(proxy, ArcFaceLoss) and tuple(proxy.W.shape) == (7, 5)
+    assert isinstance(proxy, ArcFaceLoss) and tuple(proxy.W.shape) == (5, 7)  # [D, C]
     with pytest.raises(PairLossError, match="no option 'marginn'"):
         build_loss("contrastive", {"marginn": 1}, 3, 4)
     assert build_miner(None) is None

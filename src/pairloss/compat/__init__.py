@@ -1,2 +1,8 @@
-"""Other libraries' names and call conventions on pairloss: import the submodule of the library
-you are moving from (e.g. :mod:`pairloss.compat.sentence_transformers`) and keep your code."""
+"""Other libraries' names, objects and call conventions on pairloss.
+
+Import the submodule of the library you are moving from and keep your code:
+:mod:`pairloss.compat.sentence_transformers`, :mod:`pairloss.compat.open_clip` and
+:mod:`pairloss.compat.lightly` take those libraries' calls; :mod:`pairloss.compat.pml` translates
+pytorch-metric-learning's distances, reducers, regularizers and miners passed to pairloss losses,
+miners and regularizers.
+"""

@@ -362,3 +362,12 @@ def margin_fused(
             lambda: n_neg * pos.n_nonzero + n_pos * neg.n_nonzero,
         )
     ]
+
+
+def negative_logsumexp_rows(
+    s: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, neg_margin: float, is_distance: bool
+) -> list[RowTerms]:
+    """Per row, log sum_{n in N(i)} e^{m - d_in} (similarities: e^{s_in - m}); 0 for a row
+    without negatives. The first stage of the lifted structure loss."""
+    lse = masked_logsumexp(_gap(neg_margin, s, is_distance), neg)
+    return [RowTerms.per_anchor(lse, neg.any(dim=1))]

@@ -79,9 +79,9 @@ def ntxent_rows(
     z = _logits(s, temperature, is_distance)
     has_neg = neg.any(dim=1).to(z.dtype)
     lse_neg = masked_logsumexp(z, neg).unsqueeze(1)
-    values = _masked_row_sum(torch.logaddexp(z, lse_neg) - z, pos) * has_neg
+    cells = torch.where(pos, torch.logaddexp(z, lse_neg) - z, 0.0) * has_neg[:, None]
     n_pos = pos.sum(dim=1, dtype=z.dtype)
-    return [RowTerms(values, n_pos, n_pos * has_neg)]
+    return [RowTerms(cells.sum(dim=1), n_pos, n_pos * has_neg, cells=(cells, pos))]
 
 
 def dcl_rows(

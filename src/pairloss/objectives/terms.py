@@ -19,22 +19,27 @@ class RowTerms:
         n_terms: [b] how many terms (pairs, triplets, or 1 for a per-anchor loss) each row has.
         n_nonzero: [b] how many of those terms are > 0 (for 'mean over non-zero terms').
 
+        cells: optional ``(terms, mask)``, both [b, N], for a component whose terms are pair
+            cells: each masked cell's term (a reducer that reads single terms lists them).
+
     The counts may be given as tensors or as zero-argument callables; a callable is evaluated
     only if the reduction asks for that count, so no pass over the block is spent on a count
     that is not used.
     """
 
-    __slots__ = ("values", "_n_terms", "_n_nonzero")
+    __slots__ = ("values", "_n_terms", "_n_nonzero", "cells")
 
     def __init__(
         self,
         values: torch.Tensor,
         n_terms: torch.Tensor | Callable[[], torch.Tensor],
         n_nonzero: torch.Tensor | Callable[[], torch.Tensor],
+        cells: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         self.values = values
         self._n_terms = n_terms
         self._n_nonzero = n_nonzero
+        self.cells = cells
 
     @property
     def n_terms(self) -> torch.Tensor:
@@ -65,6 +70,7 @@ class RowTerms:
             pair_loss.sum(dim=1),
             lambda: torch.count_nonzero(mask, dim=1).to(dtype),
             lambda: torch.count_nonzero(pair_loss.detach() > 0, dim=1).to(dtype),
+            cells=(pair_loss, mask),
         )
 
 
@@ -126,6 +132,18 @@ def segment_max(
 def segment_sum(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
     """Per row, the sum of ``values`` whose row index is ``rows``."""
     return values.new_zeros(n_rows).index_add_(0, rows, values)
+
+
+def segment_logsumexp(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """Per row, log sum_k e^{values_k} over the entries whose row index is ``rows`` (a list may
+    repeat an entry: each occurrence counts); ``-inf`` for rows without entries. Max-shifted,
+    with autograd."""
+    with torch.no_grad():
+        top = segment_max(values.detach(), rows, n_rows, float("-inf"))
+        safe = torch.where(torch.isfinite(top), top, 0.0)
+    total = segment_sum(torch.exp(values - safe[rows]), rows, n_rows)
+    has = total > 0
+    return torch.where(has, torch.log(torch.where(has, total, 1.0)) + safe, float("-inf"))
 
 
 def hide_non_negatives_(work: torch.Tensor, pairs: BlockPairs, fill: float) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import PairLossError
-from ..mining import MinedRelation, Miner
+from ..mining import MinedIndices, MinedRelation, Miner
 from ..relations import LabelRelation
 from ..validation import check_embeddings, check_int, check_labels, check_real
 
@@ -151,6 +151,8 @@ class CrossBatchMemory(_Ring):
         miner = self.miner
         if isinstance(indices_tuple, MinedRelation) and indices_tuple.relation is None:
             miner = miner or indices_tuple.miner
+        elif isinstance(indices_tuple, MinedIndices) and indices_tuple.miner.has_transform:
+            miner = miner or indices_tuple.miner  # a row-wise rule: applied against the memory
         elif isinstance(indices_tuple, Miner):
             miner = miner or indices_tuple
         elif indices_tuple is not None:

@@ -10,9 +10,8 @@ import torch
 
 from ...errors import PairLossError
 from ...objectives.terms import RowTerms, masked_logsumexp
-from ...validation import check_choice
+from ...validation import check_choice, check_positive
 from ..base import PairLossModule, check_reference
-from ..metric.supcon import check_temperature
 
 Target = Callable[[int, int], torch.Tensor]
 
@@ -73,7 +72,7 @@ class IConLoss(PairLossModule):
 
     def __init__(self, temperature: float = 0.1, form: str = "kl", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.temperature = check_temperature(temperature)
+        self.temperature = check_positive(temperature, "temperature")
         self.form = check_choice(form, "form", ("kl", "cross_entropy"))
 
     def objective(self, s, pos, neg, start, end):

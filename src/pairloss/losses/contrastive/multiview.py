@@ -12,8 +12,7 @@ from torch import nn
 from ...objectives.tower_softmax import finite_logsumexp
 from ...similarity import CosineSimilarity
 from ...two_towers import TowerObjective, run_towers
-from ...validation import check_choice
-from ..metric.supcon import check_temperature
+from ...validation import check_choice, check_positive
 from .views import check_views
 
 
@@ -73,7 +72,7 @@ class MultiViewInfoNCELoss(nn.Module):
 
     def __init__(self, temperature: float = 0.2, engine: str = "auto", block_size=None) -> None:
         super().__init__()
-        self.temperature = check_temperature(temperature)
+        self.temperature = check_positive(temperature, "temperature")
         self.engine = check_choice(engine, "engine", ("auto", "dense", "blocked"))
         self.block_size = block_size
 
@@ -145,7 +144,7 @@ class MVDHELLoss(nn.Module):
 
     def __init__(self, temperature: float = 0.2, engine: str = "auto", block_size=None) -> None:
         super().__init__()
-        self.temperature = check_temperature(temperature)
+        self.temperature = check_positive(temperature, "temperature")
         self.engine = check_choice(engine, "engine", ("auto", "dense", "blocked"))
         self.block_size = block_size
 

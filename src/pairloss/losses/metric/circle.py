@@ -7,8 +7,9 @@ import torch
 
 from ...errors import PairLossError
 from ...objectives.circle import circle_fused, circle_rows
+from ...reducers import AvgNonZeroReducer
 from ...validation import check_positive, check_real
-from ..base import PairLossModule
+from ..base import Component, PairLossModule
 
 
 class CircleLoss(PairLossModule):
@@ -38,6 +39,8 @@ class CircleLoss(PairLossModule):
     """
 
     default_reduction = "mean_nonzero"
+    components = (Component(every_row=True),)
+    pml_default_reducer = AvgNonZeroReducer
 
     def __init__(self, m: float = 0.4, gamma: float = 80, **kwargs) -> None:
         super().__init__(**kwargs)

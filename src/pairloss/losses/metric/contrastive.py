@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 
 from ...objectives.pair_margins import contrastive_fused, contrastive_rows
+from ...reducers import AvgNonZeroReducer
 from ...similarity import LpDistance, Similarity
 from ...validation import check_real
-from ..base import PairLossModule
+from ..base import Component, PairLossModule
 
 
 class ContrastiveLoss(PairLossModule):
@@ -39,6 +40,11 @@ class ContrastiveLoss(PairLossModule):
     """
 
     default_reduction = "mean_nonzero"
+    components = (
+        Component("pos_loss", "pos_pair", "cells"),
+        Component("neg_loss", "neg_pair", "cells"),
+    )
+    pml_default_reducer = AvgNonZeroReducer
 
     def __init__(self, pos_margin: float = 0, neg_margin: float = 1, **kwargs) -> None:
         super().__init__(**kwargs)

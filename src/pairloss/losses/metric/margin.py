@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from ...errors import PairLossError
+from ...mining import random_triplets, triplets_where
 from ...objectives.pair_margins import margin_fused, margin_rows
+from ...reducers import NONZERO, DivisorReducer
 from ...similarity import LpDistance, Similarity
 from ...validation import check_bool, check_int, check_labels, check_positive, check_real
-from ..base import PairLossModule
+from ..base import Component, PairLossModule, build_relation, listed_pairs, paired_scores
 
 
 class MarginLoss(PairLossModule):
@@ -46,8 +48,9 @@ class MarginLoss(PairLossModule):
 
     Defaults as pytorch-metric-learning: ``margin=0.2``, ``nu=0``, ``beta=1.2``,
     ``triplets_per_anchor="all"``, ``LpDistance()``, reduction ``"mean_nonzero"`` (its
-    ``DivisorReducer`` with the non-zero count). Only ``triplets_per_anchor="all"`` is supported:
-    pytorch-metric-learning's integer setting samples random triplets.
+    ``DivisorReducer`` with the non-zero count). An int ``triplets_per_anchor`` samples that many
+    triplets per anchor as pytorch-metric-learning does (the same triplets from the same seed),
+    which are then listed.
 
     Shapes: embeddings [B, D], labels [B]; ref_emb [N, D] with ref_labels [N]. Returns a scalar.
     No triplet (one class, all-distinct labels, a batch of one) gives 0 with zero gradients.
@@ -60,6 +63,80 @@ class MarginLoss(PairLossModule):
     """
 
     default_reduction = "mean_nonzero"
+    components = (
+        Component("margin_loss", "triplet", "counted"),
+        Component("beta_reg_loss", "already_reduced"),
+    )
+    pml_default_reducer = DivisorReducer
+
+    def active_components(self):
+        global_reg = self.learn_beta and self.nu != 0 and self.beta.numel() == 1
+        return self.components if global_reg else self.components[:1]
+
+    def divisor_counts(self, k, terms, start, end):
+        # pytorch-metric-learning's divisor: the non-zero positive and negative pair terms
+        return terms.n_nonzero
+
+    def engine_rules(self):
+        rules = super().engine_rules()
+        # a mean over the triplets whose term is > 0 counts triplets, which the row form (its
+        # counts are pair terms) does not: the triplets are listed for it
+        return None if rules is None or NONZERO in rules else rules
+
+    def reduce_listed(
+        self, objective, embeddings, labels, indices_tuple, ref_emb, ref_labels, miner
+    ):
+        """pytorch-metric-learning's terms: every triplet (or the sampled ones) listed with its
+        pair terms, the divisor, and the beta regulariser, handed to ``self.reducer``."""
+        relation, mined, labels, ref_labels = build_relation(
+            embeddings, labels, indices_tuple, ref_emb, ref_labels
+        )
+        miner = miner if miner is not None else mined
+        b = embeddings.shape[0]
+        if indices_tuple is not None and miner is None and len(indices_tuple) == 3:
+            n_cand = b if ref_emb is None else ref_emb.shape[0]
+            a, p, _, n = listed_pairs(indices_tuple, b, n_cand, embeddings.device)
+        elif self.triplets_per_anchor != "all" and indices_tuple is None:
+            a, p, n = random_triplets(labels, ref_labels, per_anchor=self.triplets_per_anchor)
+        else:
+            with torch.no_grad():
+                pos, neg = relation.block(0, b)
+                if miner is not None:
+                    ms = miner.similarity
+                    ma = ms.prepare(embeddings.detach())
+                    mc = ma if ref_emb is None else ms.prepare(ref_emb.detach())
+                    pos, neg = miner.transform(ms.matrix(ma, mc), pos, neg)
+            a, p, n = triplets_where(pos, neg)
+        if a.numel() == 0:
+            zero = {"losses": 0, "indices": None, "reduction_type": "already_reduced"}
+            return self.finish_listed(
+                {c.name: dict(zero) for c in self.components}, embeddings, labels
+            )
+        sim = self.distance
+        d_ap = paired_scores(sim, embeddings, ref_emb, a, p)
+        d_an = paired_scores(sim, embeddings, ref_emb, a, n)
+        beta = self.beta.to(d_ap.dtype)
+        beta = beta[labels[a]] if beta.numel() > 1 else beta
+        pos_t = torch.relu(sim.margin(d_ap, beta) + self.margin)
+        neg_t = torch.relu(sim.margin(beta, d_an) + self.margin)
+        divisor = int((pos_t > 0).sum() + (neg_t > 0).sum())
+        loss_dict = {
+            "margin_loss": {
+                "losses": pos_t + neg_t,
+                "indices": (a, p, n),
+                "reduction_type": "triplet",
+                "divisor": divisor,
+            }
+        }
+        if self.learn_beta and self.beta.numel() == 1:
+            reg = {"losses": beta * self.nu, "indices": None, "reduction_type": "already_reduced"}
+        elif self.learn_beta:
+            reg = {"losses": beta * self.nu, "indices": a, "reduction_type": "element"}
+            reg["divisor"] = divisor
+        else:
+            reg = {"losses": 0, "indices": None, "reduction_type": "already_reduced"}
+        loss_dict["beta_reg_loss"] = reg
+        return self.finish_listed(loss_dict, embeddings, labels)
 
     def __init__(
         self,
@@ -76,9 +153,7 @@ class MarginLoss(PairLossModule):
         self.nu = check_positive(nu, "nu", strict=False)
         beta = check_real(beta, "beta")
         if triplets_per_anchor != "all":
-            raise PairLossError(
-                f"triplets_per_anchor: only 'all' is supported, got {triplets_per_anchor!r}"
-            )
+            triplets_per_anchor = check_int(triplets_per_anchor, "triplets_per_anchor", minimum=1)
         self.triplets_per_anchor = triplets_per_anchor
         if num_classes is not None:
             num_classes = check_int(num_classes, "num_classes", minimum=1)
@@ -88,7 +163,8 @@ class MarginLoss(PairLossModule):
         if self.learn_beta:
             self.beta = nn.Parameter(init)
         else:
-            self.register_buffer("beta", init)
+            # not in the state_dict: pytorch-metric-learning keeps a fixed beta as a plain tensor
+            self.register_buffer("beta", init, persistent=False)
 
     @staticmethod
     def default_similarity() -> Similarity:
@@ -151,6 +227,11 @@ class MarginLoss(PairLossModule):
                 )
             labels = labels.to(embeddings.device)  # indexes beta, moved to the scores
         objective = functools.partial(self.objective, labels=labels)
+        if self.triplets_per_anchor != "all" and indices_tuple is None:
+            # sampled triplets are listed (pytorch-metric-learning's draws from the same seed)
+            return self.reduce_listed(
+                objective, embeddings, labels, None, ref_emb, ref_labels, self.miner
+            )
         return self.run_objective(
             objective,
             embeddings,

@@ -7,8 +7,9 @@ import torch
 
 from ...mining import MultiSimilarityMiner
 from ...objectives.multi_similarity import multi_similarity_fused, multi_similarity_rows
+from ...reducers import MeanReducer
 from ...validation import check_positive, check_real
-from ..base import PairLossModule
+from ..base import Component, PairLossModule
 
 
 class MultiSimilarityLoss(PairLossModule):
@@ -30,6 +31,8 @@ class MultiSimilarityLoss(PairLossModule):
     """
 
     default_reduction = "mean"
+    components = (Component(every_row=True),)
+    pml_default_reducer = MeanReducer
 
     def __init__(self, alpha: float = 2, beta: float = 50, base: float = 0.5, **kwargs) -> None:
         super().__init__(**kwargs)

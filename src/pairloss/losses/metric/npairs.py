@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 
 from ...errors import PairLossError
-from ...mining import MinedRelation, Miner
 from ...objectives.npairs import npairs_pair_rows
+from ...reducers import MeanReducer
 from ...similarity import DotProductSimilarity, Similarity
 from ...validation import check_choice, check_embeddings, check_labels
-from ..base import PairLossModule, pair_loss
+from ..base import PairLossModule, miner_in
 
 PAIRS = ("unique_labels", "all")
 
@@ -84,6 +84,7 @@ class NPairsLoss(PairLossModule):
     """
 
     default_reduction = "mean_terms"
+    pml_default_reducer = MeanReducer
 
     def __init__(self, pairs: str = "unique_labels", **kwargs) -> None:
         super().__init__(**kwargs)
@@ -119,10 +120,9 @@ class NPairsLoss(PairLossModule):
                 "use pairs='all' for reference sets"
             )
         miner = self.miner
-        if isinstance(indices_tuple, MinedRelation):
-            miner, indices_tuple = indices_tuple.miner, None
-        elif isinstance(indices_tuple, Miner):
-            miner, indices_tuple = indices_tuple, None
+        given = miner_in(indices_tuple, embeddings, labels, None, None)
+        if given is not None:
+            miner, indices_tuple = given, None
         if indices_tuple is None and miner is not None:
             indices_tuple = miner.indices(embeddings.detach(), labels)
         if indices_tuple is not None and (
@@ -143,17 +143,7 @@ class NPairsLoss(PairLossModule):
         other = ~torch.eye(k, dtype=torch.bool, device=a.device)
         rows, cols = other.nonzero(as_tuple=True)
         pairs = (a, p, a[rows], p[cols])
-        return pair_loss(
-            self.objective,
-            embeddings,
-            None,
-            pairs,
-            similarity=self.distance,
-            reduction=self.reduction,
-            params=list(self.parameters()),
-            engine=self.engine,
-            block_size=self.block_size,
-        )
+        return self.run_objective(self.objective, embeddings, labels, pairs, miner=None)
 
 
 def npairs(

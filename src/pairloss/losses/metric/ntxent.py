@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 
 from ...objectives.softmax import ntxent_fused, ntxent_rows
+from ...reducers import MeanReducer
 from ...validation import check_positive
-from ..base import PairLossModule
+from ..base import Component, PairLossModule
 
 
 class NTXentLoss(PairLossModule):
@@ -38,6 +39,8 @@ class NTXentLoss(PairLossModule):
     """
 
     default_reduction = "mean_terms"
+    components = (Component("loss", "pos_pair", "cells"),)
+    pml_default_reducer = MeanReducer
 
     def __init__(self, temperature: float = 0.07, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -11,7 +11,14 @@ import torch
 
 from ...engine import compute_dtype
 from ...errors import PairLossError
-from ...mining import BatchEasyHardMiner, MinedRelation, Miner, TripletMarginMiner
+from ...mining import (
+    BatchEasyHardMiner,
+    MinedIndices,
+    Miner,
+    TripletMarginMiner,
+    random_triplets,
+    triplets_where,
+)
 from ...objectives.terms import RowTerms
 from ...objectives.triplet import (
     batch_all_chunked_rows,
@@ -22,11 +29,12 @@ from ...objectives.triplet import (
     distance_like,
     triplet_values,
 )
+from ...reducers import AvgNonZeroReducer
 from ...reduction import reduce_terms
-from ...relations import LabelRelation, Relation, _check_index
+from ...relations import Relation, _check_index
 from ...similarity import EuclideanDistance, LpDistance, Similarity
 from ...validation import check_bool, check_embeddings, check_int, check_labels, check_real
-from ..base import PairLossModule, check_reference
+from ..base import Component, PairLossModule, _detached, build_relation, check_reference, miner_in
 
 
 def _pairs_to_triplets(a1, p, a2, n):
@@ -104,6 +112,8 @@ class TripletMarginLoss(PairLossModule):
     """
 
     default_reduction = "mean_nonzero"
+    components = (Component("loss", "triplet", "counted"),)
+    pml_default_reducer = AvgNonZeroReducer
 
     def __init__(
         self,
@@ -172,13 +182,20 @@ class TripletMarginLoss(PairLossModule):
             return batch_all_chunked_rows(s, pos, neg, self.margin, is_distance, True, window)
         return batch_all_hinge_rows(s, pos, neg, self.margin, is_distance, window)
 
-    def _split_miners(self, indices_tuple):
-        """(indices_tuple without a miner, triplet miner or None, pair miner or None)."""
-        given = None
-        if isinstance(indices_tuple, MinedRelation):
-            given, indices_tuple = indices_tuple.miner, indices_tuple.relation
-        elif isinstance(indices_tuple, Miner):
-            given, indices_tuple = indices_tuple, None
+    def _split_miners(self, indices_tuple, embeddings, labels, ref_emb, ref_labels):
+        """(indices_tuple without a miner, triplet miner or None, pair miner or None): a miner
+        passed as ``indices_tuple``, or the miner of a :class:`~pairloss.mining.MinedIndices`
+        mined on these very inputs with a rule the engine applies, replaces the indices."""
+        given = miner_in(indices_tuple, embeddings, labels, ref_emb, ref_labels)
+        if (
+            given is None
+            and isinstance(indices_tuple, MinedIndices)
+            and isinstance(indices_tuple.miner, TripletMarginMiner)
+            and indices_tuple.mined_on(embeddings, labels, ref_emb, ref_labels)
+        ):
+            given = indices_tuple.miner
+        if given is not None:
+            indices_tuple = None
         triplet_miner = pair_miner = None
         for m in (self.miner, given):  # the constructor's miner first
             if m is None:
@@ -198,8 +215,13 @@ class TripletMarginLoss(PairLossModule):
         ref_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Loss of ``embeddings`` [B, D] (see the class docstring for the accepted inputs)."""
-        indices_tuple, triplet_miner, pair_miner = self._split_miners(indices_tuple)
+        indices_tuple, triplet_miner, pair_miner = self._split_miners(
+            indices_tuple, embeddings, labels, ref_emb, ref_labels
+        )
         embeddings = check_embeddings(embeddings, "embeddings")
+        if pair_miner is not None and not pair_miner.has_transform and indices_tuple is None:
+            indices_tuple = pair_miner(embeddings.detach(), labels, _detached(ref_emb), ref_labels)
+            pair_miner = None
         n_cand = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
         triplets = None
         relation = isinstance(indices_tuple, Relation)
@@ -236,19 +258,16 @@ class TripletMarginLoss(PairLossModule):
                     triplets = _pairs_to_triplets(a1, p, a2, n)
         elif self.triplets_per_anchor != "all":
             triplets = self._sample(embeddings, labels, ref_emb, ref_labels)
+        elif self.swap or self._lists_terms():
+            triplets = self._all_triplets(embeddings, labels, ref_emb, ref_labels, pair_miner)
+            pair_miner = None
         if triplets is not None:
             if pair_miner is not None:
                 raise PairLossError(
                     "miner: a pair miner cannot be combined with explicit or sampled triplets; "
                     "mine pairs with labels instead (indices_tuple=None)"
                 )
-            return self._explicit(embeddings, triplets, ref_emb, triplet_miner)
-        if self.swap:
-            raise PairLossError(
-                "swap: needs the positive-negative distance of each triplet, which batch-all "
-                "over labels does not enumerate; pass explicit triplets as indices_tuple or an "
-                "int triplets_per_anchor, or use swap=False"
-            )
+            return self._explicit(embeddings, labels, triplets, ref_emb, triplet_miner)
         miner_prep = None
         if triplet_miner is not None and not triplet_miner.similarity.same_scores(self.distance):
             dtype = compute_dtype(embeddings)
@@ -291,17 +310,30 @@ class TripletMarginLoss(PairLossModule):
             ref_labels = ref_labels.to(embeddings.device)
         elif ref_labels is not None:
             raise PairLossError("ref_labels: given without ref_emb; expected both or neither")
-        pos, neg = LabelRelation(labels, ref_labels).block(0, labels.shape[0])
-        rows = torch.nonzero(pos.any(dim=1) & neg.any(dim=1)).flatten()
-        k = int(self.triplets_per_anchor)
-        if rows.numel() == 0:
-            empty = rows.new_zeros(0)
-            return empty, empty, empty
-        p = torch.multinomial(pos[rows].float(), k, replacement=True).flatten()
-        n = torch.multinomial(neg[rows].float(), k, replacement=True).flatten()
-        return rows.repeat_interleave(k), p, n
+        return random_triplets(labels, ref_labels, per_anchor=int(self.triplets_per_anchor))
 
-    def _explicit(self, embeddings, triplets, ref_emb, triplet_miner) -> torch.Tensor:
+    def _lists_terms(self) -> bool:
+        """Whether the reducer needs each triplet's term (then the triplets are listed)."""
+        return self.uses_reducer() and self.engine_rules() is None
+
+    def _all_triplets(self, embeddings, labels, ref_emb, ref_labels, pair_miner):
+        """Every triplet of the labels (of the mined pairs, with a pair miner), listed as
+        pytorch-metric-learning lists them: needed for ``swap`` (d_pn of each triplet) and for a
+        reducer that reads single terms. Memory O(number of triplets)."""
+        relation, _, labels, ref_labels = build_relation(
+            embeddings, labels, None, ref_emb, ref_labels
+        )
+        pos, neg = relation.block(0, embeddings.shape[0])
+        if pair_miner is not None:
+            sim = pair_miner.similarity
+            dtype = compute_dtype(embeddings)
+            with torch.no_grad():
+                ma = sim.prepare(embeddings.detach().to(dtype))
+                mc = ma if ref_emb is None else sim.prepare(ref_emb.detach().to(dtype))
+                pos, neg = pair_miner.transform(sim.matrix(ma, mc), pos, neg)
+        return triplets_where(pos, neg)
+
+    def _explicit(self, embeddings, labels, triplets, ref_emb, triplet_miner) -> torch.Tensor:
         if ref_emb is not None:
             ref_emb = check_reference(embeddings, ref_emb)
         a, p, n = (x.to(embeddings.device) for x in triplets)
@@ -331,6 +363,12 @@ class TripletMarginLoss(PairLossModule):
             t_pn = distance_like(sim.paired(c[p], c[n]), sim.is_distance)
             t_an = torch.minimum(t_an, t_pn)
         loss = triplet_values(t_ap, t_an, self.margin, self.smooth_loss)
+        if self.uses_reducer():
+            entry = {"losses": loss if loss.numel() else 0, "indices": (a, p, n)}
+            entry["reduction_type"] = "triplet"
+            if labels is not None:
+                labels = check_labels(labels, embeddings.shape[0]).to(embeddings.device)
+            return self.finish_listed({"loss": entry}, embeddings, labels)
         n_rows = embeddings.shape[0]
         values = loss.new_zeros(n_rows).index_add(0, a, loss)
         n_terms = loss.new_zeros(n_rows).index_add(0, a, torch.ones_like(loss.detach()))
@@ -338,7 +376,7 @@ class TripletMarginLoss(PairLossModule):
         if not values.requires_grad and x.requires_grad:
             values = values + x.sum() * 0.0
         out = reduce_terms([RowTerms(values, n_terms, n_nonzero)], self.reduction, n_rows)
-        return out.to(embeddings.dtype)
+        return self.add_regularizers(out.to(embeddings.dtype), embeddings)
 
 
 def triplet_margin(

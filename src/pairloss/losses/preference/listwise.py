@@ -136,7 +136,7 @@ class InfoNCALoss(_ListLoss):
         return -terms.sum(dim=1), valid.any(dim=1)
 
 
-class NCALoss(InfoNCALoss):
+class NCAPreferenceLoss(InfoNCALoss):
     r"""NCA: noise contrastive alignment, a binary classification of every response against the
     reward-weighted target.
 
@@ -302,9 +302,11 @@ def infonca(logps, ref_logps, rewards, mask=None, beta: float = 0.1, alpha: floa
     return InfoNCALoss(beta, alpha, **kw)(logps, ref_logps, rewards, mask)
 
 
-def nca(logps, ref_logps, rewards, mask=None, beta: float = 0.1, alpha: float = 1.0, **kw):
-    """Functional form of :class:`NCALoss` (same arguments and defaults)."""
-    return NCALoss(beta, alpha, **kw)(logps, ref_logps, rewards, mask)
+def nca_preference(
+    logps, ref_logps, rewards, mask=None, beta: float = 0.1, alpha: float = 1.0, **kw
+):
+    """Functional form of :class:`NCAPreferenceLoss` (same arguments and defaults)."""
+    return NCAPreferenceLoss(beta, alpha, **kw)(logps, ref_logps, rewards, mask)
 
 
 def mmpo(logps, ref_logps, rewards, mask=None, beta: float = 0.1, gamma: float = 1.0, **kw):

@@ -4,8 +4,8 @@ weights, with a margin on the true class.
 All of them run through the pair engine with the class weights as candidates (see
 :mod:`pairloss.losses.proxy_base`): positive = own class weight, negatives = the other classes.
 Names, constructor arguments, defaults, weight initialisation and results follow
-pytorch-metric-learning (its weight is [D, C]; ours is ``W`` [C, D], the same values
-transposed). Shapes: embeddings [B, D], labels [B] in [0, num_classes). Returns a scalar mean over
+pytorch-metric-learning, and so does the weight: ``W`` [D, C] (the engine reads its transpose,
+a view). ``get_logits(x)`` gives the scaled logits [B, C] as pytorch-metric-learning's. Shapes: embeddings [B, D], labels [B] in [0, num_classes). Returns a scalar mean over
 the batch (``reduction="mean"``), or [B] with ``reduction="none"``. ``indices_tuple`` weights
 each sample by how often it appears (pytorch-metric-learning's rule). Give the weights their own
 learning rate with an optimizer parameter group holding ``loss_fn.parameters()``.
@@ -19,8 +19,16 @@ import torch
 
 from ...errors import PairLossError
 from ...objectives.margin_softmax import arcface_target, margin_softmax_rows, softmax_ce_fused
-from ...similarity import row_norms
-from ...validation import check_bool, check_int, check_positive
+from ...reducers import MeanReducer
+from ...similarity import Similarity, row_norms
+from ...validation import (
+    check_bool,
+    check_embeddings,
+    check_int,
+    check_labels,
+    check_positive,
+    check_real,
+)
 from .proxy_base import InitSpec, ProxyLossModule, call_functional
 
 
@@ -29,6 +37,9 @@ class _MarginSoftmax(ProxyLossModule):
 
     kind = "none"
     default_reduction = "mean"
+    weight_name = "W"
+    weight_layout = "DC"
+    pml_default_reducer = MeanReducer
 
     def __init__(
         self,
@@ -48,6 +59,23 @@ class _MarginSoftmax(ProxyLossModule):
 
     def row_col_scales(self, extra, start, end):
         return None, None
+
+    def get_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The logits of every class, [B, C]: ``scale`` times the cosine (the largest of a
+        class's sub-centres), times the norms for the multiplicative-margin losses, without the
+        margin (pytorch-metric-learning's ``get_logits``)."""
+        cos = super().get_logits(embeddings)
+        if self.proxies_per_class > 1:
+            cos = cos.view(cos.shape[0], self.num_classes, self.proxies_per_class).amax(dim=2)
+        x = embeddings.to(cos.dtype)
+        w = self.proxy_weights().to(cos.dtype)
+        row, col = self.row_col_scales(self.extra_params(x, w), 0, x.shape[0])
+        out = cos * self.scale
+        if row is not None:
+            out = out * row[:, None]
+        if col is not None:
+            out = out * col[None, :]
+        return out
 
     def target_logit(self, cos: torch.Tensor) -> torch.Tensor:
         """The true class's logit from its cosine (the margin applied), elementwise."""
@@ -89,7 +117,9 @@ class NormalizedSoftmaxLoss(_MarginSoftmax):
 
     .. math:: \ell_i = -\log \frac{e^{\cos(x_i, w_{y_i}) / \tau}}{\sum_c e^{\cos(x_i, w_c)/\tau}}
 
-    Defaults as pytorch-metric-learning: ``temperature=0.05``, weights initialised N(0, 1).
+    Defaults as pytorch-metric-learning: ``temperature=0.05``, weights initialised N(0, 1),
+    ``DotProductSimilarity()``; with ``DotProductSimilarity(normalize_embeddings=False)`` only
+    the class weights are normalised (x . w_c / t), as there.
     Large 1/temperature cannot overflow (max-shifted log-sum-exp). A batch of one or a single
     class gives a finite value (the cross-entropy against all C classes; with C = 1 it is 0).
     """
@@ -105,6 +135,29 @@ class NormalizedSoftmaxLoss(_MarginSoftmax):
         t = check_positive(temperature, "temperature")
         super().__init__(num_classes, embedding_size, 0.0, 1.0 / t, init=init, **kwargs)
         self.temperature = t
+
+    @staticmethod
+    def default_similarity() -> Similarity:
+        from ...similarity import DotProductSimilarity
+
+        return DotProductSimilarity()
+
+    def check_distance(self) -> None:
+        from ...similarity import DotProductSimilarity
+
+        d = self.distance
+        if not isinstance(d, DotProductSimilarity) or d.power != 1 or d.p != 2:
+            raise PairLossError(
+                f"distance: NormalizedSoftmaxLoss needs a DotProductSimilarity, got {d!r}"
+            )
+
+    def prepare_weights(self, w: torch.Tensor) -> torch.Tensor:
+        """The class weights are normalised whatever the similarity does with the embeddings
+        (with ``DotProductSimilarity(normalize_embeddings=False)`` the logits are x . w_c / t,
+        as pytorch-metric-learning)."""
+        if self.distance.normalize_embeddings:
+            return w
+        return torch.nn.functional.normalize(w, dim=1)
 
 
 class CosFaceLoss(_MarginSoftmax):
@@ -184,10 +237,10 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
     r"""Sub-center ArcFace (Deng et al., ECCV 2020): ``sub_centers`` k weight vectors per class;
     each class's cosine is the max over its k sub-centres, then :class:`ArcFaceLoss`.
 
-    ``W`` is [C * k, D], class c's sub-centres in rows c*k .. c*k + k - 1 (the layout of
-    pytorch-metric-learning's columns). Defaults as pytorch-metric-learning: ``margin=28.6``
-    degrees, ``scale=64``, ``sub_centers=3``; weights N(0, 1). pytorch-metric-learning's
-    ``get_outliers`` helper is not provided.
+    ``W`` is [D, C * k], class c's sub-centres in columns c*k .. c*k + k - 1 (as
+    pytorch-metric-learning). Defaults as pytorch-metric-learning: ``margin=28.6`` degrees,
+    ``scale=64``, ``sub_centers=3``; weights N(0, 1). :meth:`get_outliers` finds the samples
+    far from their class's dominant sub-centre (the paper's cleaning step).
     """
 
     def __init__(
@@ -205,6 +258,39 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
             num_classes, embedding_size, margin, scale, init=init, sub_centers=k, **kwargs
         )
         self.sub_centers = k
+
+    def get_outliers(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        threshold: float = 75,
+        return_dominant_centers: bool = True,
+    ):
+        """Per class present in ``labels``: the dominant sub-centre (the one closest to most of
+        the class's samples) and the class's samples whose angle to it exceeds ``threshold``
+        degrees (default 75, the paper's). Returns the outliers' indices [n], and with
+        ``return_dominant_centers`` also the dominant centres as [D, C] (columns of classes
+        absent from ``labels`` are 0)."""
+        embeddings = check_embeddings(embeddings, "embeddings")
+        labels = check_labels(labels, embeddings.shape[0]).to(embeddings.device)
+        threshold = check_real(threshold, "threshold", 0.0, 180.0)
+        return_dominant_centers = check_bool(return_dominant_centers, "return_dominant_centers")
+        self.cast_types(embeddings.dtype, embeddings.device)
+        k, dtype = self.sub_centers, embeddings.dtype
+        cos_threshold = math.cos(math.radians(threshold))
+        w = self.W.detach().to(dtype)
+        dominant = torch.zeros(w.shape[0], self.num_classes, dtype=dtype, device=w.device)
+        outliers = []
+        with torch.no_grad():
+            for label in torch.unique(labels).tolist():
+                members = torch.nonzero(labels == label).flatten()
+                centres = w[:, label * k : (label + 1) * k]
+                cos = self.distance(embeddings[members], centres.T)
+                best = torch.bincount(torch.argmax(cos, dim=1), minlength=k).argmax()
+                dominant[:, label] = centres[:, best]
+                outliers.append(members[cos[:, best] < cos_threshold])
+        found = torch.cat(outliers) if outliers else labels.new_zeros(0)
+        return (found, dominant) if return_dominant_centers else found
 
 
 class LargeMarginSoftmaxLoss(_MarginSoftmax):

@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 from ...objectives.proxy_anchor import proxy_anchor_fused, proxy_anchor_rows
+from ...reducers import CLASS_WEIGHTED, DivisorReducer
 from ...validation import check_positive, check_real
+from ..base import Component
 from .proxy_base import InitSpec, ProxyLossModule, call_functional
 
 
@@ -21,8 +23,10 @@ class ProxyAnchorLoss(ProxyLossModule):
 
     with s the cosine, P all C proxies, P+ the proxies of classes present in the batch, X_p+ /
     X_p- the embeddings of / not of p's class. Paper: Kim et al., CVPR 2020, eq. 4. Defaults as
-    pytorch-metric-learning and the paper: ``margin`` (delta) ``=0.1``, ``alpha=32``; proxies
-    [C, D] initialised with Kaiming normal (fan_out), as pytorch-metric-learning.
+    pytorch-metric-learning and the paper: ``margin`` (delta) ``=0.1``, ``alpha=32``;
+    ``proxies`` [C, D] initialised with Kaiming normal (fan_out), as pytorch-metric-learning
+    (the same attribute name, layout and default reducer, ``DivisorReducer``).
+    ``get_logits(x)`` gives the cosines [B, C].
 
     The engine runs with anchors = proxies and candidates = embeddings (the blocked engine walks
     blocks of proxies). Two components with their own normalisers (reduction ``"mean_valid"``:
@@ -36,6 +40,13 @@ class ProxyAnchorLoss(ProxyLossModule):
 
     proxies_as_anchors = True
     default_reduction = "mean_valid"
+    weight_name = "proxies"
+    weight_layout = "CD"
+    components = (
+        Component("pos_loss", every_row=True),
+        Component("neg_loss", every_row=True),
+    )
+    pml_default_reducer = DivisorReducer
 
     def __init__(
         self,
@@ -50,8 +61,14 @@ class ProxyAnchorLoss(ProxyLossModule):
         self.margin = check_real(margin, "margin")
         self.alpha = check_positive(alpha, "alpha")
 
-    def pml_weight_shape(self) -> str:
-        return "CD"
+    def divisor_counts(self, k, terms, start, end):
+        # pytorch-metric-learning's divisors: the proxies with a positive, and all proxies
+        return terms.n_terms if k == 0 else torch.ones_like(terms.values)
+
+    def engine_rules(self):
+        rules = super().engine_rules()
+        # a class-weighted reducer reads labels[proxy index]: listed, as pytorch-metric-learning
+        return None if rules is None or CLASS_WEIGHTED in rules else rules
 
     def default_init(self, w: torch.Tensor) -> None:
         nn.init.kaiming_normal_(w, mode="fan_out")

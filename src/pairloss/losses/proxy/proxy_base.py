@@ -34,8 +34,15 @@ from ...engine import FusedObjective, PairProblem, compute_dtype, run
 from ...errors import PairLossError
 from ...relations import LabelRelation
 from ...similarity import Similarity
-from ...validation import check_embeddings, check_finite, check_int, check_labels
-from ..base import PairLossModule, fused_form_applies
+from ...validation import (
+    check_callable,
+    check_embeddings,
+    check_finite,
+    check_int,
+    check_labels,
+    check_real,
+)
+from ..base import Component, PairLossModule, dense_terms, fused_form_applies, regularizer_from
 
 InitSpec = str | Callable[[torch.Tensor], object] | None
 
@@ -76,26 +83,47 @@ def miner_weights(indices_tuple, n: int, using_ref: bool, device, dtype) -> torc
     return w
 
 
-class ProxyLossModule(PairLossModule):
-    """Base of the proxy losses: owns ``W`` [num_classes * proxies_per_class, embedding_size].
+WEIGHT_NAMES = ("W", "proxies", "fc", "weight")
 
-    Subclasses set ``pml_weight_shape`` (the layout pytorch-metric-learning initialises, for the
-    ``"default"`` init), ``default_init`` and ``proxies_as_anchors``, and implement
-    :meth:`proxy_objective` ``(s, pos, neg, start, end, weights, extra) -> list[RowTerms]``.
+
+class ProxyLossModule(PairLossModule):
+    """Base of the proxy losses: owns the class weights, under pytorch-metric-learning's name
+    and layout (:attr:`weight_name`, :attr:`weight_layout`): ``W`` [D, C * k] for the
+    margin-softmax losses, ``proxies`` [C, D] for ProxyAnchor and ProxyNCA, ``fc`` [D, C * K] for
+    SoftTriple, so that a pytorch-metric-learning ``state_dict`` loads as it is.
+    :meth:`proxy_weights` is the [C * k, D] view the engine reads (a transpose, no copy).
+
+    As in pytorch-metric-learning, the weights follow the embeddings' dtype when those are
+    float32 or float64 (their data is cast in place on the first call); fp16/bf16 embeddings are
+    computed in float32 against float32 weights. Assigning the weight attribute a new
+    ``nn.Parameter`` of the same shape takes effect; assigning anything else, or one of the other
+    libraries' weight names that this loss does not have, raises :class:`PairLossError`.
+
+    Subclasses set ``weight_name`` / ``weight_layout``, ``default_init`` and
+    ``proxies_as_anchors``, and implement :meth:`proxy_objective` ``(s, pos, neg, start, end,
+    weights, extra) -> list[RowTerms]``.
 
     Args:
         num_classes: C >= 1.
         embedding_size: D >= 1.
         proxies_per_class: k >= 1 proxies per class (sub-centres, SoftTriple centres).
-        init: ``"default"`` / ``None`` (pytorch-metric-learning's init for this loss, drawn in
-            its weight layout and transposed, so equal seeds give equal proxies), one of
-            ``"normal"``, ``"xavier_normal"``, ``"xavier_uniform"``, ``"kaiming_normal"``,
-            ``"kaiming_uniform"``, or a callable applied in place to ``W`` [C * k, D].
-        reduction, engine, block_size, gather: as every pair loss.
+        init: ``"default"`` / ``None`` (pytorch-metric-learning's init for this loss, in its
+            weight layout, so equal seeds give equal weights), one of ``"normal"``,
+            ``"xavier_normal"``, ``"xavier_uniform"``, ``"kaiming_normal"``,
+            ``"kaiming_uniform"``, or a callable applied in place to the [C * k, D] view.
+        weight_init_func: pytorch-metric-learning's argument: a callable applied in place to
+            the weight in its own layout (instead of ``init``).
+        weight_regularizer: a regularizer of the [C * k, D] weights (pairloss's or
+            pytorch-metric-learning's), added times ``weight_reg_weight``.
+        reduction, engine, block_size, gather, reducer, embedding_regularizer,
+            embedding_reg_weight, collect_stats: as every pair loss.
     """
 
     proxies_as_anchors = False
     uses_ref_for_weights = False
+    weight_name = "W"
+    weight_layout = "CD"
+    components = (Component(every_row=True),)
 
     def __init__(
         self,
@@ -107,68 +135,138 @@ class ProxyLossModule(PairLossModule):
         engine: str = "auto",
         block_size: int | None = None,
         gather: str | None = None,
+        *,
+        weight_init_func: Callable | None = None,
+        weight_regularizer=None,
+        weight_reg_weight: float = 1,
+        distance=None,
+        **kwargs,
     ) -> None:
+        self._weights_ready = False
         super().__init__(
-            distance=self.default_similarity(),
+            distance=distance,
             reduction=reduction,
             miner=None,
             engine=engine,
             block_size=block_size,
             gather=gather,
+            **kwargs,
         )
+        self.check_distance()
         self.num_classes = check_int(num_classes, "num_classes", minimum=1)
         self.embedding_size = check_int(embedding_size, "embedding_size", minimum=1)
         self.proxies_per_class = check_int(proxies_per_class, "proxies_per_class", minimum=1)
-        n = self.num_classes * self.proxies_per_class
-        self.W = nn.Parameter(torch.zeros(n, self.embedding_size, dtype=torch.float32))
-        self.reset_parameters(init)
+        self.weight_regularizer = regularizer_from(weight_regularizer, "weight_regularizer")
+        self.weight_reg_weight = check_real(weight_reg_weight, "weight_reg_weight")
+        n, d = self.num_classes * self.proxies_per_class, self.embedding_size
+        shape = (n, d) if self.weight_layout == "CD" else (d, n)
+        setattr(self, self.weight_name, nn.Parameter(torch.empty(shape, dtype=torch.float32)))
+        self._weights_ready = True
+        if weight_init_func is not None:
+            if init is not None:
+                raise PairLossError("init, weight_init_func: expected one of them, got both")
+            check_callable(weight_init_func, "weight_init_func")
+            with torch.no_grad():
+                self.weight_parameter().zero_()
+                weight_init_func(self.weight_parameter())
+                check_finite(self.weight_parameter(), "weight_init_func")
+        else:
+            self.reset_parameters(init)
 
-    # ------------------------------------------------------------------ initialisation
+    def check_distance(self) -> None:
+        """A :class:`PairLossError` unless ``self.distance`` is one this loss supports (by
+        default: scores equal to its default similarity's)."""
+        if not self.distance.same_scores(self.default_similarity()):
+            raise PairLossError(
+                f"distance: {type(self).__name__} supports only {self.default_similarity()!r}, "
+                f"got {self.distance!r}"
+            )
 
-    def pml_weight_shape(self) -> str:
-        """'CD' or 'DC': the layout pytorch-metric-learning gives this loss's weight."""
-        return "DC"
+    def sub_loss_names(self) -> list[str]:
+        names = super().sub_loss_names()
+        if getattr(self, "weight_regularizer", None) is not None:
+            names.append("weight_reg_loss")
+        return names
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in WEIGHT_NAMES and self.__dict__.get("_weights_ready"):
+            if name != self.weight_name:
+                raise PairLossError(
+                    f"{name}: {type(self).__name__} keeps its class weights in "
+                    f"{self.weight_name!r}; expected an assignment to that attribute"
+                )
+            old = self.weight_parameter()
+            if not isinstance(value, nn.Parameter) or value.shape != old.shape:
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
+                raise PairLossError(
+                    f"{name}: expected an nn.Parameter of shape {tuple(old.shape)} "
+                    f"({self.weight_layout} layout), got {got}"
+                )
+        super().__setattr__(name, value)
+
+    # ------------------------------------------------------------------ weights
+
+    def weight_parameter(self) -> nn.Parameter:
+        """The class weights in pytorch-metric-learning's layout."""
+        return getattr(self, self.weight_name)
+
+    def proxy_weights(self) -> torch.Tensor:
+        """The class weights as [C * k, D] rows (class c's k proxies adjacent): a view."""
+        w = self.weight_parameter()
+        return w if self.weight_layout == "CD" else w.T
 
     def default_init(self, w: torch.Tensor) -> None:
-        """pytorch-metric-learning's default init, applied to a tensor in its layout."""
+        """pytorch-metric-learning's default init, applied to the weight in its layout."""
         nn.init.normal_(w)
 
     def reset_parameters(self, init: InitSpec = None) -> None:
-        """(Re-)initialise ``W`` (see the class docstring for ``init``). A callable ``init``
-        receives ``W`` filled with zeros (never uninitialised memory) and must leave it
-        finite."""
+        """(Re-)initialise the weights (see the class docstring for ``init``). A callable
+        ``init`` receives the weights filled with zeros (never uninitialised memory) and must
+        leave them finite."""
         named = isinstance(init, str) and init in ("default", *_INITS)
         if not (init is None or callable(init) or named):
             raise PairLossError(
                 f"init: expected 'default', a callable or one of {_INITS}, got {init!r}"
             )
+        rows = self.proxy_weights()
         with torch.no_grad():
             if init is None or init == "default":
-                if self.pml_weight_shape() == "DC":
-                    tmp = torch.empty(self.W.shape[1], self.W.shape[0], dtype=self.W.dtype)
-                    self.default_init(tmp)
-                    self.W.copy_(tmp.T)
-                else:
-                    self.default_init(self.W)
+                self.default_init(self.weight_parameter())
             elif callable(init):
-                self.W.zero_()
-                init(self.W)
-                check_finite(self.W, "init")
+                rows.zero_()
+                init(rows)
+                check_finite(rows, "init")
             elif init == "normal":
-                nn.init.normal_(self.W)
+                nn.init.normal_(rows)
             elif init == "xavier_normal":
-                nn.init.xavier_normal_(self.W)
+                nn.init.xavier_normal_(rows)
             elif init == "xavier_uniform":
-                nn.init.xavier_uniform_(self.W)
+                nn.init.xavier_uniform_(rows)
             elif init == "kaiming_normal":
-                nn.init.kaiming_normal_(self.W, mode="fan_out")
+                nn.init.kaiming_normal_(rows, mode="fan_out")
             else:
-                nn.init.kaiming_uniform_(self.W, a=math.sqrt(5), mode="fan_out")
+                nn.init.kaiming_uniform_(rows, a=math.sqrt(5), mode="fan_out")
+
+    def cast_types(self, dtype: torch.dtype, device) -> None:
+        """pytorch-metric-learning's cast: the weights take the embeddings' float32/float64
+        dtype (their data, in place); half precision keeps float32 weights."""
+        w = self.weight_parameter()
+        if dtype in (torch.float32, torch.float64) and w.dtype != dtype:
+            w.data = w.data.to(dtype)
 
     def proxy_labels(self, device) -> torch.Tensor:
-        """The class of each row of ``W``: [0]*k + [1]*k + ... ([C * k])."""
+        """The class of each row of :meth:`proxy_weights`: [0]*k + [1]*k + ... ([C * k])."""
         c = torch.arange(self.num_classes, device=device)
         return c.repeat_interleave(self.proxies_per_class) if self.proxies_per_class > 1 else c
+
+    def get_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The scores of ``embeddings`` [B, D] against every class, [B, C], as
+        pytorch-metric-learning's ``get_logits`` (each loss says what they are)."""
+        embeddings = check_embeddings(embeddings, "embeddings")
+        self.cast_types(embeddings.dtype, embeddings.device)
+        dtype = compute_dtype(embeddings)
+        w = self.prepare_weights(self.proxy_weights().to(dtype))
+        return self.distance(self.prepare_embeddings(embeddings.to(dtype)), w)
 
     # ------------------------------------------------------------------ hooks
 
@@ -184,6 +282,15 @@ class ProxyLossModule(PairLossModule):
         """The reduction's normaliser of each component when the labels alone give it, or
         None (the default)."""
         return None
+
+    def prepare_weights(self, w: torch.Tensor) -> torch.Tensor:
+        """A transform of the [C * k, D] weights before the engine (with autograd); the identity
+        here."""
+        return w
+
+    def prepare_embeddings(self, x: torch.Tensor) -> torch.Tensor:
+        """A transform of the embeddings before the engine (with autograd); the identity here."""
+        return x
 
     def extra_params(self, embeddings: torch.Tensor, w: torch.Tensor) -> tuple:
         """Tensors the objective reads besides the scores (e.g. norms); they get gradients."""
@@ -207,12 +314,16 @@ class ProxyLossModule(PairLossModule):
     ) -> torch.Tensor:
         """Loss of ``embeddings`` [B, D] with class ``labels`` [B] in [0, num_classes).
 
-        ``indices_tuple`` (pairs or triplets of batch indices, e.g. a pytorch-metric-learning
-        miner's output) weights each sample by how often it appears (see
-        :func:`miner_weights`). ``ref_emb`` / ``ref_labels`` are refused: the proxies are the
-        references. Returns a scalar (or one value per row with ``reduction="none"``).
+        ``indices_tuple`` (pairs or triplets of batch indices, e.g. a miner's output) weights
+        each sample by how often it appears (see :func:`miner_weights`). ``ref_emb`` /
+        ``ref_labels`` are refused: the proxies are the references. Returns a scalar (or one
+        value per row with ``reduction="none"``).
         """
-        return self.compute(self.W, embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        if isinstance(embeddings, torch.Tensor):
+            self.cast_types(embeddings.dtype, embeddings.device)
+        return self.compute(
+            self.proxy_weights(), embeddings, labels, indices_tuple, ref_emb, ref_labels
+        )
 
     def compute(
         self,
@@ -223,8 +334,8 @@ class ProxyLossModule(PairLossModule):
         ref_emb: torch.Tensor | None = None,
         ref_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """:meth:`forward` with ``proxies`` [C * k, D] in place of ``self.W`` (the functional
-        forms use it; gradients flow to ``proxies``)."""
+        """:meth:`forward` with ``proxies`` [C * k, D] in place of the loss's own weights (the
+        functional forms use it; gradients flow to ``proxies``)."""
         embeddings = check_embeddings(embeddings, "embeddings")
         if ref_emb is not None or ref_labels is not None:
             raise PairLossError(
@@ -253,8 +364,10 @@ class ProxyLossModule(PairLossModule):
             )
         self.check_reduction_ok()
         dtype = compute_dtype(embeddings)
-        w = proxies if proxies.dtype == dtype else proxies.to(dtype)
-        x = embeddings if embeddings.dtype == dtype else embeddings.to(dtype)
+        w = self.prepare_weights(proxies if proxies.dtype == dtype else proxies.to(dtype))
+        x = self.prepare_embeddings(
+            embeddings if embeddings.dtype == dtype else embeddings.to(dtype)
+        )
         weights = miner_weights(
             indices_tuple, b, self.uses_ref_for_weights, embeddings.device, dtype
         )
@@ -270,18 +383,40 @@ class ProxyLossModule(PairLossModule):
         else:
             relation = LabelRelation(labels, plabels, exclude_self=False)
             anchors, candidates = x, w
+        fused = self._fused_form(weights, extra)
+        reduction, counts = self.reduction, self.known_counts(labels)
+        if self.uses_reducer():
+            ruled = self.reduce_with(objective, fused, None if self.proxies_as_anchors else labels)
+            if ruled is None:
+                terms = dense_terms(objective, self.distance, relation, anchors, candidates)
+                loss_dict = self.listed_terms(terms, anchors.shape[0], embeddings.device)
+                if self.weight_regularizer is not None:
+                    loss_dict["weight_reg_loss"] = {
+                        "losses": self.weight_regularization(w),
+                        "indices": None,
+                        "reduction_type": "already_reduced",
+                    }
+                return self.finish_listed(loss_dict, embeddings, labels)
+            objective, fused, reduction = ruled
+            counts = None
         problem = PairProblem(
             objective=objective,
             similarity=self.distance,
             relation=relation,
-            reduction=self.reduction,
+            reduction=reduction,
             params=tuple(t for t in extra if isinstance(t, torch.Tensor)),
-            fused=self._fused_form(weights, extra),
-            counts=self.known_counts(labels),
+            fused=fused,
+            counts=counts,
         )
         out = run(problem, anchors, candidates, engine=self.engine, block_size=self.block_size)
         out = self.add_regularizer(out, w)
-        return out.to(embeddings.dtype)
+        if self.weight_regularizer is not None:
+            out = out + self.weight_regularization(w).to(out.dtype)
+        return self.add_regularizers(out.to(embeddings.dtype), embeddings)
+
+    def weight_regularization(self, w: torch.Tensor) -> torch.Tensor:
+        """The weight regularizer of the [C * k, D] weights, times its weight."""
+        return self.weight_regularizer(w) * self.weight_reg_weight
 
     def _fused_form(self, weights, extra) -> FusedObjective | None:
         """:meth:`proxy_fused_form` when it is the twin of this class's objective and of the

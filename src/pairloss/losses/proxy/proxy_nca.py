@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ...objectives.margin_softmax import softmax_ce_fused, softmax_ce_rows
+from ...reducers import MeanReducer
 from ...similarity import LpDistance, Similarity
 from ...validation import check_positive
 from .proxy_base import InitSpec, ProxyLossModule, call_functional
@@ -19,7 +20,8 @@ class ProxyNCALoss(ProxyLossModule):
     with d the squared Euclidean distance of the L2-normalised vectors (pytorch-metric-learning's
     ``LpDistance(power=2)``) and t = ``softmax_scale``. Like pytorch-metric-learning, the
     denominator runs over all proxies (the original paper's leaves out the true class), the
-    loss is averaged over the batch and proxies start N(0, 1).
+    loss is averaged over the batch and ``proxies`` [C, D] start N(0, 1) (pytorch-metric-learning's
+    attribute name and layout). ``get_logits(x)`` gives the distances [B, C].
 
     Difference: pytorch-metric-learning drops the rows whose softmax probability underflows to
     exactly 0 (only possible for extreme ``softmax_scale``); here the log-sum-exp form keeps
@@ -29,6 +31,9 @@ class ProxyNCALoss(ProxyLossModule):
 
     default_reduction = "mean"
     uses_ref_for_weights = True
+    weight_name = "proxies"
+    weight_layout = "CD"
+    pml_default_reducer = MeanReducer
 
     def __init__(
         self,
@@ -40,9 +45,6 @@ class ProxyNCALoss(ProxyLossModule):
     ) -> None:
         super().__init__(num_classes, embedding_size, 1, init=init, **kwargs)
         self.softmax_scale = check_positive(softmax_scale, "softmax_scale")
-
-    def pml_weight_shape(self) -> str:
-        return "CD"
 
     @staticmethod
     def default_similarity() -> Similarity:

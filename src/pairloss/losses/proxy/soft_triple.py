@@ -10,6 +10,7 @@ from torch import nn
 
 from ...errors import PairLossError
 from ...objectives.soft_triple import soft_triple_rows
+from ...reducers import MeanReducer
 from ...similarity import normalize_rows
 from ...validation import check_int, check_positive
 from .proxy_base import InitSpec, ProxyLossModule, call_functional
@@ -26,8 +27,9 @@ class SoftTripleLoss(ProxyLossModule):
 
     s the cosine to centre k of class c. Paper: Qian et al., ICCV 2019, eq. 8-9. Defaults as
     pytorch-metric-learning: ``centers_per_class=10``, ``la`` (lambda) ``=20``, ``gamma=0.1``,
-    ``margin`` (delta) ``=0.01``; centres [C * K, D] (class c's in rows c*K .. c*K + K - 1)
-    initialised as its Kaiming-uniform init of the [D, C * K] layout. Mean over the batch.
+    ``margin`` (delta) ``=0.01``; centres ``fc`` [D, C * K] (pytorch-metric-learning's attribute
+    and layout: class c's centres in columns c*K .. c*K + K - 1) initialised as its
+    Kaiming-uniform init. Mean over the batch. ``get_logits(x)`` gives S [B, C].
 
     The paper (and its official code, tau = 0.2) adds a regulariser pulling a class's centres
     together, tau * sum_c sum_{k < k'} sqrt(2 + 1e-5 - 2 <w_ck, w_ck'>) / (C K (K - 1)) on
@@ -36,6 +38,9 @@ class SoftTripleLoss(ProxyLossModule):
     """
 
     default_reduction = "mean"
+    weight_name = "fc"
+    weight_layout = "DC"
+    pml_default_reducer = MeanReducer
 
     def __init__(
         self,
@@ -61,6 +66,13 @@ class SoftTripleLoss(ProxyLossModule):
 
     def default_init(self, w: torch.Tensor) -> None:
         nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+
+    def get_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The relaxed class similarities S_{i,c} [B, C] (pytorch-metric-learning's
+        ``get_logits``)."""
+        cos = super().get_logits(embeddings).view(-1, self.num_classes, self.centers_per_class)
+        prob = torch.softmax(cos / self.gamma, dim=2)
+        return torch.sum(prob * cos, dim=2)
 
     def check_reduction_ok(self) -> None:
         if self.center_regularization > 0 and self.reduction == "none":

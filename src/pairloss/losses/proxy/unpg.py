@@ -170,7 +170,7 @@ class UNPGLoss(_MarginSoftmax):
             disables the filter (every negative pair is kept).
         mlpg: ``False`` turns the in-batch term off: the loss is then exactly the base loss.
         init, engine, block_size: as :class:`~pairloss.losses.proxy_base.ProxyLossModule`
-            (weights N(0, 1), as the base losses).
+            (weights N(0, 1), as the base losses; ``W`` is [C, D], one row per class).
 
     Shapes: embeddings [B, D], labels [B] in [0, C); returns the mean over the batch (or [B]
     with ``reduction="none"``). ``indices_tuple`` weights the rows as the base losses do; the
@@ -185,6 +185,9 @@ class UNPGLoss(_MarginSoftmax):
     Degenerate input: a batch without negative pairs (one class, or one sample) has no MLPG term
     and gives the base loss. Large scales cannot overflow (log-sum-exp with a data shift).
     """
+
+    weight_layout = "CD"
+    pml_default_reducer = None
 
     def __init__(
         self,

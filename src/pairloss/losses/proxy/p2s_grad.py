@@ -1,0 +1,110 @@
+"""P2SGrad loss (Zhang et al., "P2SGrad: Refined Gradients for Optimizing Deep Face Models",
+CVPR 2019), with pytorch-metric-learning's ``P2SGradLoss`` names, defaults, weight layout and
+results."""
+
+from __future__ import annotations
+
+import torch
+
+from ...errors import PairLossError
+from ...objectives.terms import RowTerms
+from ..base import Component
+from .proxy_base import ProxyLossModule
+
+
+def p2s_rows(s: torch.Tensor, pos: torch.Tensor, n_classes: int) -> list[RowTerms]:
+    """Per row: sum_c (clamp(cos_c, -1, 1) - [c = y])^2 / C (so that the mean over rows is the
+    mean squared error over all B x C cells)."""
+    err = (s.clamp(-1, 1) - pos.to(s.dtype)) ** 2
+    values = err.sum(dim=1) / n_classes
+    return [RowTerms.per_anchor(values, torch.ones_like(values, dtype=torch.bool))]
+
+
+class P2SGradLoss(ProxyLossModule):
+    r"""P2SGrad: the mean squared error between each embedding's cosines to the class weights
+    and its one-hot label,
+
+    .. math::
+        L = \frac{1}{BC} \sum_i \sum_c \big(\cos\theta_{ic} - [c = y_i]\big)^2
+
+    whose gradient is the paper's refined, hyper-parameter-free gradient (Zhang et al., CVPR
+    2019, eq. 11). Arguments as pytorch-metric-learning's ``P2SGradLoss``:
+    ``P2SGradLoss(descriptors_dim, num_classes)`` (in that order); the weight ``weight``
+    [D, C] starts uniform in [-1, 1] with unit columns and is renormalised to unit columns at
+    every call, as there. ``indices_tuple`` and ``ref_emb`` are not supported. The loss is
+    already reduced (a reducer does not change it).
+
+    Runs on the pair engine with the class weights as candidates (memory O(block x C)).
+    Shapes: embeddings [B, D], labels [B] in [0, C). Returns a scalar.
+    """
+
+    default_reduction = "mean"
+    weight_name = "weight"
+    weight_layout = "DC"
+    components = (Component("loss", "already_reduced"),)
+
+    def __init__(self, descriptors_dim: int, num_classes: int, **kwargs) -> None:
+        super().__init__(num_classes, descriptors_dim, 1, **kwargs)
+        self.descriptors_dim = self.embedding_size
+
+    @staticmethod
+    def default_similarity():
+        from ...similarity import DotProductSimilarity
+
+        return DotProductSimilarity(normalize_embeddings=False)
+
+    def prepare_embeddings(self, x: torch.Tensor) -> torch.Tensor:
+        """x / |x| (the weights are unit columns already): cos = x . w / |x|, as
+        pytorch-metric-learning."""
+        return x / x.pow(2).sum(dim=1, keepdim=True).pow(0.5)
+
+    def default_init(self, w: torch.Tensor) -> None:
+        w.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
+
+    def active_components(self):
+        return self.components
+
+    def proxy_objective(self, s, pos, neg, start, end, weights, extra):
+        return p2s_rows(s, pos, self.num_classes)
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        indices_tuple=None,
+        ref_emb: torch.Tensor | None = None,
+        ref_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Loss of ``embeddings`` [B, D] with ``labels`` [B] (the weight is renormalised
+        first)."""
+        if indices_tuple is not None:
+            raise PairLossError("indices_tuple: not supported by P2SGradLoss; expected None")
+        with torch.no_grad():
+            w = self.weight_parameter()
+            w.copy_(w.renorm(2, 1, 1e-5).mul(1e5))
+        return super().forward(embeddings, labels, None, ref_emb, ref_labels)
+
+
+def p2s_grad(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    indices_tuple=None,
+    ref_emb: torch.Tensor | None = None,
+    ref_labels: torch.Tensor | None = None,
+    *,
+    proxies: torch.Tensor,
+    **kwargs,
+) -> torch.Tensor:
+    """Functional :class:`P2SGradLoss` with unit class weights ``proxies`` [C, D]."""
+    from .proxy_base import call_functional
+
+    return call_functional(
+        _P2SFunctional, proxies, embeddings, labels, indices_tuple, ref_emb, ref_labels, **kwargs
+    )
+
+
+class _P2SFunctional(P2SGradLoss):
+    """P2SGrad with the ProxyLossModule argument order, for the functional form."""
+
+    def __init__(self, num_classes: int, embedding_size: int, init=None, **kwargs) -> None:
+        super().__init__(embedding_size, num_classes, init=init, **kwargs)
