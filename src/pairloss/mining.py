@@ -748,7 +748,10 @@ def miner_from(obj: object) -> Miner | None:
 
     out = miner_from_pml(obj)
     if out is None:
+        hint = ""
+        if isinstance(obj, str):  # a miner has its own arguments: it is built as an object
+            hint = " (build the miner itself, e.g. pairloss.miners.BatchHardMiner())"
         raise PairLossError(
-            f"miner: expected a pairloss or pytorch-metric-learning miner, got {obj!r}"
+            f"miner: expected a pairloss or pytorch-metric-learning miner, got {obj!r}{hint}"
         )
     return out

@@ -347,20 +347,6 @@ def check_token_counts(x: object, name: str, like: torch.Tensor, like_name: str)
     return v
 
 
-def check_miner(value: object, name: str = "miner"):
-    """``value`` if it is None or a pairloss miner (:class:`pairloss.mining.Miner`); else a
-    :class:`PairLossError` (a miner's name such as ``"batch_hard"`` is refused: the miner has
-    its own arguments, so it is built as an object, e.g. ``pairloss.miners.BatchHardMiner()``)."""
-    from .mining import Miner
-
-    if value is None or isinstance(value, Miner):
-        return value
-    hint = ""
-    if isinstance(value, str):
-        hint = " (build the miner itself, e.g. pairloss.miners.BatchHardMiner())"
-    raise PairLossError(f"{name}: expected a pairloss miner or None, got {value!r}{hint}")
-
-
 def check_block_size(value: object, name: str = "block_size") -> int | None:
     """None (the engine's default) or an int >= 1 (bools refused)."""
     return None if value is None else check_int(value, name, minimum=1)
