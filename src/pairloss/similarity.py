@@ -15,6 +15,7 @@ normalize_embeddings=True)``.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import nn
@@ -358,12 +359,34 @@ class CosineSimilarity(DotProductSimilarity):
         super().__init__(normalize_embeddings=True, **kwargs)
 
 
+CDIST_MM_ROWS = 25
+"""``torch.cdist`` (p = 2) takes the matrix-product form when either side has more rows."""
+
+
+def cdist_euclidean(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``torch.cdist(a, c, p=2)`` [A, N] of ``a`` [A, D] and ``c`` [N, D], computed the way
+    torch computes it, so that the values agree to rounding (in float32, where the two forms
+    differ by up to 1e-3 on close pairs, to the bit on the matrix-product form), but from
+    differentiable operations: double backward, forward-mode AD and ``torch.func`` work (torch's
+    own ``cdist`` backward has no derivative). With more than 25 rows on a side:
+    d^2 = [-2a, |a|^2, 1] . [c, 1, |c|^2] in one product, clamped at 0; else the direct sum
+    of squared differences. The gradient at d = 0 is 0."""
+    if a.shape[0] > CDIST_MM_ROWS or c.shape[0] > CDIST_MM_ROWS:
+        sq_a = a.pow(2).sum(-1, keepdim=True)
+        sq_c = c.pow(2).sum(-1, keepdim=True)
+        left = torch.cat([a.mul(-2), sq_a, torch.ones_like(sq_a)], -1)
+        right = torch.cat([c, torch.ones_like(sq_c), sq_c], -1)
+        return _safe_sqrt((left @ right.T).clamp_min(0))
+    return _safe_sqrt(((a[:, None, :] - c[None, :, :]) ** 2).sum(-1))
+
+
 class LpDistance(BaseDistance):
     """Minkowski distance d(a, c) = |a - c|_p, raised to ``power``.
 
     Defaults as pytorch-metric-learning: ``p=2``, ``power=1``, ``normalize_embeddings=True``
-    (``p``-normalised first). The matrix is ``torch.cdist``, as in pytorch-metric-learning, so
-    the values are the same to the last bit (in float32 too, where ``torch.cdist`` takes
+    (``p``-normalised first). The matrix is ``torch.cdist``'s (for ``p = 2`` the same formulas
+    from differentiable operations, :func:`cdist_euclidean`), as in pytorch-metric-learning, so
+    the values are the same (in float32 too, where ``torch.cdist`` takes
     d^2 = |a|^2 + |c|^2 - 2 a . c for more than 25 rows: a close pair's distance carries that
     formula's rounding). The blocked engine's hand-differentiated path computes the same formula
     from its block of dot products (see :class:`_NormalisedLpForm`); ``EuclideanDistance``
@@ -381,17 +404,19 @@ class LpDistance(BaseDistance):
         )  # fmt: skip
 
     def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
-        """``torch.cdist`` (computed in float32 for half inputs); unnormalised vectors beyond
-        the range where squares stay finite are scaled by a power of two first (exact; no
-        scaling, the same bits, in the usual range)."""
+        """``torch.cdist``'s values (computed in float32 for half inputs); for ``p = 2`` by
+        :func:`cdist_euclidean`, which autograd differentiates to any order. Unnormalised
+        vectors beyond the range where squares stay finite are scaled by a power of two first
+        (exact; no scaling, the same bits, in the usual range)."""
         dtype = query_emb.dtype
         if dtype in (torch.float16, torch.bfloat16):
             query_emb, ref_emb = query_emb.float(), ref_emb.float()
+        dist = cdist_euclidean if self.p == 2 else partial(torch.cdist, p=self.p)
         if self.normalize_embeddings:
-            out = torch.cdist(query_emb, ref_emb, p=self.p)
+            out = dist(query_emb, ref_emb)
         else:
             m = _power_of_two_scale(query_emb, ref_emb)
-            out = torch.cdist(query_emb / m, ref_emb / m, p=self.p) * m
+            out = dist(query_emb / m, ref_emb / m) * m
         return out.to(dtype)
 
     def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
