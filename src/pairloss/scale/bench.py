@@ -2,8 +2,9 @@
 its peer in one run.
 
 - ``clip``: CLIP-style symmetric InfoNCE, forward + backward at B = 65,536, D = 512 with
-  ``pairloss.ClipLoss`` (open_clip's call ``(image_features, text_features, logit_scale)``; any
-  class with that call through ``--clip-loss module:Class``), against the time of the three
+  ``pairloss.compat.open_clip.ClipLoss`` (open_clip's call ``(image_features, text_features,
+  logit_scale)``; any class with that call through ``--clip-loss module:Class``), against the
+  time of the three
   unavoidable products and open_clip's ``ClipLoss`` at the batches in ``--clip-peer-batches``
   (its two B x B logits matrices and their gradients need 16 B^2 bytes: about 68 GB at 65,536,
   so it is not run there). Skipped with a message when the loss is not available.
@@ -385,7 +386,7 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS))
     ap.add_argument("--threads", type=_positive, default=torch.get_num_threads())
     ap.add_argument("--repeats", type=_positive, default=2)
-    ap.add_argument("--clip-loss", default="pairloss:ClipLoss")
+    ap.add_argument("--clip-loss", default="pairloss.compat.open_clip:ClipLoss")
     ap.add_argument("--clip-batch", type=_positive, default=65536)
     ap.add_argument("--clip-dim", type=_positive, default=512)
     ap.add_argument("--clip-peer-batches", type=_positive, nargs="*", default=[4096, 16384])
