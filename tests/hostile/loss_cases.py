@@ -16,6 +16,7 @@ losses) stays invariant at 1e-30 and 1e30.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 from collections.abc import Callable, Iterator
@@ -114,11 +115,13 @@ def evaluate(
 
 def _same_in_every_grad_mode(loss, call, value, rtol, what) -> None:
     """The value with gradients equals the value under ``torch.no_grad()`` and the value with
-    inputs that need no gradient (a frozen encoder)."""
+    inputs that need no gradient (a frozen encoder). ``loss`` is in the state it had before
+    ``value`` was computed, and each call runs on a copy of it: a loss with state (moving
+    averages, per-sample temperatures, a memory) updates it on every call in training mode."""
     detached = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in call.items()}
     with torch.no_grad():
-        assert_close(loss(**detached), value, rtol, f"{what}: value under no_grad")
-    assert_close(loss(**detached), value, rtol, f"{what}: value with frozen inputs")
+        assert_close(copy.deepcopy(loss)(**detached), value, rtol, f"{what}: value under no_grad")
+    assert_close(copy.deepcopy(loss)(**detached), value, rtol, f"{what}: value with frozen inputs")
 
 
 def check_loss(case: Case) -> None:
@@ -128,6 +131,7 @@ def check_loss(case: Case) -> None:
         loss = outcome(
             lambda: build(entry, init), case.names, case.init_rule, f"{case.id} (constructor)"
         )
+        before = copy.deepcopy(loss)
         value, grads = outcome(
             lambda: evaluate(loss, call, case.inputs), case.names, case.rule, f"{case.id} (call)"
         )
@@ -135,7 +139,7 @@ def check_loss(case: Case) -> None:
         return
     dtype = next(iter(floating(call).values()), value).dtype
     rtol = tolerance(dtype)
-    _same_in_every_grad_mode(loss, call, value, rtol, case.id)
+    _same_in_every_grad_mode(before, call, value, rtol, case.id)
     if case.reference is not None:
         assert_close(value, case.reference(), case.ref_rtol, f"{case.id}: value vs reference")
     if not supports_engine(entry, init):
@@ -143,13 +147,14 @@ def check_loss(case: Case) -> None:
     runs = {}
     for engine in ("dense", "blocked"):
         loss = build(entry, init, engine=engine, block_size=BLOCK)
+        before = copy.deepcopy(loss)
         try:  # a forced engine may refuse a setting it cannot run, naming the engine
             runs[engine] = outcome(
                 partial(evaluate, loss, call, case.inputs), ("engine",), what=case.id
             )
         except Refused:
             return
-        _same_in_every_grad_mode(loss, call, runs[engine][0], rtol, f"{case.id} [{engine}]")
+        _same_in_every_grad_mode(before, call, runs[engine][0], rtol, f"{case.id} [{engine}]")
     (vd, gd), (vb, gb) = runs["dense"], runs["blocked"]
     # the size of a gradient of this value with respect to inputs of this size
     inputs = [v.detach().abs().max() for v in floating(call).values() if v.numel()]
