@@ -77,6 +77,15 @@ def build(entry: LossEntry, init: dict, **extra) -> torch.nn.Module:
     return entry.load()(**{**init, **extra})
 
 
+def seeded_call(loss: torch.nn.Module, call: dict):
+    """``loss(**call)`` from a fixed seed of torch's global generator (restored after): a loss
+    or miner that draws at random (distance-weighted sampling, histogram bins, random
+    sub-batches) draws the same in every call that is compared."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return loss(**call)
+
+
 def _with_grad(call: dict, inputs: tuple[str, ...] | None) -> tuple[dict, list[torch.Tensor]]:
     call = dict(call)
     names = differentiable(call) if inputs is None else inputs
@@ -99,7 +108,7 @@ def evaluate(
     finite."""
     call, inputs = _with_grad(call, inputs)
     params = [p for p in loss.parameters() if p.requires_grad]
-    value = loss(**call)
+    value = seeded_call(loss, call)
     assert isinstance(value, torch.Tensor), f"loss returned {type(value).__name__}"
     assert_finite(value, "value")
     wrt = inputs + params
@@ -120,8 +129,12 @@ def _same_in_every_grad_mode(loss, call, value, rtol, what) -> None:
     averages, per-sample temperatures, a memory) updates it on every call in training mode."""
     detached = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in call.items()}
     with torch.no_grad():
-        assert_close(copy.deepcopy(loss)(**detached), value, rtol, f"{what}: value under no_grad")
-    assert_close(copy.deepcopy(loss)(**detached), value, rtol, f"{what}: value with frozen inputs")
+        assert_close(
+            seeded_call(copy.deepcopy(loss), detached), value, rtol, f"{what}: value under no_grad"
+        )
+    assert_close(
+        seeded_call(copy.deepcopy(loss), detached), value, rtol, f"{what}: value with frozen inputs"
+    )
 
 
 def check_loss(case: Case) -> None:
@@ -176,7 +189,7 @@ def check_loss(case: Case) -> None:
 def _value_of(entry: LossEntry, init: dict, call: dict) -> Callable[[], torch.Tensor]:
     def ref():
         with torch.no_grad():
-            return build(entry, init)(**call)
+            return seeded_call(build(entry, init), call)
 
     return ref
 

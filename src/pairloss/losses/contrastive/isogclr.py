@@ -10,7 +10,14 @@ from torch import nn
 from ...errors import PairLossError
 from ...similarity import CosineSimilarity
 from ...two_towers import TowerObjective, run_towers
-from ...validation import check_bool, check_int, check_labels, check_real, check_tensor
+from ...validation import (
+    check_bool,
+    check_int,
+    check_labels,
+    check_ordered,
+    check_real,
+    check_tensor,
+)
 from .views import check_two_views
 
 
@@ -114,7 +121,8 @@ class ISogCLRLoss(nn.Module):
         self.eta = check_real(eta, "eta", low=0.0)
         self.beta = check_real(beta, "beta", low=0.0, high=1.0)
         self.tau_min = check_real(tau_min, "tau_min", low=0.0, low_open=True)
-        self.tau_max = check_real(tau_max, "tau_max (at least tau_min)", low=self.tau_min)
+        self.tau_max = check_real(tau_max, "tau_max", low=0.0, low_open=True)
+        check_ordered(self.tau_min, self.tau_max, "tau_min", "tau_max")
         self.engine, self.block_size = engine, block_size
         n = self.num_samples
         self.register_buffer("u", torch.zeros(n, dtype=torch.float64))
