@@ -65,6 +65,20 @@ def normalize_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x / row_scale(x), p=2, dim=1)
 
 
+def unit_vectors(x: torch.Tensor) -> torch.Tensor:
+    """``x / |x|`` along the last dimension of ``x`` [..., D] (views [V, B, D], heads [B, H, D]),
+    exact at any magnitude: :func:`normalize_rows` on the flattened rows."""
+    return normalize_rows(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+
+def cosine_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``torch.nn.functional.cosine_similarity(a, b, dim=1, eps=eps)`` of paired rows [B, D],
+    exact at any magnitude: each row is first divided by its power-of-two scale
+    (:func:`row_scale`; exact, and the cosine is invariant to it), so that the norms neither
+    overflow nor fall under ``eps``; bit-identical to torch's where those do not happen."""
+    return torch.nn.functional.cosine_similarity(a / row_scale(a), b / row_scale(b), dim=1, eps=eps)
+
+
 class DotForm:
     """A score that is an elementwise function of the dot product of prepared vectors,
     s = f(a . c), applied in place on a block: :meth:`scores_` turns a block of dot products

@@ -33,7 +33,10 @@ place; no autograd graph is built. The scores must then be the dot products of t
 rows (cosine or dot similarity).
 
 Both engines run the same objective and agree to rounding (tests hold them equal). The blocked
-engine gives first-order gradients only. fp16/bf16 inputs are computed in fp32 and the loss is
+engine gives first-order gradients only (a backward with ``create_graph=True``, forward-mode AD
+and torch.func transforms are refused with a PairLossError naming ``engine='dense'``; under a
+transform ``engine='auto'`` runs dense). A loss that leaves the range of its dtype (raw dot
+products of huge vectors in float32) raises a PairLossError naming the first tensor. fp16/bf16 inputs are computed in fp32 and the loss is
 returned in the input dtype.
 """
 
@@ -44,9 +47,18 @@ from dataclasses import dataclass
 
 import torch
 
-from .engine import BLOCK_CELLS_CUDA, MIN_BLOCK_ROWS, choose_engine, compute_dtype
+from .engine import (
+    BLOCK_CELLS_CUDA,
+    MIN_BLOCK_ROWS,
+    _first_order_only,
+    _FirstOrder,
+    _transformed,
+    choose_engine,
+    compute_dtype,
+)
 from .errors import PairLossError
 from .similarity import DotForm, Similarity
+from .validation import check_result
 
 LOGSUMEXP, SUM = "logsumexp", "sum"
 
@@ -166,7 +178,9 @@ class _Runner:
         self.objective, self.sim = objective, similarity
         self.tensors = [t.detach() for t in tensors]
         self.n_rows, self.block, self.use_fused = n_rows, block, fused
-        self.params = list(objective.params())
+        # the objective's parameters, then the similarity's (a learnable scale): the fused walk
+        # runs only without the latter, and hands back one gradient per objective parameter
+        self.params = list(objective.params()) + list(similarity.parameters())
 
     def _blocks(self):
         for start in range(0, self.n_rows, self.block):
@@ -287,8 +301,10 @@ class _Runner:
         return w
 
 
-class _Blocked(torch.autograd.Function):
-    """The blocked walks; gradients are computed in forward and scaled in backward."""
+class _Blocked(_FirstOrder):
+    """The blocked walks; gradients are computed in forward and scaled in backward (first
+    order only: a backward that asks for a graph, forward-mode AD and torch.func transforms are
+    refused naming the dense engine)."""
 
     @staticmethod
     def forward(ctx, runner: _Runner, *inputs):
@@ -316,6 +332,7 @@ class _Blocked(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
+        _first_order_only(torch.is_grad_enabled())
         grads, pgrads = ctx.grads
         if bool(grad_output == 1):
             # the usual loss.backward(): hand the buffers over without a copy
@@ -381,15 +398,14 @@ def run_towers(
     prepared = [similarity.prepare(t.to(dtype)) for t in tensors]
     n_rows = prepared[objective.panels[0][0]].shape[0]
     cells = sum(n_rows * prepared[c].shape[0] for _, c in objective.panels)
-    chosen = choose_engine(1, cells, engine)
+    chosen = choose_engine(1, cells, engine, transformed=_transformed(*tensors))
     if chosen == "dense":
         s = [similarity.matrix(prepared[a][:n_rows], prepared[c]) for a, c in objective.panels]
         rows, cols = objective.block(s, 0, n_rows)
         out = objective.combine(rows, cols)
-        return out.to(tensors[0].dtype)
+        return check_result(out.to(tensors[0].dtype), tensors[0], names[0])
     widest = max(prepared[c].shape[0] for _, c in objective.panels)
     block = block_size or tower_block_rows(widest * len(objective.panels), prepared[0].device)
-    params = list(objective.params())
     fused = (
         type(similarity.dot_form()) is DotForm  # scores are the prepared dot products
         and objective.fusable()
@@ -398,12 +414,12 @@ def run_towers(
     runner = _Runner(objective, similarity, prepared, n_rows, block, fused)
     if fused:
         objective.bind(runner.tensors)
-    inputs = (*prepared, *params)
+    inputs = (*prepared, *runner.params)
     if torch.is_grad_enabled():
         out = _Blocked.apply(runner, *inputs)
     else:
         out = _Blocked.forward(_NoGrad(len(inputs)), runner, *inputs)
-    return out.to(tensors[0].dtype)
+    return check_result(out.to(tensors[0].dtype), tensors[0], names[0])
 
 
 class _NoGrad:

@@ -159,6 +159,19 @@ def check_real(
     return v
 
 
+def check_ordered(
+    low: float, high: float, low_name: str, high_name: str, strict: bool = False
+) -> None:
+    """Two checked bounds in order: ``low <= high`` (``low < high`` when ``strict``); the
+    error names both, since either may be the one set wrongly."""
+    if low > high or (strict and low == high):
+        relation = "above" if strict else "at least"
+        raise PairLossError(
+            f"{high_name}: expected {relation} {low_name}, got {high_name}={high!r} and "
+            f"{low_name}={low!r}"
+        )
+
+
 def check_positive(value: object, name: str, strict: bool = True) -> float:
     """A finite real number > 0 (or >= 0 when ``strict`` is False)."""
     return check_real(value, name, low=0.0, low_open=strict)

@@ -16,6 +16,7 @@ losses) stays invariant at 1e-30 and 1e30.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 from collections.abc import Callable, Iterator
@@ -76,6 +77,15 @@ def build(entry: LossEntry, init: dict, **extra) -> torch.nn.Module:
     return entry.load()(**{**init, **extra})
 
 
+def seeded_call(loss: torch.nn.Module, call: dict):
+    """``loss(**call)`` from a fixed seed of torch's global generator (restored after): a loss
+    or miner that draws at random (distance-weighted sampling, histogram bins, random
+    sub-batches) draws the same in every call that is compared."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return loss(**call)
+
+
 def _with_grad(call: dict, inputs: tuple[str, ...] | None) -> tuple[dict, list[torch.Tensor]]:
     call = dict(call)
     names = differentiable(call) if inputs is None else inputs
@@ -98,7 +108,7 @@ def evaluate(
     finite."""
     call, inputs = _with_grad(call, inputs)
     params = [p for p in loss.parameters() if p.requires_grad]
-    value = loss(**call)
+    value = seeded_call(loss, call)
     assert isinstance(value, torch.Tensor), f"loss returned {type(value).__name__}"
     assert_finite(value, "value")
     wrt = inputs + params
@@ -114,11 +124,17 @@ def evaluate(
 
 def _same_in_every_grad_mode(loss, call, value, rtol, what) -> None:
     """The value with gradients equals the value under ``torch.no_grad()`` and the value with
-    inputs that need no gradient (a frozen encoder)."""
+    inputs that need no gradient (a frozen encoder). ``loss`` is in the state it had before
+    ``value`` was computed, and each call runs on a copy of it: a loss with state (moving
+    averages, per-sample temperatures, a memory) updates it on every call in training mode."""
     detached = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in call.items()}
     with torch.no_grad():
-        assert_close(loss(**detached), value, rtol, f"{what}: value under no_grad")
-    assert_close(loss(**detached), value, rtol, f"{what}: value with frozen inputs")
+        assert_close(
+            seeded_call(copy.deepcopy(loss), detached), value, rtol, f"{what}: value under no_grad"
+        )
+    assert_close(
+        seeded_call(copy.deepcopy(loss), detached), value, rtol, f"{what}: value with frozen inputs"
+    )
 
 
 def check_loss(case: Case) -> None:
@@ -128,6 +144,7 @@ def check_loss(case: Case) -> None:
         loss = outcome(
             lambda: build(entry, init), case.names, case.init_rule, f"{case.id} (constructor)"
         )
+        before = copy.deepcopy(loss)
         value, grads = outcome(
             lambda: evaluate(loss, call, case.inputs), case.names, case.rule, f"{case.id} (call)"
         )
@@ -135,7 +152,7 @@ def check_loss(case: Case) -> None:
         return
     dtype = next(iter(floating(call).values()), value).dtype
     rtol = tolerance(dtype)
-    _same_in_every_grad_mode(loss, call, value, rtol, case.id)
+    _same_in_every_grad_mode(before, call, value, rtol, case.id)
     if case.reference is not None:
         assert_close(value, case.reference(), case.ref_rtol, f"{case.id}: value vs reference")
     if not supports_engine(entry, init):
@@ -143,13 +160,14 @@ def check_loss(case: Case) -> None:
     runs = {}
     for engine in ("dense", "blocked"):
         loss = build(entry, init, engine=engine, block_size=BLOCK)
+        before = copy.deepcopy(loss)
         try:  # a forced engine may refuse a setting it cannot run, naming the engine
             runs[engine] = outcome(
                 partial(evaluate, loss, call, case.inputs), ("engine",), what=case.id
             )
         except Refused:
             return
-        _same_in_every_grad_mode(loss, call, runs[engine][0], rtol, f"{case.id} [{engine}]")
+        _same_in_every_grad_mode(before, call, runs[engine][0], rtol, f"{case.id} [{engine}]")
     (vd, gd), (vb, gb) = runs["dense"], runs["blocked"]
     # the size of a gradient of this value with respect to inputs of this size
     inputs = [v.detach().abs().max() for v in floating(call).values() if v.numel()]
@@ -171,7 +189,7 @@ def check_loss(case: Case) -> None:
 def _value_of(entry: LossEntry, init: dict, call: dict) -> Callable[[], torch.Tensor]:
     def ref():
         with torch.no_grad():
-            return build(entry, init)(**call)
+            return seeded_call(build(entry, init), call)
 
     return ref
 

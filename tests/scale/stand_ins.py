@@ -17,6 +17,6 @@ class SymmetricInfoNCE(nn.Module):
         ids = torch.arange(image_features.shape[0])
         t = 1.0 / float(logit_scale)
         loss = pairloss.NTXentLoss(temperature=t, distance=pairloss.DotProductSimilarity())
-        rows = loss(image_features, ids, ref_emb=text_features, ref_labels=ids)
-        cols = loss(text_features, ids, ref_emb=image_features, ref_labels=ids)
+        rows = loss(image_features, ids, ref_emb=text_features, ref_labels=ids.clone())
+        cols = loss(text_features, ids, ref_emb=image_features, ref_labels=ids.clone())
         return (rows + cols) / 2

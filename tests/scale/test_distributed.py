@@ -38,7 +38,7 @@ def test_every_catalogue_loss_equals_one_process(results):
     names = {case.split()[1] for case in found}
     assert names == {e.name for e in LOSSES}
     failed = {c: p for c, p in found.items() if p is not None and not p[1].startswith("skip")}
-    assert not failed, failed
+    assert not failed, "\n".join(f"{c}: {p}" for c, p in sorted(failed.items()))
     skipped = {c for c, p in found.items() if p is not None}
     # skips only where the loss itself refuses the input on one process
     for case in skipped:

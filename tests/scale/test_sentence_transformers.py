@@ -25,7 +25,9 @@ def test_ntxent_with_documents_as_reference_is_mnrl(seed):
         [q, d], None
     )
     ids = torch.arange(16)
-    got = pairloss.NTXentLoss(temperature=0.05)(q, ids, ref_emb=d, ref_labels=ids)
+    # ref_labels a tensor of its own: the very labels tensor would mean, as in
+    # pytorch-metric-learning, that ref_emb holds the anchors themselves (self pairs left out)
+    got = pairloss.NTXentLoss(temperature=0.05)(q, ids, ref_emb=d, ref_labels=ids.clone())
     torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
     for a, b in zip(torch.autograd.grad(got, [q, d]), torch.autograd.grad(want, [q, d])):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
@@ -55,7 +57,9 @@ def test_grad_cache_on_minilm_equals_cached_mnrl():
 
     torch.manual_seed(1)
     got = grad_cache_step(
-        lambda q, d: loss(q, ids, ref_emb=d, ref_labels=ids), [(encode, fq), (encode, fd)], 4
+        lambda q, d: loss(q, ids, ref_emb=d, ref_labels=ids.clone()),
+        [(encode, fq), (encode, fd)],
+        4,
     )
     torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
     # float32: differences relative to the largest gradient entry (some entries, e.g. the

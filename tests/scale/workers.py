@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
 
 import torch
 import torch.distributed as dist
@@ -145,6 +144,18 @@ def triplets_within(labels: torch.Tensor, lo: int, hi: int) -> tuple:
     return a[keep], p[keep], n[keep]
 
 
+def accepts(cls, init: dict, **extra) -> bool:
+    """Whether the loss's constructor takes the arguments ``extra`` (a ``**kwargs`` passed on
+    to a base that does not take them is a TypeError)."""
+    try:
+        cls(**init, **extra)
+    except TypeError:
+        return False
+    except PairLossError:
+        return True  # taken, refused for its value: the comparison reports it
+    return True
+
+
 def catalogue_cases(rank: int, groups: dict) -> dict:
     """Every catalogue loss, W = 3: its example call with dense and blocked engines, through
     gather='exact' and both modes of the wrapper; for the embeddings convention also a
@@ -159,9 +170,8 @@ def catalogue_cases(rank: int, groups: dict) -> dict:
         for entry in LOSSES:
             ex = example(entry, n=n, dim=5, seed=7)
             cls = entry.load()
-            takes = inspect.signature(cls.__init__).parameters
             variants = {"dense": {}}
-            if "engine" in takes or "kwargs" in takes:
+            if accepts(cls, ex.init, engine="blocked", block_size=2):
                 variants["blocked"] = {"engine": "blocked", "block_size": 2}
             keep = getattr(cls, "replicated_inputs", ())
             local = row_split(ex.call, sizes, rank, keep)
@@ -177,7 +187,7 @@ def catalogue_cases(rank: int, groups: dict) -> dict:
                 if entry.inputs != "embeddings" or not full:
                     continue
                 results.update(embedding_cases(tag, make, ex.call, sizes, rank, group))
-                if "reduction" in takes or "kwargs" in takes:
+                if accepts(cls, {**ex.init, **extra}, reduction="none"):
                     make_rows = functools.partial(cls, **{**ex.init, **extra, "reduction": "none"})
                     results[f"{tag} reduction none"] = compare(
                         make_rows, ex.call, local, rows, group, exact
@@ -202,7 +212,8 @@ def embedding_cases(tag, make, call, sizes, rank, group) -> dict:
     rows = {"embeddings": bounds(sizes, rank), "ref_emb": bounds(ref_sizes, rank)}
     out[f"{tag} ref_emb"] = compare(make, with_ref, local, rows, group, exact)
     for miner in (MultiSimilarityMiner(0.3), BatchHardMiner()):
-        mined = {**call, "indices_tuple": miner(call["embeddings"], call["labels"])}
+        # the miner as indices_tuple: mined inside the engine, each row against all candidates
+        mined = {**call, "indices_tuple": miner}
         local = row_split(mined, sizes, rank)
         out[f"{tag} {type(miner).__name__}"] = compare(
             make, mined, local, rows_of(call, sizes, rank), group, exact
@@ -343,7 +354,10 @@ def grad_cache_cases(rank: int, groups: dict) -> dict:
                 ntx(torch.cat(parts_q), y).backward()
             else:
                 ids = torch.arange(12)
-                ntx(torch.cat(parts_q), ids, ref_emb=torch.cat(parts_d), ref_labels=ids).backward()
+                # ref_labels a tensor of its own (the labels tensor itself means self pairs)
+                ntx(
+                    torch.cat(parts_q), ids, ref_emb=torch.cat(parts_d), ref_labels=ids.clone()
+                ).backward()
             nets = (copy.deepcopy(q_net), copy.deepcopy(d_net))
             loss = set_gather(pairloss.NTXentLoss(temperature=0.1), "exact", group)
             torch.manual_seed(100 + rank)
@@ -354,7 +368,7 @@ def grad_cache_cases(rank: int, groups: dict) -> dict:
                 ids = batch_ids(hi - lo, group)
 
                 def step_loss(q, d, loss=loss, ids=ids):
-                    return loss(q, ids, ref_emb=d, ref_labels=ids)
+                    return loss(q, ids, ref_emb=d, ref_labels=ids.clone())
 
                 towers_in = [(nets[0], xq[lo:hi]), (nets[1], xd[lo:hi])]
                 grad_cache_step(step_loss, towers_in, 3, group=group)

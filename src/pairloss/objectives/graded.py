@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..similarity import normalize_rows
+
 
 def ranked_pairs_logsumexp(
     scores: torch.Tensor, labels: torch.Tensor, scale: float
@@ -46,7 +48,7 @@ def angle_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     if a.shape[1] % 2:
         a, b = F.pad(a, (0, 1)), F.pad(b, (0, 1))
-    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    a, b = normalize_rows(a), normalize_rows(b)
     a_re, a_im = a.chunk(2, dim=1)
     b_re, b_im = b.chunk(2, dim=1)
     cosines = (a * b).sum(dim=1)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import PairLossError
+from ..similarity import normalize_rows, power_of_two_scale
+
 
 def batch_standardise(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """(z - mean) / sqrt(var + eps) per feature over the batch, with the biased variance (what
@@ -47,18 +50,33 @@ def covariance_term(z: torch.Tensor) -> torch.Tensor:
     return off_diagonal(cov).pow(2).sum() / z.shape[1]
 
 
-def whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+def whiten(x: torch.Tensor, eps: float = 0.0, name: str = "x") -> torch.Tensor:
     """Whitened rows: ``W (x_i - mean)`` with ``W = L^{-1}``, ``L L^T`` the Cholesky factor of
     the (unbiased, shrunk by ``eps`` towards the identity) feature covariance of ``x``
-    [n, D] (W-MSE's whitening; needs n > D)."""
+    [n, D] (W-MSE's whitening; needs n > D).
+
+    Without shrinkage the whitened rows do not depend on the scale of ``x``, so ``x`` is first
+    divided by its power-of-two scale (exact, see
+    :func:`~pairloss.similarity.power_of_two_scale`): the covariance neither overflows nor
+    underflows at any magnitude. A covariance that is not positive definite (fewer distinct
+    rows than features, a constant feature) raises a PairLossError naming ``name``."""
+    if eps == 0:
+        x = x / power_of_two_scale(x)
     xc = x - x.mean(dim=0)
     cov = xc.T @ xc / (x.shape[0] - 1)
     eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
     cov = (1 - eps) * cov + eps * eye
-    inv_sqrt = torch.linalg.solve_triangular(torch.linalg.cholesky(cov), eye, upper=False)
+    factor, info = torch.linalg.cholesky_ex(cov)
+    if bool(info):
+        raise PairLossError(
+            f"{name}: the feature covariance of a whitening sub-batch is not positive definite "
+            "(constant or linearly dependent features); expected features of full rank, or "
+            "eps > 0"
+        )
+    inv_sqrt = torch.linalg.solve_triangular(factor, eye, upper=False)
     return xc @ inv_sqrt.T
 
 
 def normalised_mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean over rows of ``|x/|x| - y/|y||^2 = 2 - 2 cos(x, y)``."""
-    return 2 - 2 * (F.normalize(x, dim=1) * F.normalize(y, dim=1)).sum(dim=1).mean()
+    return 2 - 2 * (normalize_rows(x) * normalize_rows(y)).sum(dim=1).mean()

@@ -214,7 +214,8 @@ def _gradcache_measure(which: str, data_dir: str, pairs: int, chunk: int, thread
         return model(_trimmed(features))["sentence_embedding"]
 
     def mnrl(q, d):
-        return ntxent(q, ids, ref_emb=d, ref_labels=ids)
+        # ref_labels a tensor of its own: the labels tensor itself would mean self pairs
+        return ntxent(q, ids, ref_emb=d, ref_labels=ids.clone())
 
     base = _rss_mb()
     torch.manual_seed(0)

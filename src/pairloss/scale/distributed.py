@@ -265,7 +265,13 @@ def _rebuild(value, path: str, gathered: dict):
         return gathered.get(path, value)
     if isinstance(value, (tuple, list)):
         items = [_rebuild(v, f"{path}[{i}]", gathered) for i, v in enumerate(value)]
-        return type(value)(items) if isinstance(value, tuple) else items
+        if isinstance(value, list):
+            return items
+        if hasattr(value, "_fields"):  # a named tuple keeps its type
+            return type(value)(*items)
+        # a plain tuple of the gathered indices (a miner's output keeps its link to the local
+        # tensors it was mined on, which the gathered batch is not)
+        return tuple(items)
     return value
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...engine import compute_dtype
 from ...errors import PairLossError
-from ...similarity import DotProductSimilarity
+from ...similarity import DotProductSimilarity, normalize_rows
 from ...two_towers import TowerObjective, run_towers
-from ...validation import check_int, check_real, check_tensor
+from ...validation import check_int, check_ordered, check_real, check_tensor
 
 
 def temperature_regulariser(tau: torch.Tensor, dim: int) -> torch.Tensor:
@@ -93,7 +94,8 @@ class AMCLLoss(nn.Module):
         self.num_heads = check_int(num_heads, "num_heads", minimum=1)
         self.beta = check_real(beta, "beta", low=0.0)
         self.tau_min = check_real(tau_min, "tau_min", low=0.0, low_open=True)
-        self.tau_max = check_real(tau_max, "tau_max", low=self.tau_min, low_open=True)
+        self.tau_max = check_real(tau_max, "tau_max", low=0.0, low_open=True)
+        check_ordered(self.tau_min, self.tau_max, "tau_min", "tau_max", strict=True)
         self.topk = check_int(topk, "topk", minimum=1)
         hidden = self.dim if hidden_dim is None else check_int(hidden_dim, "hidden_dim", minimum=1)
         self.phi = nn.Sequential(
@@ -105,10 +107,16 @@ class AMCLLoss(nn.Module):
         """The temperature of a pair from its ``phi`` score."""
         return self.tau_min + (self.tau_max - self.tau_min) * torch.sigmoid(-score)
 
+    def _phi(self, x: torch.Tensor) -> torch.Tensor:
+        """``phi(x)`` in ``x``'s dtype: the parameters are cast (differentiably) to it, so that
+        float64 features keep float64 temperatures and the parameters still get gradients."""
+        params = {k: v.to(x.dtype) for k, v in self.phi.named_parameters()}
+        return torch.func.functional_call(self.phi, params, (x,))
+
     def _direction(self, a: torch.Tensor, p: torch.Tensor, candidates: torch.Tensor):
-        a, p = nn.functional.normalize(a, dim=1), nn.functional.normalize(p, dim=1)
-        c = nn.functional.normalize(candidates, dim=1)
-        phi_a, phi_p, phi_c = self.phi(a), self.phi(p), self.phi(c)
+        a, p = normalize_rows(a), normalize_rows(p)
+        c = normalize_rows(candidates)
+        phi_a, phi_p, phi_c = self._phi(a), self._phi(p), self._phi(c)
         tau_pos = self.temperature((phi_a * phi_p).sum(dim=1))
         positive = -(a * p).sum(dim=1) / tau_pos + self.beta * temperature_regulariser(
             tau_pos, self.dim
@@ -138,6 +146,8 @@ class AMCLLoss(nn.Module):
             raise PairLossError(f"z2: has shape {tuple(z2.shape)} but z1 has {tuple(z1.shape)}")
         if z1.shape[0] < 2:
             raise PairLossError("z1: expected at least 2 samples (the negatives are the others)")
+        out_dtype = z1.dtype
+        z1, z2 = z1.to(compute_dtype(z1)), z2.to(compute_dtype(z1))
         total = 0
         for h in range(self.num_heads):
             a, p = z1[:, h], z2[:, h]
@@ -145,7 +155,7 @@ class AMCLLoss(nn.Module):
             forward = self._direction(a, p, both)
             backward = self._direction(p, a, torch.cat([p, a]))
             total = total + (forward + backward) / 2
-        return total
+        return total.to(out_dtype)
 
 
 def amcl(

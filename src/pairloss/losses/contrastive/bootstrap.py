@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ...errors import PairLossError
+from ...similarity import cosine_rows
 from ...validation import check_bool, check_real
 from .views import check_two_views
 
@@ -45,7 +46,7 @@ class NegativeCosineLoss(nn.Module):
         p, z = check_two_views(p, z, names=names)
         if self.stop_gradient:
             z = z.detach()
-        return -nn.functional.cosine_similarity(p, z, dim=1, eps=self.eps).mean()
+        return -cosine_rows(p, z, eps=self.eps).mean()
 
     def forward(
         self,

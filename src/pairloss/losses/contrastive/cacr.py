@@ -8,7 +8,7 @@ import itertools
 import torch
 from torch import nn
 
-from ...similarity import CosineSimilarity
+from ...similarity import CosineSimilarity, unit_vectors
 from ...two_towers import TowerObjective, run_towers
 from ...validation import check_choice, check_real
 from .views import check_views
@@ -101,7 +101,7 @@ class CACRLoss(nn.Module):
     def forward(self, views) -> torch.Tensor:
         """The loss of V views of B samples."""
         z = check_views(views)
-        unit = nn.functional.normalize(z, dim=2)
+        unit = unit_vectors(z)
         pull = attraction(unit, self.alpha, self.tau_pos)
         if z.shape[1] < 2:
             return pull

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from ...errors import PairLossError
+from ...similarity import normalize_rows
 from ...validation import check_choice, check_embeddings, check_real, check_tensor
 
 
@@ -106,7 +107,7 @@ class GuideFilter:
         self.margin = check_real(margin, "margin")
         self.strategy = check_choice(strategy, "margin_strategy", ("absolute", "relative"))
         self.guides = [
-            torch.nn.functional.normalize(check_embeddings(g, f"guides[{k}]").detach(), dim=1)
+            normalize_rows(check_embeddings(g, f"guides[{k}]").detach())
             for k, g in enumerate(guides)
         ]
         q, d = self.guides[0], self.guides[1]

@@ -7,20 +7,20 @@ from torch import nn
 
 from ...errors import PairLossError
 from ...objectives.graded import angle_similarity, ranked_pairs_logsumexp
-from ...validation import check_choice, check_real, check_tensor
+from ...similarity import cosine_rows
+from ...validation import check_choice, check_real, check_result, check_tensor
 from .towers import check_towers
 
 
 def check_scores(scores: object, n: int, name: str = "scores") -> torch.Tensor:
-    """``n`` finite gold scores (any real or bool dtype; a [n, 1] column is accepted)."""
+    """``n`` finite gold scores as a 1-D [n] tensor (any real or bool dtype)."""
     scores = check_tensor(scores, name)
-    if scores.numel() != n or scores.dim() > 2 or (scores.dim() == 2 and scores.shape[1] != 1):
+    if scores.dim() != 1 or scores.shape[0] != n:
         raise PairLossError(
             f"{name}: expected {n} gold scores (one per pair), got shape {tuple(scores.shape)}"
         )
     if scores.is_complex():
         raise PairLossError(f"{name}: expected real scores, got dtype {scores.dtype}")
-    scores = scores.reshape(-1)
     if scores.dtype == torch.bool:
         scores = scores.long()
     if scores.is_floating_point() and not bool(torch.isfinite(scores).all()):
@@ -35,7 +35,7 @@ def pair_similarity(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor
         a, b = a.float(), b.float()
     if kind == "angle":
         return angle_similarity(a, b)
-    return torch.nn.functional.cosine_similarity(a, b, dim=1)
+    return cosine_rows(a, b)
 
 
 def _check_pairs(a, b, scores):
@@ -144,7 +144,7 @@ class CosineSimilarityLoss(nn.Module):
         fn = {"mse": nn.functional.mse_loss, "l1": nn.functional.l1_loss}.get(
             self.loss, nn.functional.huber_loss
         )
-        return fn(s, y.to(s.dtype)).to(embeddings_a.dtype)
+        return check_result(fn(s, y.to(s.dtype)).to(embeddings_a.dtype), y, "scores")
 
 
 def cosent(embeddings_a, embeddings_b, scores, scale: float = 20.0) -> torch.Tensor:

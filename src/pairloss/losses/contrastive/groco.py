@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ...objectives.sorting import cauchy_sort
-from ...similarity import CosineSimilarity
+from ...similarity import CosineSimilarity, unit_vectors
 from ...two_towers import TowerObjective, run_towers
 from ...validation import check_bool, check_choice, check_int, check_real
 from .views import check_views
@@ -99,7 +99,7 @@ class GroCoLoss(nn.Module):
         block_size: int | None = None,
     ) -> None:
         super().__init__()
-        self.topk_neg = check_int(topk_neg, "topk_neg", minimum=0)
+        self.topk_neg = check_int(topk_neg, "topk_neg", minimum=1)
         self.steepness = check_real(steepness, "steepness", low=0.0, low_open=True)
         self.stop_gradient = check_bool(stop_gradient, "stop_gradient")
         self.engine = check_choice(engine, "engine", ("auto", "dense", "blocked"))
@@ -109,7 +109,7 @@ class GroCoLoss(nn.Module):
         """The loss of V views of B samples."""
         z = check_views(views)
         n_views = z.shape[0]
-        unit = nn.functional.normalize(z, dim=2)
+        unit = unit_vectors(z)
         target = unit.detach() if self.stop_gradient else unit
         positives = torch.stack(
             [

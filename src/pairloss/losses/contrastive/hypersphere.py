@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ...objectives.tower_softmax import finite_logsumexp
-from ...similarity import CosineSimilarity
+from ...similarity import CosineSimilarity, normalize_rows
 from ...two_towers import TowerObjective, run_towers
 from ...validation import check_choice, check_embeddings, check_real
 from .views import check_two_views
@@ -31,7 +31,7 @@ class AlignmentLoss(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The alignment of B positive pairs."""
         a, b = check_two_views(x, y, names=("x", "y"))
-        diff = nn.functional.normalize(a, dim=1) - nn.functional.normalize(b, dim=1)
+        diff = normalize_rows(a) - normalize_rows(b)
         return diff.norm(dim=1).pow(self.alpha).mean()
 
 

@@ -10,7 +10,14 @@ from torch import nn
 from ...errors import PairLossError
 from ...similarity import CosineSimilarity
 from ...two_towers import TowerObjective, run_towers
-from ...validation import check_bool, check_int, check_real, check_tensor
+from ...validation import (
+    check_bool,
+    check_int,
+    check_labels,
+    check_ordered,
+    check_real,
+    check_tensor,
+)
 from .views import check_two_views
 
 
@@ -114,7 +121,8 @@ class ISogCLRLoss(nn.Module):
         self.eta = check_real(eta, "eta", low=0.0)
         self.beta = check_real(beta, "beta", low=0.0, high=1.0)
         self.tau_min = check_real(tau_min, "tau_min", low=0.0, low_open=True)
-        self.tau_max = check_real(tau_max, "tau_max", low=self.tau_min)
+        self.tau_max = check_real(tau_max, "tau_max", low=0.0, low_open=True)
+        check_ordered(self.tau_min, self.tau_max, "tau_min", "tau_max")
         self.engine, self.block_size = engine, block_size
         n = self.num_samples
         self.register_buffer("u", torch.zeros(n, dtype=torch.float64))
@@ -124,13 +132,7 @@ class ISogCLRLoss(nn.Module):
     def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, index: torch.Tensor):
         """The surrogate loss of one batch (and, in training mode, the state update)."""
         a, b = check_two_views(view_a, view_b, min_batch=2, names=("view_a", "view_b"))
-        index = check_tensor(index, "index")
-        if index.dim() != 1 or index.shape[0] != a.shape[0] or index.is_floating_point():
-            raise PairLossError(
-                f"index: expected a 1-D integer tensor of {a.shape[0]} dataset indices, got "
-                f"shape {tuple(index.shape)} and dtype {index.dtype}"
-            )
-        index = index.to(self.u.device).long()
+        index = check_labels(index, a.shape[0], "index").to(self.u.device)
         if int(index.min()) < 0 or int(index.max()) >= self.num_samples:
             raise PairLossError(
                 f"index: expected indices in [0, {self.num_samples}), got range "
@@ -143,7 +145,9 @@ class ISogCLRLoss(nn.Module):
             a, b, tau, u_old, first, self.gamma, self.engine, self.block_size
         )
         if self.training:
-            self._update(index, stats)
+            stats = [tuple(_plain(t, index) for t in pair) for pair in stats]
+            with torch._C._DisableFuncTorch():  # the state is no input of a transformed function
+                self._update(index, stats)
         return loss
 
     @torch.no_grad()
@@ -156,6 +160,26 @@ class ISogCLRLoss(nn.Module):
         self.grad_tau[index] = (1 - self.beta) * self.grad_tau[index] + self.beta * grad.to(self.u)
         step = self.tau[index] - self.eta * self.grad_tau[index]
         self.tau[index] = step.clamp(self.tau_min, self.tau_max)
+
+
+def _plain(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The values of a state statistic as a plain tensor: under ``torch.func.grad`` or ``jvp``
+    the statistics (constants of the gradient) arrive wrapped by the transform, and writing a
+    wrapped tensor into the module's buffers is refused by torch; their values are the
+    unwrapped tensor, written with the transforms disabled. Under ``vmap`` one state update per
+    mapped call is undefined."""
+    from torch._C._functorch import get_unwrapped, is_batchedtensor, is_functorch_wrapped_tensor
+
+    while is_functorch_wrapped_tensor(t):
+        if is_batchedtensor(t):
+            raise PairLossError(
+                "index: ISogCLRLoss updates its per-sample state in training mode, which has no "
+                "meaning under torch.func.vmap; expected loss.eval() (no update) inside vmap"
+            )
+        t = get_unwrapped(t)
+    if t.shape != index.shape:
+        raise PairLossError(f"index: expected {index.shape[0]} state entries, got {t.shape}")
+    return t
 
 
 def isogclr_terms(a, b, tau, u_old, first, gamma, engine="auto", block_size=None):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ...objectives.tower_softmax import finite_logsumexp
-from ...similarity import CosineSimilarity
+from ...similarity import CosineSimilarity, unit_vectors
 from ...two_towers import TowerObjective, run_towers
 from ...validation import check_choice, check_positive
 from .views import check_views
@@ -152,9 +152,7 @@ class MVDHELLoss(nn.Module):
         """The loss of V views of B samples."""
         z = check_views(views)
         n_views = z.shape[0]
-        unit = nn.functional.normalize(
-            z.float() if z.dtype in (torch.float16, torch.bfloat16) else z, dim=2
-        )
+        unit = unit_vectors(z.float() if z.dtype in (torch.float16, torch.bfloat16) else z)
         pairs = list(itertools.combinations(range(n_views), 2))
         positives = torch.stack(
             [(unit[v] * unit[w]).sum(dim=1) / self.temperature for v, w in pairs], dim=1

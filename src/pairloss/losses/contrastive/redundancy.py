@@ -14,7 +14,7 @@ from ...objectives.redundancy import (
     variance_term,
     whiten,
 )
-from ...validation import check_int, check_real
+from ...validation import check_int, check_real, check_result
 from .views import check_two_views, check_views
 
 
@@ -89,7 +89,7 @@ class ViewVICRegLoss(nn.Module):
         loss = (
             self.lambda_param * invariance + self.mu_param * variance + self.nu_param * covariance
         )
-        return loss.to(z_a.dtype)
+        return check_result(loss.to(z_a.dtype), a, "z_a")
 
 
 class WMSELoss(nn.Module):
@@ -139,7 +139,7 @@ class WMSELoss(nn.Module):
             white = torch.empty_like(z)
             for idx in torch.randperm(b).view(-1, self.w_size).to(z.device):
                 for v in range(n_views):
-                    white[v, idx] = whiten(z[v, idx], self.eps)
+                    white[v, idx] = whiten(z[v, idx], self.eps, "views")
             for i in range(n_views - 1):
                 for j in range(i + 1, n_views):
                     loss = loss + normalised_mse(white[i], white[j])

@@ -11,7 +11,8 @@ from torch import nn
 
 from ...errors import PairLossError
 from ...objectives.tower_softmax import SoftmaxTowers
-from ...validation import check_bool, check_choice, check_embeddings, check_real
+from ...similarity import normalize_rows
+from ...validation import check_bool, check_choice, check_embeddings, check_real, check_tensor
 from .clip import as_scale, check_logit_scale
 from .in_batch import InBatchNegativesLoss
 from .towers import TowerLoss, check_params_device, check_towers
@@ -25,10 +26,13 @@ def _weight_blocks(
     """``f(start, end) -> [end - start, n_cols]`` from a [n_rows, n_cols] tensor or such a
     callable (checked on each call: finite and non-negative)."""
     if isinstance(weights, torch.Tensor):
+        check_tensor(weights, name)
         if tuple(weights.shape) != (n_rows, n_cols):
             raise PairLossError(
                 f"{name}: expected shape ({n_rows}, {n_cols}), got {tuple(weights.shape)}"
             )
+        if weights.is_complex():
+            raise PairLossError(f"{name}: expected real weights, got dtype {weights.dtype}")
         table = weights.detach()
 
         def fn(start: int, end: int) -> torch.Tensor:
@@ -118,7 +122,7 @@ class CWCLLoss(TowerLoss):
 def _cwcl(loss: TowerLoss, u, v, weights, scale, params) -> torch.Tensor:
     n = u.shape[0]
     if weights is None:
-        unit = nn.functional.normalize(u.detach(), dim=1)
+        unit = normalize_rows(u.detach())
 
         def weights(start: int, end: int) -> torch.Tensor:
             return (1 + unit[start:end] @ unit.T) / 2
