@@ -229,7 +229,22 @@ def fused_form_applies(module: nn.Module, forms: Sequence[str], reads: Sequence[
 def listed_pairs(indices_tuple, n_anchors: int, n_candidates: int, device):
     """pytorch-metric-learning's ``convert_to_pairs`` of an explicit ``indices_tuple``, checked:
     pairs ``(a1, p, a2, n)`` as they are, triplets ``(a, p, n)`` as ``(a, p, a, n)`` (a pair
-    listed twice counts twice)."""
+    listed twice counts twice). A :class:`~pairloss.relations.Relation` (or a
+    :class:`~pairloss.mining.MinedRelation` without a miner, as memory banks pass) gives every
+    pair it marks, row-major."""
+    if isinstance(indices_tuple, MinedRelation):
+        if indices_tuple.miner is not None:
+            raise PairLossError(
+                "miner: this loss lists its pairs and cannot apply a miner inside the engine; "
+                "expected the miner's index tuple as indices_tuple"
+            )
+        indices_tuple = indices_tuple.relation
+    if isinstance(indices_tuple, Relation):
+        check_relation_shape(indices_tuple, n_anchors, n_candidates)
+        pos, neg = indices_tuple.block(0, n_anchors)
+        a1, p = torch.where(pos.to(device))
+        a2, n = torch.where(neg.to(device))
+        return a1, p, a2, n
     if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
         raise PairLossError(
             "indices_tuple: expected (anchors, positives, negatives) or "

@@ -130,7 +130,7 @@ class DynamicSoftMarginLoss(PairLossModule):
         b = embeddings.shape[0]
         n_cand = b if ref_emb is None else ref_emb.shape[0]
         a1, p, a2, n = listed_pairs(indices_tuple, b, n_cand, embeddings.device)
-        if len(indices_tuple) == 3:
+        if isinstance(indices_tuple, (tuple, list)) and len(indices_tuple) == 3:
             a, pp, nn_ = indices_tuple[0].to(embeddings.device), p, n
         else:
             ip, jn = torch.where(a1[:, None] == a2[None, :])

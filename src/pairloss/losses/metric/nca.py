@@ -7,6 +7,7 @@ import torch
 
 from ...engine import compute_dtype
 from ...errors import PairLossError
+from ...mining import MinedRelation
 from ...objectives.nca import nca_fused, nca_rows
 from ...reducers import MeanReducer
 from ...similarity import LpDistance, Similarity
@@ -62,9 +63,10 @@ class NCALoss(PairLossModule):
         embeddings = check_embeddings(embeddings, "embeddings")
         if labels is None:
             raise PairLossError("labels: required by NCALoss; expected a [batch] tensor")
-        relation, _, labels, _ = build_relation(embeddings, labels, None, ref_emb, ref_labels)
+        given = indices_tuple if isinstance(indices_tuple, MinedRelation) else None  # a memory's
+        relation, _, labels, _ = build_relation(embeddings, labels, given, ref_emb, ref_labels)
         weights = miner_weights(
-            indices_tuple,
+            None if given is not None else indices_tuple,
             embeddings.shape[0],
             ref_emb is not None,
             embeddings.device,

@@ -14,6 +14,7 @@ from ...errors import PairLossError
 from ...mining import (
     BatchEasyHardMiner,
     MinedIndices,
+    MinedRelation,
     Miner,
     TripletMarginMiner,
     random_triplets,
@@ -185,8 +186,12 @@ class TripletMarginLoss(PairLossModule):
     def _split_miners(self, indices_tuple, embeddings, labels, ref_emb, ref_labels):
         """(indices_tuple without a miner, triplet miner or None, pair miner or None): a miner
         passed as ``indices_tuple``, or the miner of a :class:`~pairloss.mining.MinedIndices`
-        mined on these very inputs with a rule the engine applies, replaces the indices."""
-        given = miner_in(indices_tuple, embeddings, labels, ref_emb, ref_labels)
+        mined on these very inputs with a rule the engine applies, replaces the indices; a
+        :class:`~pairloss.mining.MinedRelation` hands over its relation and its miner."""
+        if isinstance(indices_tuple, MinedRelation):
+            given, indices_tuple = indices_tuple.miner, indices_tuple.relation
+        else:
+            given = miner_in(indices_tuple, embeddings, labels, ref_emb, ref_labels)
         if (
             given is None
             and isinstance(indices_tuple, MinedIndices)
@@ -194,7 +199,7 @@ class TripletMarginLoss(PairLossModule):
             and indices_tuple.mined_on(embeddings, labels, ref_emb, ref_labels)
         ):
             given = indices_tuple.miner
-        if given is not None:
+        if given is not None and not isinstance(indices_tuple, Relation):
             indices_tuple = None
         triplet_miner = pair_miner = None
         for m in (self.miner, given):  # the constructor's miner first
