@@ -294,6 +294,14 @@ class GatheredCall:
             _GATHERED.reset(token)
 
 
+def row_mode(loss: object, mode: str) -> str:
+    """``mode``, except ``"replicated"`` for a loss whose class sets ``needs_all_rows``: one
+    that collects statistics inside its own engine walks (histograms, means of all pairs), which
+    a split of the rows would leave partial. Every process then evaluates all rows: the same
+    value and gradients, W times the work."""
+    return "replicated" if getattr(loss, "needs_all_rows", False) else mode
+
+
 def gather_call(
     forward, args: tuple, kwargs: dict, mode: str = "exact", group=None, replicated=()
 ) -> GatheredCall:
@@ -349,7 +357,7 @@ def _pre_hook(module: nn.Module, args: tuple, kwargs: dict):
     if mode is None or _GATHERED.get() or not is_distributed(group):
         return None
     replicated = getattr(module, "replicated_inputs", ())
-    call = gather_call(module.forward, args, kwargs, mode, group, replicated)
+    call = gather_call(module.forward, args, kwargs, row_mode(module, mode), group, replicated)
     stack = contextlib.ExitStack()
     stack.enter_context(call.scope())
     scopes[-1] = stack
@@ -427,7 +435,7 @@ class DistributedLossWrapper(nn.Module):
         """The wrapped loss's call, on the global batch."""
         if _GATHERED.get() or not is_distributed(self.group):
             return self.loss(*args, **kwargs)
-        mode = "exact" if self.efficient else "replicated"
+        mode = row_mode(self.loss, "exact" if self.efficient else "replicated")
         replicated = getattr(self.loss, "replicated_inputs", ())
         call = gather_call(self.loss.forward, args, kwargs, mode, self.group, replicated)
         with call.scope():

@@ -47,6 +47,8 @@ class DynamicSoftMarginLoss(PairLossModule):
     scalar; no triplet gives 0 (and leaves the histogram as it was).
     """
 
+    needs_all_rows = True  # statistics of its own walks: see pairloss.scale.distributed.row_mode
+
     default_reduction = "mean_terms"
     components = (Component("loss", "already_reduced"),)
 

@@ -54,6 +54,8 @@ class HistogramLoss(PairLossModule):
     Shapes: embeddings [B, D], labels [B]. Returns a scalar; no triplet gives 0.
     """
 
+    needs_all_rows = True  # statistics of its own walks: see pairloss.scale.distributed.row_mode
+
     default_reduction = "sum"
     components = (Component("loss", "already_reduced"),)
 

@@ -56,6 +56,8 @@ class IntraPairVarianceLoss(PairLossModule):
     A kind without pairs contributes 0.
     """
 
+    needs_all_rows = True  # statistics of its own walks: see pairloss.scale.distributed.row_mode
+
     default_reduction = "mean_terms"
     components = (
         Component("pos_loss", "pos_pair", "cells"),
