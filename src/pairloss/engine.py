@@ -982,14 +982,17 @@ def run_slate(
     query (no gradient; None when the blocked engine ran ``fused``). ``engine``: "dense" (one
     block of all rows, autograd), "blocked" (row blocks of ``block_size`` items, default
     :func:`default_slate_block`; gradients computed in the forward pass, by ``fused`` when
-    given), or "auto" (dense when Q x L x L is at most ``DENSE_MAX_CELLS``).
+    given), or "auto" (dense when Q x L x L is at most ``DENSE_MAX_CELLS``, and always under a
+    ``torch.func`` transform or forward-mode AD). As everywhere, the blocked engine gives
+    first-order gradients only: ``create_graph=True``, forward-mode AD and ``torch.func`` with a
+    forced ``engine="blocked"`` raise :class:`~pairloss.errors.PairLossError`.
     """
     if block_size is not None and (
         isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1
     ):
         raise PairLossError(f"block_size: expected a positive int, got {block_size!r}")
     n_queries, n_items = scores.shape
-    chosen = choose_engine(n_queries * n_items, n_items, engine)
+    chosen = choose_engine(n_queries * n_items, n_items, engine, transformed=_transformed(scores))
     if chosen == "dense":
         values, counts = objective(scores, scores, 0, n_items)
         return values.sum(dim=1), counts.detach().sum(dim=1).to(values.dtype)
@@ -1033,9 +1036,10 @@ def _slate_walk(walk, block: int, s: torch.Tensor, need: bool):
     return values, counts, grad
 
 
-class _SlateBlocked(torch.autograd.Function):
+class _SlateBlocked(_FirstOrder):
     """Per-query sums of a blocked slate walk: the gradient is computed in forward (one walk)
-    and only scaled per query in backward (each query's scores reach only its own sum)."""
+    and only scaled per query in backward (each query's scores reach only its own sum); first
+    order only, as every blocked walk."""
 
     @staticmethod
     def forward(ctx, walk, block: int, scores: torch.Tensor):
@@ -1047,4 +1051,5 @@ class _SlateBlocked(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_values, grad_counts):
+        _first_order_only(torch.is_grad_enabled())
         return None, None, ctx.grad * grad_values[:, None].to(ctx.grad.dtype)

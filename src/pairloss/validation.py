@@ -213,6 +213,22 @@ def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
     return value
 
 
+def check_choices(value: object, name: str, choices: Iterable[str]) -> tuple[str, ...]:
+    """``value`` as a tuple if it is a non-empty list, tuple or set of strings from
+    ``choices``; else an error listing them (a single string is refused: it would be read as
+    its characters)."""
+    options = tuple(choices)
+    listed = ", ".join(repr(c) for c in options)
+    if not isinstance(value, (list, tuple, set, frozenset)) or not value:
+        raise PairLossError(
+            f"{name}: expected a non-empty list of names from {listed}, got {value!r}"
+        )
+    unknown = [v for v in value if not isinstance(v, str) or v not in options]
+    if unknown:
+        raise PairLossError(f"{name}: unknown {unknown!r}; expected names from {listed}")
+    return tuple(value)
+
+
 def check_callable(value: object, name: str) -> Callable:
     """``value`` if it is callable; else a :class:`PairLossError` naming ``name``."""
     if not callable(value):
@@ -309,6 +325,26 @@ def check_slate(
             "relevance >= 0 (the gains 2^rel - 1 or rel of NDCG)"
         )
     return scores, torch.where(valid, rel, torch.zeros_like(rel)), valid
+
+
+def check_exp2_gains(
+    relevance: torch.Tensor, valid: torch.Tensor, dtype: torch.dtype, name: str = "relevance"
+) -> None:
+    """Graded relevance [Q, L] whose exponential gains ``2^rel - 1`` (NDCG's default gain),
+    summed over a list of L items, stay finite in ``dtype``: every real label below
+    ``maxexp(dtype) - log2(L)`` (about 125 in float32 and 1021 in float64 for L = 6). Larger
+    labels would turn every gain and every NDCG into inf / inf; the error names ``name``."""
+    if not relevance.numel() or not bool(valid.any()):
+        return
+    top = float(torch.where(valid, relevance.detach(), 0.0).amax())
+    limit = math.log2(torch.finfo(dtype).max) - math.log2(relevance.shape[-1])
+    if top >= limit:
+        raise PairLossError(
+            f"{name}: the largest label, {top:.4g}, makes the exponential gain 2^rel - 1 of "
+            f"NDCG overflow {dtype} when summed over a list of {relevance.shape[-1]} items; "
+            f"expected graded relevance below {limit:.4g} (labels are usually 0-4), or a "
+            "linear gain"
+        )
 
 
 def check_logps(

@@ -49,11 +49,12 @@ def list_reward_accuracy(
     rewards: torch.Tensor,
     mask: torch.Tensor | None = None,
     beta: float = 0.1,
-) -> float:
+) -> float | None:
     """Listwise reward accuracy: over every pair of real responses of a list with different
     given rewards, the share where the implicit reward ``beta (logp - ref_logp)`` of the better
     response is strictly greater (TRL's strict > on pairs; at K = 2 it is
-    ``rewards/accuracies``). Returns NaN when no list has such a pair."""
+    ``rewards/accuracies``). None (undefined) when no list has such a pair (all rewards of
+    every list equal)."""
     from ..losses.preference._inputs import list_inputs
 
     beta = check_positive(beta, "beta")
@@ -62,4 +63,4 @@ def list_reward_accuracy(
     pairs = valid[:, :, None] & valid[:, None, :] & (t[:, :, None] > t[:, None, :])
     right = pairs & (r[:, :, None] > r[:, None, :])
     n = int(pairs.sum())
-    return float(right.sum()) / n if n else float("nan")
+    return float(right.sum()) / n if n else None

@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import PairLossError
-from ..validation import check_choice, check_int, check_slate
+from ..validation import check_choice, check_choices, check_exp2_gains, check_int, check_slate
 from ._format import format_table
 
 GAINS = ("exp2", "linear")
@@ -102,6 +101,8 @@ def dcg_at_k(
 
 
 def _dcg(s, rel, valid, order, k, gain, ties):
+    if gain == "exp2":
+        check_exp2_gains(rel, valid, torch.float64)
     g = torch.expm1(rel * math.log(2.0)) if gain == "exp2" else rel
     g_sorted = torch.gather(g, 1, order)
     disc = _discounts(s.shape[1], k, s)
@@ -253,6 +254,7 @@ def kendall_tau(
     ``reduction="none"``). Exact, O(L^2) per query, in chunks of queries of about
     ``chunk_cells`` pairs."""
     check_choice(reduction, "reduction", ("mean", "none"))
+    chunk_cells = check_int(chunk_cells, "chunk_cells", minimum=1)
     s, rel, valid = check_slate(
         scores, relevance, mask, padded_value_indicator, scores_name="scores"
     )
@@ -341,9 +343,7 @@ def ranking_metrics(
     from ._checks import check_cutoffs
 
     cutoffs = check_cutoffs(k, "k")
-    unknown = [m for m in metrics if m not in RANKING_METRICS]
-    if unknown or isinstance(metrics, str):
-        raise PairLossError(f"metrics: expected names from {RANKING_METRICS}, got {metrics!r}")
+    metrics = check_choices(metrics, "metrics", RANKING_METRICS)
     args = (scores, relevance)
     common = {"mask": mask, "padded_value_indicator": padded_value_indicator}
     _, rel, valid = check_slate(scores, relevance, mask, padded_value_indicator, nonnegative=True)

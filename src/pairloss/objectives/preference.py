@@ -66,8 +66,18 @@ def f_divergence_scores(logratios: torch.Tensor, kind: str, alpha: float) -> tor
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """``log(1 - e^x)`` for ``x < 0``, stable on both sides of ``-log 2`` (Maechler 2012)."""
-    return torch.where(x < -math.log(2.0), torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+    """``log(1 - e^x)`` for ``x < 0``, stable on both sides of ``-log 2`` (Maechler 2012).
+
+    Each branch is fed only the inputs it serves (the other side gets -1), so that the branch
+    not taken has a finite gradient: near 0 ``log1p(-e^x)`` is ``-inf`` and its gradient would
+    turn the masked gradient into NaN."""
+    far = x < -math.log(2.0)
+    other = torch.full_like(x, -1.0)
+    return torch.where(
+        far,
+        torch.log1p(-torch.exp(torch.where(far, x, other))),
+        torch.log(-torch.expm1(torch.where(far, other, x))),
+    )
 
 
 def dpo_type_losses(

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine import SlateObjective
+from .tail_logsumexp import tail_logsumexp
 
 LN2 = math.log(2.0)
 
@@ -280,9 +281,10 @@ def plackett_luce_terms(
 ) -> torch.Tensor:
     """Per position ``k`` of a given order: ``log sum_{j >= k} e^{s_j} - s_k`` over the real
     items (the negative log-likelihood of the Plackett-Luce model, term by term), 0 at padding;
-    [Q, L]. Computed with a reversed log-cumsum-exp (finite at any scale)."""
+    [Q, L]. Computed with a reversed log-cumsum-exp (finite at any scale) whose derivatives of
+    every order are exact (:func:`~pairloss.objectives.tail_logsumexp.tail_logsumexp`)."""
     x = torch.where(valid_in_order, scores_in_order, torch.full_like(scores_in_order, -math.inf))
-    tail = torch.flip(torch.logcumsumexp(torch.flip(x, [1]), dim=1), [1])
+    tail = tail_logsumexp(x)
     terms = tail - x
     return torch.where(valid_in_order, terms, torch.zeros_like(terms))
 

@@ -25,7 +25,7 @@ from ...objectives.ranking import (
     order_by_scores,
 )
 from ...reduction import check_reduction
-from ...validation import check_positive, check_scores_matrix, check_tensor
+from ...validation import check_exp2_gains, check_positive, check_scores_matrix, check_tensor
 from ._inputs import list_inputs
 
 LIST_REDUCTIONS = ("mean", "sum", "none")
@@ -95,6 +95,7 @@ class LiPOLambdaLoss(_ListLoss):
     def per_list(self, model, labels, valid):
         if bool((valid & (labels < 0)).any()):
             raise PairLossError("rewards: LiPO's labels must be >= 0 (gains 2^psi - 1)")
+        check_exp2_gains(labels, valid, model.dtype, "rewards")
         order = order_by_scores(model, valid)
         s = torch.gather(model, 1, order)
         psi = torch.gather(labels, 1, order)
@@ -243,8 +244,9 @@ class IREPOLoss(nn.Module):
     of the empirical preference, under the Bradley-Terry model). Default ``beta=0.1``.
 
     Call: ``loss(logps, ref_logps, preferences, mask=None)``: ``logps``, ``ref_logps`` [B, K],
-    ``preferences`` [B, K, K] with ``preferences[b, i, j] = p_hat_ij`` (read for ``i < j``).
-    A preference pair is K = 2 with ``preferences[:, 0, 1] = p_hat``.
+    ``preferences`` [B, K, K] with ``preferences[b, i, j] = p_hat_ij`` (read for ``i < j``;
+    every entry between two real responses must be finite, the diagonal and the lower triangle
+    too). A preference pair is K = 2 with ``preferences[:, 0, 1] = p_hat``.
     """
 
     def __init__(self, beta: float = 0.1, eps: float = 1e-3, reduction: str = "mean") -> None:
@@ -276,7 +278,12 @@ class IREPOLoss(nn.Module):
         upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=x.device), diagonal=1)
         pairs = valid[:, :, None] & valid[:, None, :] & upper
         p = p.to(x.dtype)
-        if bool((pairs & ~(torch.isfinite(p) & (p >= 0) & (p <= 1))).any()):
+        real = valid[:, :, None] & valid[:, None, :]
+        if bool((real & ~torch.isfinite(p)).any()):
+            raise PairLossError(
+                "preferences: contains NaN or Inf between real responses; expected finite values"
+            )
+        if bool((pairs & ~((p >= 0) & (p <= 1))).any()):
             raise PairLossError("preferences: expected probabilities in [0, 1] for i < j")
         p = torch.where(pairs, p, torch.full_like(p, 0.5)).clamp(self.eps, 1 - self.eps)
         r = self.beta * (x - ref)

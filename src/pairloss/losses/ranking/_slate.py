@@ -7,7 +7,14 @@ from torch import nn
 
 from ...engine import compute_dtype
 from ...reduction import check_reduction
-from ...validation import check_choice, check_int, check_real, check_slate
+from ...validation import (
+    check_choice,
+    check_exp2_gains,
+    check_int,
+    check_real,
+    check_result,
+    check_slate,
+)
 
 SLATE_REDUCTIONS = ("mean", "sum", "none")
 ENGINES = ("auto", "dense", "blocked")
@@ -46,7 +53,9 @@ class SlateLoss(nn.Module):
     (allRank's convention, default -1; None turns it off). Padded items never reach the loss
     (any value, NaN included, is ignored and gets zero gradient), so the result does not depend
     on how much padding a slate has. fp16/bf16 scores are computed in fp32 and the loss is
-    returned in the scores' dtype.
+    returned in the scores' dtype. Labels whose exponential gains ``2^rel - 1`` overflow (a loss
+    with ``exp2_gains``) and a loss that leaves the range of its dtype (scores or teacher
+    scores of huge magnitude) raise :class:`~pairloss.errors.PairLossError`.
 
     ``engine`` (``"auto"``, ``"dense"``, ``"blocked"``) and ``block_size`` choose how the losses
     that compare items in pairs walk them (:func:`pairloss.engine.run_slate`); the listwise
@@ -57,6 +66,7 @@ class SlateLoss(nn.Module):
     """
 
     nonnegative_relevance = False
+    exp2_gains = False  # whether the loss computes NDCG's gains 2^rel - 1 from the relevance
 
     def __init__(
         self,
@@ -89,6 +99,9 @@ class SlateLoss(nn.Module):
             nonnegative=self.nonnegative_relevance,
         )
         dtype = compute_dtype(s)
+        if self.exp2_gains:
+            check_exp2_gains(rel, valid, dtype)
         s = torch.where(valid, s.to(dtype), torch.zeros((), dtype=dtype, device=s.device))
         values, counts = self.per_query(s, rel.to(dtype), valid)
-        return reduce_slate(values, counts, self.reduction).to(scores.dtype)
+        out = reduce_slate(values, counts, self.reduction).to(scores.dtype)
+        return check_result(out, torch.where(valid, scores.detach(), 0), "scores")

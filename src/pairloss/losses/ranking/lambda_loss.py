@@ -127,6 +127,7 @@ class LambdaLoss(SlateLoss):
     ) -> None:
         super().__init__(reduction, padded_value_indicator, engine, block_size)
         self.weighting_scheme = check_scheme(weighting_scheme)
+        self.exp2_gains = not self.weighting_scheme.startswith("ranknet")
         self.k = check_k(k)
         self.k_pairs = check_choice(k_pairs, "k_pairs", ("either", "both"))
         self.sigma = check_positive(sigma, "sigma")

@@ -36,6 +36,7 @@ class ApproxNDCGLoss(SlateLoss):
     """
 
     nonnegative_relevance = True
+    exp2_gains = True
 
     def __init__(
         self,
@@ -149,6 +150,7 @@ class NeuralNDCGLoss(SlateLoss):
         super().__init__(reduction, padded_value_indicator)
         self.temperature = check_positive(temperature, "temperature")
         self.powered_relevancies = check_bool(powered_relevancies, "powered_relevancies")
+        self.exp2_gains = self.powered_relevancies
         self.k = check_k(k)
         self.max_iter = check_int(max_iter, "max_iter", minimum=1)
         self.tol = check_positive(tol, "tol")
