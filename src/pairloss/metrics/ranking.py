@@ -19,7 +19,7 @@ Conventions, stated because implementations differ on them:
 - A query with no relevant item: ``empty="zero"`` (default) gives 0 (scikit-learn,
   torchmetrics' default), ``empty="one"`` gives 1 (allRank's NDCG filler value), ``empty="skip"``
   leaves it out of the mean (trec_eval evaluates only queries with relevance judgements; NaN
-  with ``reduction="none"``).
+  with ``reduction="none"``; a mean over no query at all is None, undefined).
 - MAP@k divides the precisions at the relevant ranks within k by ``denominator="relevant"``:
   all relevant items of the query (trec_eval's ``map_cut_k``), ``"retrieved"``: the relevant
   items within k (torchmetrics' ``retrieval_average_precision(top_k=k)``), or ``"min"``:
@@ -66,7 +66,8 @@ def _k(k: object, n: int) -> int:
 
 
 def _finish(per_query: torch.Tensor, has_relevant: torch.Tensor, empty: str, reduction: str):
-    """Apply the empty-query rule, then reduce: a float (mean) or the [Q] tensor."""
+    """Apply the empty-query rule, then reduce: a float (mean; None when ``empty="skip"`` left
+    no query) or the [Q] tensor."""
     check_choice(empty, "empty", EMPTY)
     check_choice(reduction, "reduction", ("mean", "none"))
     fill = {"zero": 0.0, "one": 1.0, "skip": math.nan}[empty]
@@ -74,7 +75,7 @@ def _finish(per_query: torch.Tensor, has_relevant: torch.Tensor, empty: str, red
     if reduction == "none":
         return per_query
     kept = per_query[~torch.isnan(per_query)]
-    return float(kept.mean()) if kept.numel() else math.nan
+    return float(kept.mean()) if kept.numel() else None
 
 
 def _discounts(n: int, k: int, like: torch.Tensor) -> torch.Tensor:
@@ -131,7 +132,7 @@ def ndcg_at_k(
     empty: str = "zero",
     reduction: str = "mean",
     padded_value_indicator: float | None = -1,
-) -> float | torch.Tensor:
+) -> float | torch.Tensor | None:
     """NDCG@k = DCG@k / ideal DCG@k, averaged over queries (``reduction="mean"``, a float) or
     per query (``"none"``, [Q] float64). ``k=None``: the whole list. Gain, ties and queries
     without a relevant item as the module docstring says (defaults ``"exp2"``, ``"average"``,
@@ -162,7 +163,7 @@ def mrr(
     empty: str = "zero",
     reduction: str = "mean",
     padded_value_indicator: float | None = -1,
-) -> float | torch.Tensor:
+) -> float | torch.Tensor | None:
     """Mean reciprocal rank of the first relevant item (0 when it is below rank ``k``; ``k``
     None: no cut)."""
     s, rel, valid, order = _prepare(scores, relevance, mask, padded_value_indicator)
@@ -183,7 +184,7 @@ def map_at_k(
     empty: str = "zero",
     reduction: str = "mean",
     padded_value_indicator: float | None = -1,
-) -> float | torch.Tensor:
+) -> float | torch.Tensor | None:
     """Mean average precision at k: the sum of precision@r over the relevant ranks r <= k,
     divided by ``denominator`` (module docstring; default all relevant items, as trec_eval)."""
     check_choice(denominator, "denominator", AP_DENOMINATORS)
@@ -213,7 +214,7 @@ def precision_at_k(
     empty: str = "zero",
     reduction: str = "mean",
     padded_value_indicator: float | None = -1,
-) -> float | torch.Tensor:
+) -> float | torch.Tensor | None:
     """Precision@k: relevant items among the top k, over k."""
     k_int = check_int(k, "k", minimum=1)
     s, rel, valid, order = _prepare(scores, relevance, mask, padded_value_indicator)
@@ -230,7 +231,7 @@ def recall_at_k(
     empty: str = "zero",
     reduction: str = "mean",
     padded_value_indicator: float | None = -1,
-) -> float | torch.Tensor:
+) -> float | torch.Tensor | None:
     """Recall@k: relevant items among the top k, over all relevant items of the query."""
     k_int = check_int(k, "k", minimum=1)
     s, rel, valid, order = _prepare(scores, relevance, mask, padded_value_indicator)
@@ -247,11 +248,11 @@ def kendall_tau(
     reduction: str = "mean",
     padded_value_indicator: float | None = -1,
     chunk_cells: int = 1 << 22,
-) -> float | torch.Tensor:
+) -> float | torch.Tensor | None:
     """Kendall's tau-b between the scores and the relevance of every query (ties in either
     counted as in scipy's ``kendalltau``, variant b). A query where it is undefined (fewer than
     two items, or all scores or all labels equal) is left out of the mean (NaN with
-    ``reduction="none"``). Exact, O(L^2) per query, in chunks of queries of about
+    ``reduction="none"``); None when it is undefined for every query. Exact, O(L^2) per query, in chunks of queries of about
     ``chunk_cells`` pairs."""
     check_choice(reduction, "reduction", ("mean", "none"))
     chunk_cells = check_int(chunk_cells, "chunk_cells", minimum=1)
@@ -279,7 +280,7 @@ def kendall_tau(
     if reduction == "none":
         return tau
     kept = tau[~torch.isnan(tau)]
-    return float(kept.mean()) if kept.numel() else math.nan
+    return float(kept.mean()) if kept.numel() else None
 
 
 RANKING_METRICS = ("ndcg", "mrr", "map", "precision", "recall", "kendall_tau")
@@ -292,10 +293,10 @@ class RankingResult:
     (``gain``, ``ties``, ``empty``, the number of queries and of queries with a relevant
     item)."""
 
-    ndcg: dict[int, float] = field(default_factory=dict)
-    map: dict[int, float] = field(default_factory=dict)
-    precision: dict[int, float] = field(default_factory=dict)
-    recall: dict[int, float] = field(default_factory=dict)
+    ndcg: dict[int, float | None] = field(default_factory=dict)
+    map: dict[int, float | None] = field(default_factory=dict)
+    precision: dict[int, float | None] = field(default_factory=dict)
+    recall: dict[int, float | None] = field(default_factory=dict)
     mrr: float | None = None
     kendall_tau: float | None = None
     gain: str = "exp2"
@@ -303,17 +304,17 @@ class RankingResult:
     empty: str = "zero"
     queries: int = 0
     queries_with_relevant: int = 0
+    computed: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, float]:
-        """Flat ``{"ndcg@10": ..., "mrr": ...}``."""
-        out: dict[str, float] = {}
+    def to_dict(self) -> dict[str, float | None]:
+        """Flat ``{"ndcg@10": ..., "mrr": ...}`` (None where a metric is undefined)."""
+        out: dict[str, float | None] = {}
         for name in ("ndcg", "map", "precision", "recall"):
             for k, v in getattr(self, name).items():
                 out[f"{name}@{k}"] = v
-        if self.mrr is not None:
-            out["mrr"] = self.mrr
-        if self.kendall_tau is not None:
-            out["kendall_tau"] = self.kendall_tau
+        for name in ("mrr", "kendall_tau"):
+            if name in self.computed:
+                out[name] = getattr(self, name)
         return out
 
     def table(self) -> str:
@@ -348,6 +349,7 @@ def ranking_metrics(
     common = {"mask": mask, "padded_value_indicator": padded_value_indicator}
     _, rel, valid = check_slate(scores, relevance, mask, padded_value_indicator, nonnegative=True)
     res = RankingResult(
+        computed=tuple(metrics),
         gain=gain,
         ties=ties,
         empty=empty,
