@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pairloss.cli import main
 from pairloss.data import PKSampler
 from pairloss.errors import PairLossError
 from pairloss.scale import CrossBatchMemory
@@ -93,3 +94,28 @@ def test_memory_size_runs_with_a_cross_batch_memory(tmp_path):
         check_run(tiny(tmp_path, memory_size=8, nproc=2))
     with pytest.raises(PairLossError, match="^memory_size: .*takes proxies"):
         check_run(tiny(tmp_path, memory_size=64, loss="proxy_anchor"))
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--nproc", "0"],
+        ["--chunk-size", "0"],
+        ["--chunk-size", "-1"],
+        ["--memory-size", "0"],
+        ["--memory-size", "5"],  # less than the batch of 3 x 4
+        ["--memory-size", "64", "--loss", "arcface"],
+    ],
+)
+def test_bad_scale_flags_are_one_error_line(tmp_path, capsys, flags):
+    argv = ["train", "--dataset", "digits", "-P", "3", "-K", "4", "--out", str(tmp_path / "r")]
+    assert main([*argv, *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pairloss: error: ")
+    assert not (tmp_path / "r").exists()
+
+
+def test_nproc_other_than_torchruns_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(PairLossError, match="^nproc: 2, but torchrun started 3 processes"):
+        check_run(tiny(tmp_path, nproc=2))
