@@ -67,7 +67,11 @@ def test_layouts_single_file_letor_folder_and_lightgbm_folder(tmp_path, letor):
 
     task = load_task(config_for(letor, tmp_path / "b"))
     assert task.validation.n_queries == 6 and task.test.n_queries == 8  # vali.txt validates
-    assert task.train.n_queries == 24 and task.features.shape[:2] == task.mask.shape
+    assert task.train.n_queries == 24
+    features, relevance, mask = task.slates([0, 1])  # padded to the longest training query
+    assert features.shape == (2, task.width, 6) and relevance.shape == mask.shape == (2, task.width)
+    assert int(mask.sum()) == int(task.train.query_sizes[:2].sum())
+    assert bool((relevance[~mask] == -1).all()) and bool((features[~mask] == 0).all())
 
     lightgbm = tmp_path / "lgbm"
     lightgbm.mkdir()

@@ -223,7 +223,7 @@ class RankingTask(Task):
                     f"the training documents {width}; expected the same"
                 )
         self.train, self.validation, self.test = train, validation, test
-        self.features, self.relevance, self.mask = train.slates()
+        self.width = int(train.query_sizes.max())
         self.embedding_size = config.embedding_size
         self.skipped: str | None = None
 
@@ -269,13 +269,23 @@ class RankingTask(Task):
     def encoder_inputs(
         self, batch: Any, device: torch.device, step: int, train: bool = True
     ) -> tuple[torch.Tensor, Any]:
-        rows = torch.as_tensor(batch)
-        relevance, mask = self.relevance[rows].to(device), self.mask[rows].to(device)
+        features, relevance, mask = self.slates(batch)
+        relevance, mask = relevance.to(device), mask.to(device)
 
         def finish(scores: torch.Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
             return (scores, relevance, mask), {}
 
-        return self.features[rows].to(device), finish
+        return features.to(device), finish
+
+    def slates(self, queries: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(features [q, L, D], relevance [q, L], mask [q, L])`` of the training queries at
+        ``queries``, padded to the longest training query ``L`` (the same width in every batch
+        and on every rank)."""
+        features, relevance, mask = self.train.select_queries(torch.as_tensor(queries)).slates()
+        pad = self.width - features.shape[1]
+        features = torch.nn.functional.pad(features, (0, 0, 0, pad))
+        relevance = torch.nn.functional.pad(relevance, (0, pad), value=-1.0)
+        return features, relevance, torch.nn.functional.pad(mask, (0, pad))
 
     def loss_inputs(
         self, model: nn.Module, batch: Any, device: torch.device, step: int, train: bool = True
@@ -288,11 +298,9 @@ class RankingTask(Task):
     def _evaluate(self, model: nn.Module, data: RankingData, device: torch.device) -> dict:
         was_training = model.training
         model.eval()
-        features, relevance, mask = data.slates()
-        with torch.no_grad():
-            scores = model(features.to(device)).float().cpu()
+        result = evaluate_scorer(model, data, device=device)
         model.train(was_training)
-        return evaluate_scores(scores, relevance, mask).to_dict()
+        return result.to_dict()
 
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> Results:
         if split == "validation":

@@ -113,10 +113,9 @@ def fit_scorer(
     batch_queries = check_int(batch_queries, "batch_queries", minimum=1)
     lr = check_positive(lr, "lr")
     weight_decay = check_real(weight_decay, "weight_decay", low=0.0)
-    features, relevance, mask = train.slates(max_items)
     torch.manual_seed(seed)
     if scorer is None:
-        scorer = MLPScorer(features.shape[-1]).fit_standardisation(train.features)
+        scorer = MLPScorer(train.features.shape[-1]).fit_standardisation(train.features)
     params = [p for p in scorer.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(seed)
@@ -128,7 +127,8 @@ def fit_scorer(
         total, batches = 0.0, 0
         for i in range(0, train.n_queries, batch_queries):
             idx = order[i : i + batch_queries]
-            out = loss(scorer(features[idx]), relevance[idx], mask[idx])
+            features, relevance, mask = train.select_queries(idx).slates(max_items)
+            out = loss(scorer(features), relevance, mask)
             if not torch.isfinite(out):
                 raise PairLossError(f"loss: became {float(out)} while training; lower lr={lr}")
             opt.zero_grad()
@@ -154,11 +154,29 @@ def fit_scorer(
     return scorer
 
 
-def score_slates(scorer: nn.Module, data: RankingData) -> tuple[torch.Tensor, ...]:
-    """``(scores, relevance, mask)`` [Q, L] of every query of ``data`` under ``scorer``."""
-    features, relevance, mask = data.slates()
-    with torch.no_grad():
-        scores = scorer(features)
+SCORED_QUERIES = 256
+"""Queries whose slates are built and scored at a time (the slates of all queries of a large
+data set padded to its longest query would not fit in memory)."""
+
+
+def score_slates(
+    scorer: nn.Module, data: RankingData, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, ...]:
+    """``(scores, relevance, mask)`` [Q, L] (on the CPU; L the longest query, padded slots
+    scored 0 and masked) of every query of ``data`` under ``scorer`` (run on ``device``,
+    default the CPU), :data:`SCORED_QUERIES` queries at a time, without gradient."""
+    q = data.n_queries
+    width = int(data.query_sizes.max()) if q else 0
+    scores = torch.zeros(q, width)
+    relevance = torch.full((q, width), -1.0)
+    mask = torch.zeros(q, width, dtype=torch.bool)
+    for lo in range(0, q, SCORED_QUERIES):
+        hi = min(q, lo + SCORED_QUERIES)
+        features, rel, m = data.select_queries(torch.arange(lo, hi)).slates()
+        w = features.shape[1]
+        with torch.no_grad():
+            scores[lo:hi, :w] = scorer(features.to(device or "cpu")).float().cpu()
+        relevance[lo:hi, :w], mask[lo:hi, :w] = rel, m
     return scores, relevance, mask
 
 
@@ -170,9 +188,11 @@ def evaluate_scores(
     return ranking_metrics(scores, relevance, mask, k=k, metrics=("ndcg", "map", "mrr"))
 
 
-def evaluate_scorer(scorer: nn.Module, data: RankingData, k=EVAL_CUTOFFS) -> RankingResult:
-    """:func:`evaluate_scores` of ``scorer`` on the queries of ``data``."""
-    return evaluate_scores(*score_slates(scorer, data), k=k)
+def evaluate_scorer(
+    scorer: nn.Module, data: RankingData, k=EVAL_CUTOFFS, device: torch.device | str | None = None
+) -> RankingResult:
+    """:func:`evaluate_scores` of ``scorer`` (run on ``device``) on the queries of ``data``."""
+    return evaluate_scores(*score_slates(scorer, data, device), k=k)
 
 
 def fit_lambdamart(
