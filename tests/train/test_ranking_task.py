@@ -164,6 +164,7 @@ def test_run_selects_on_validation_and_reports_next_to_the_baselines(tmp_path, l
     from pairloss.train.run import evaluate_run
 
     assert evaluate_run(result.out) == result.metrics
+    assert main(["embed", str(result.out), "--out", str(tmp_path / "emb")]) == 2  # no embeddings
 
 
 def test_without_lightgbm_the_run_says_so_in_one_line(tmp_path, letor, monkeypatch):

@@ -91,7 +91,7 @@ def load_ranking_files(config: Any) -> tuple[RankingData, RankingData | None, Ra
                 f"with rank.train and rank.test, a folder with train.txt and test.txt, or one "
                 f"svmlight file with qid groups), or {DATA_ENV} holding {LAMBDARANK_DIR}/"
             )
-        return (*_pair(load_lambdarank()),)
+        return _pair(load_lambdarank())
     path = Path(config.data_dir)
     fraction = config.test_fraction
     if path.is_file():
@@ -117,7 +117,7 @@ def load_ranking_files(config: Any) -> tuple[RankingData, RankingData | None, Ra
             "a single svmlight file)"
         )
     if lightgbm:
-        return (*_pair(load_lambdarank(path)),)
+        return _pair(load_lambdarank(path))
     train = read_svmlight(path / "train.txt")
     width = train.features.shape[1]
     test = read_svmlight(path / "test.txt", n_features=width)
