@@ -109,7 +109,7 @@ def _run_flags() -> tuple[tuple[str, str, Any, str], ...]:
             _integer,
             _dataset_defaults("P x K batches per epoch", "batches_per_epoch", "one pass"),
         ),
-        ("-P", "p", _integer, _dataset_defaults("classes per batch", "p")),
+        ("-P", "p", _integer, _dataset_defaults("classes (ranking: queries) per batch", "p")),
         ("-K", "k", _integer, _dataset_defaults("samples per class in a batch", "k")),
         ("--lr", "lr", _real, _dataset_defaults("AdamW learning rate", "lr")),
         ("--weight-decay", "weight_decay", _real, "AdamW weight decay (default 1e-4)"),
