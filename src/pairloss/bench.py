@@ -52,7 +52,7 @@ import torch
 FAMILIES = ("pair", "proxy")
 OWN_BENCHMARKS = {
     "contrastive": "pairloss.bench_contrastive",
-    "ranking": "pairloss.ranking_bench",
+    "ranking": "pairloss.bench_ranking",
     "scale": "pairloss.scale.bench",
 }
 """Families measured by a benchmark module of their own, with its own options."""

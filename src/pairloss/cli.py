@@ -93,7 +93,7 @@ def _run_flags() -> tuple[tuple[str, str, Any, str], ...]:
             "--model",
             "model",
             str,
-            "cnn28, face, mlp or torchvision:<name> (default: the data set's)",
+            "cnn28, face, mlp, scorer or torchvision:<name> (default: the data set's)",
         ),
         ("--pretrained", "pretrained", str, "torchvision weights: default or a .pth file"),
         (
@@ -109,7 +109,7 @@ def _run_flags() -> tuple[tuple[str, str, Any, str], ...]:
             _integer,
             _dataset_defaults("P x K batches per epoch", "batches_per_epoch", "one pass"),
         ),
-        ("-P", "p", _integer, _dataset_defaults("classes per batch", "p")),
+        ("-P", "p", _integer, _dataset_defaults("classes (ranking: queries) per batch", "p")),
         ("-K", "k", _integer, _dataset_defaults("samples per class in a batch", "k")),
         ("--lr", "lr", _real, _dataset_defaults("AdamW learning rate", "lr")),
         ("--weight-decay", "weight_decay", _real, "AdamW weight decay (default 1e-4)"),
@@ -185,6 +185,15 @@ def _run_flags() -> tuple[tuple[str, str, Any, str], ...]:
         ),
         ("--threads", "threads", _integer, "torch CPU threads (default: torch's)"),
         ("--workers", "workers", _integer, "threads decoding image files (default 4)"),
+        (
+            "--nproc",
+            "nproc",
+            _integer,
+            "data-parallel CPU processes, the loss on the global batch (default 1; torchrun "
+            "sets its own)",
+        ),
+        ("--chunk-size", "chunk_size", _integer, "GradCache: embed the batch N rows at a time"),
+        ("--memory-size", "memory_size", _integer, "cross-batch memory of N embeddings (XBM)"),
     )
 
 
@@ -246,10 +255,14 @@ def _train(args: argparse.Namespace) -> int:
     config = _config(args, loss=args.loss)
     check_run(config, resume=args.resume)
     result = train_run(config, progress=not args.quiet, resume=args.resume)
+    if result is None:  # a rank other than 0 of a torchrun group: rank 0 reports
+        return 0
     settings = list(next(iter(result.representations.values())))
-    print(f"kept the model of epoch {result.selected_epoch} (best validation MAP@R)")
+    metrics = result.table_metrics
+    chosen = dict(metrics).get(result.selection_metric, result.selection_metric)
+    print(f"kept the model of epoch {result.selected_epoch} (best validation {chosen})")
     print("test data, every representation, best first:")
-    for line in format_table(result.representations, settings).splitlines():
+    for line in format_table(result.representations, settings, metrics).splitlines():
         print("  " + line)
     print(result.verdict)
     s = result.seconds

@@ -19,7 +19,7 @@ from pairloss.data import (
     read_svmlight,
 )
 from pairloss.errors import PairLossError
-from pairloss.scorers import (
+from pairloss.train.scorers import (
     FitLog,
     MLPScorer,
     evaluate_scorer,

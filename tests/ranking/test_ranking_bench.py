@@ -5,17 +5,17 @@ process per measurement); no timing assertions."""
 import math
 import queue
 
-from pairloss import bench, ranking_bench
+from pairloss import bench, bench_ranking
 
 
 def _in_process(library, name, queries, items, repeats, threads, device="cpu", limit_gb=0.0):
     out = queue.Queue()
-    ranking_bench._measure(out, library, name, queries, items, repeats, threads, device, 0.0)
+    bench_ranking._measure(out, library, name, queries, items, repeats, threads, device, 0.0)
     return out.get()
 
 
 def test_ranking_family_prints_a_finite_row_per_library(capsys, monkeypatch):
-    monkeypatch.setattr(ranking_bench, "measure", _in_process)
+    monkeypatch.setattr(bench_ranking, "measure", _in_process)
     argv = ["--family", "ranking", "--queries", "3", "--items", "16", "--repeats", "1"]
     argv += ["--threads", "1", "--libraries", "pairloss", "allrank"]
     assert bench.main(argv) == 0

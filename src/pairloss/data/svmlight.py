@@ -50,6 +50,19 @@ class RankingData:
     def n_queries(self) -> int:
         return int(self.query_sizes.numel())
 
+    def select_queries(self, queries: torch.Tensor) -> RankingData:
+        """The queries at the indices ``queries`` [q] (int64, in the order given) with their
+        documents."""
+        starts = torch.cumsum(self.query_sizes, 0) - self.query_sizes
+        sizes = self.query_sizes[queries]
+        rows = torch.cat(
+            [torch.arange(int(starts[i]), int(starts[i] + self.query_sizes[i])) for i in queries]
+            or [torch.empty(0, dtype=torch.int64)]
+        )
+        return RankingData(
+            self.features[rows], self.labels[rows], sizes, self.query_ids[queries], self.source
+        )
+
     def query_of_document(self) -> torch.Tensor:
         """[N] the query index of every document."""
         return torch.repeat_interleave(torch.arange(self.n_queries), self.query_sizes)

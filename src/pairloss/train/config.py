@@ -79,6 +79,11 @@ class TrainConfig:
         out: the run folder.
         threads: torch CPU threads (0 = torch's default).
         workers: threads that decode image files (image folders and benchmarks).
+        nproc: data-parallel processes (``torchrun`` sets its own; see
+            :mod:`pairloss.train.parallel`); the loss is that of the global batch.
+        chunk_size: GradCache: the batch embedded this many rows at a time (``None``: off).
+        memory_size: a cross-batch memory of this many embeddings around the loss (``None``:
+            off).
     """
 
     dataset: str = "fashion-mnist"
@@ -116,6 +121,9 @@ class TrainConfig:
     out: str = "runs/latest"
     threads: int = 0
     workers: int = 4
+    nproc: int = 1
+    chunk_size: int | None = None
+    memory_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -184,6 +192,9 @@ INT_FIELDS: dict[str, tuple[int, int, bool]] = {
     "eval_memory": (2**20, 2**50, False),
     "pca_dim": (1, 2**16, True),
     "workers": (1, 256, False),
+    "nproc": (1, 1024, False),
+    "chunk_size": (1, 2**31, True),
+    "memory_size": (1, 2**31, True),
 }
 """Integer settings: (minimum, maximum, may be None)."""
 
@@ -240,6 +251,14 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         "lr": 2e-3,
     },
     "digits": {"embedding_size": 32, "p": 5, "k": 16, "epochs": 10, "batches_per_epoch": 20},
+    "lambdarank": {
+        "loss": "lambda_loss",
+        "embedding_size": 64,
+        "p": 16,
+        "epochs": 30,
+        "batches_per_epoch": None,
+        "val_fraction": 0.2,
+    },
     **{
         name: {
             "embedding_size": 512,

@@ -242,14 +242,25 @@ class ClassTask(Task):
             world_size=world_size,
         )
 
-    def loss_inputs(
-        self, model: nn.Module, batch: Any, device: torch.device, step: int, train: bool = True
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def encoder_inputs(
+        self, batch: Any, device: torch.device, step: int, train: bool = True
+    ) -> tuple[Any, Any]:
         rows = torch.as_tensor(batch)
         x = self.train_x[rows].to(device, non_blocking=True)
         if train and self.augment:
             x = self.augment(x, step)
-        return (model(x), self.train_y[rows].to(device)), {}
+        labels = self.train_y[rows].to(device)
+
+        def finish(embeddings: torch.Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+            return (embeddings, labels), {}
+
+        return x, finish
+
+    def loss_inputs(
+        self, model: nn.Module, batch: Any, device: torch.device, step: int, train: bool = True
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        x, finish = self.encoder_inputs(batch, device, step, train)
+        return finish(model(x))
 
     # ------------------------------------------------------------------------------ evaluation
 

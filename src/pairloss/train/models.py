@@ -3,6 +3,7 @@
 * :class:`SmallCNN`: 28x28 grey images (MNIST, Fashion-MNIST), fast enough to train on a CPU.
 * :class:`FaceCNN`: grey face crops of any size (e.g. the 112x92 AT&T faces), resized inside.
 * :class:`MLPHead`: an MLP over precomputed feature vectors.
+* ``scorer``: :class:`~pairloss.train.scorers.MLPScorer`, one score per document (ranking).
 
 Every model maps a batch to ``[B, embedding_size]`` embeddings, L2-normalised when
 ``normalize=True``, exposes ``embedding_size``, and gives the representation before its last
@@ -21,6 +22,7 @@ from torch import nn
 
 from ..errors import PairLossError
 from .backbones import PREFIX, TorchvisionEmbedder, check_torchvision_name
+from .scorers import MLPScorer
 
 __all__ = ["MODELS", "FaceCNN", "MLPHead", "SmallCNN", "build_model"]
 
@@ -268,7 +270,12 @@ class MLPHead(nn.Module):
         return x if x.is_floating_point() else x.float()
 
 
-MODELS: dict[str, type[nn.Module]] = {"cnn28": SmallCNN, "face": FaceCNN, "mlp": MLPHead}
+MODELS: dict[str, type[nn.Module]] = {
+    "cnn28": SmallCNN,
+    "face": FaceCNN,
+    "mlp": MLPHead,
+    "scorer": MLPScorer,  # one score per document (learning to rank)
+}
 """The names :func:`build_model` accepts and the classes they build."""
 
 

@@ -175,11 +175,12 @@ def _pretty_metric(key: str) -> str:
     if key.lower().startswith("val_"):
         return "validation " + _pretty_metric(key[4:])
     low = key.lower()
-    if low == "map@r":
-        return "MAP@R"
-    m = re.fullmatch(r"(recall|precision|ndcg)@(\d+)", low)
+    if low in ("map@r", "mrr"):
+        return low.upper()
+    m = re.fullmatch(r"(recall|precision|ndcg|map)@(\d+)", low)
     if m:
-        return f"{m.group(1).capitalize() if m.group(1) != 'ndcg' else 'NDCG'}@{m.group(2)}"
+        name = m.group(1).upper() if m.group(1) in ("ndcg", "map") else m.group(1).capitalize()
+        return f"{name}@{m.group(2)}"
     return key
 
 
@@ -657,6 +658,8 @@ def _verdict_section(
     headline: str | None,
     verdict: str | None,
     notes: Sequence[str],
+    metrics: Sequence[str] = VERDICT_METRICS,
+    sort_by: str | None = None,
 ) -> str:
     """The first screen: the verdict line and the representations, best first."""
     head = "<h2>Which representation retrieves best (test data)</h2>"
@@ -665,9 +668,10 @@ def _verdict_section(
         return head + text + _note("No evaluated representation given.")
     order = list(settings) or list(dict.fromkeys(s for r in representations.values() for s in r))
     lead = headline if headline in order else order[0]
+    sort_by = metrics[0] if sort_by is None else sort_by
 
     def score(name: str) -> float:
-        v = _scalar(representations[name].get(lead, {}).get("map@r"))
+        v = _scalar(representations[name].get(lead, {}).get(sort_by))
         return v if v is not None and math.isfinite(v) else -math.inf
 
     ranked = sorted(representations, key=lambda n: -score(n))
@@ -677,16 +681,16 @@ def _verdict_section(
             default=None,
         )
         for s in order
-        for k in VERDICT_METRICS
+        for k in metrics
     }
     header = ["#", "representation"] + [
-        f"{_pretty_metric(k)}, {settings.get(s, s)}" for s in order for k in VERDICT_METRICS
+        f"{_pretty_metric(k)}, {settings.get(s, s)}" for s in order for k in metrics
     ]
     rows = []
     for rank, name in enumerate(ranked, start=1):
         cells = [f'<td class="num">{rank}</td>', f"<td>{_esc(name)}</td>"]
         for s in order:
-            for k in VERDICT_METRICS:
+            for k in metrics:
                 v = _scalar(representations[name].get(s, {}).get(k))
                 cell = "" if v is None else _fmt(v)
                 if v is not None and best[(s, k)] == v and len(ranked) > 1:
@@ -694,7 +698,8 @@ def _verdict_section(
                 cells.append(f'<td class="num">{cell}</td>')
         rows.append(cells)
     caption = _note(
-        f"Sorted by MAP@R on {settings.get(lead, lead)}; the best value of each column in bold."
+        f"Sorted by {_pretty_metric(sort_by)} on {settings.get(lead, lead)}; the best value "
+        "of each column in bold."
     )
     return head + text + _table(header, rows) + caption + "".join(_note(n) for n in notes)
 
@@ -738,6 +743,8 @@ def write_report(
     notes: Sequence[str] = (),
     pair_weight_curve: Mapping[str, Any] | None = None,
     projection: Mapping[str, Any] | None = None,
+    metrics: Sequence[str] = VERDICT_METRICS,
+    sort_by: str | None = None,
 ) -> Path:
     """Write a self-contained HTML report of one training run to ``path``.
 
@@ -768,6 +775,9 @@ def write_report(
             weight against similarity (at most 20,000 points per series are drawn).
         projection: ``{"xy": [N, 2], "labels": [N] ints, "class_names": optional list}``
             (e.g. from :func:`pca_2d`); a scatter coloured by class (at most 10,000 points).
+        metrics: the metric keys of the first table, for each setting; the first one sorts it
+            (default MAP@R and Recall@1).
+        sort_by: the metric that sorts the first table (default: the first of ``metrics``).
 
     Returns:
         the path written.
@@ -798,7 +808,9 @@ def write_report(
     weights = _prep_pair_weights(pair_weight_curve)
     points = _prep_projection(projection)
     sections = [
-        _verdict_section(representations, settings, headline, verdict, notes),
+        _verdict_section(
+            representations, settings, headline, verdict, notes, tuple(metrics), sort_by
+        ),
         _history_section(history),
         _similarity_section(similarities),
         _pair_weight_section(

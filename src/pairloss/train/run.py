@@ -27,6 +27,7 @@ from ..errors import PairLossError
 from ..losses.base import PairLossModule
 from ..losses.proxy.proxy_base import ProxyLossModule
 from ..weights import pair_weights
+from . import parallel
 from .backbones import PREFIX, torchvision_models
 from .config import TrainConfig, check_paths, from_dict, parse_options
 from .datasets import DEFAULT_MODELS
@@ -34,6 +35,7 @@ from .evaluate import PROTOCOLS, evaluate_embeddings
 from .labelled import SETTINGS
 from .logs import METRICS, read_history
 from .models import check_model_name
+from .parallel import check_scale
 from .registry import build_loss, build_miner
 from .report import write_leaderboard, write_report
 from .task import Results, Task
@@ -42,6 +44,7 @@ from .trainer import CHECKPOINT, Trainer, resolve_device, seed_everything
 
 MODEL = "model.pt"
 LEADERBOARD_KEYS = ("map@r", "recall@1", "r_precision", "rank1", "eer", "dir@far=0.1")
+LEADERBOARD_KEYS += ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "mrr")  # ranking
 
 
 @dataclass
@@ -64,6 +67,8 @@ class RunResult:
             depends on the load, this does less).
         report: path of ``report.html``.
         config: the run's settings.
+        selection_metric: the metric that picked the epoch and orders the representations.
+        table_metrics: ``(key, label)`` of the metrics the tables show.
     """
 
     out: Path
@@ -76,6 +81,8 @@ class RunResult:
     seconds: dict[str, float]
     report: Path
     config: dict[str, Any] = field(default_factory=dict)
+    selection_metric: str = "map@r"
+    table_metrics: tuple[tuple[str, str], ...] = Task.table_metrics
 
 
 # ----------------------------------------------------------------------------- checks up front
@@ -108,6 +115,7 @@ def check_run(config: TrainConfig, resume: bool = False) -> None:
     """
     check_paths(config)
     check_applies(config)
+    check_scale(config)
     resolve_device(config.device)
     loss = build_loss(config.loss, config.loss_options, 2, config.embedding_size)
     if getattr(loss, "reduction", None) == "none":
@@ -222,43 +230,64 @@ def _score(results: Results, setting: str, key: str = "map@r") -> float:
     return value if value is not None and math.isfinite(value) else -math.inf
 
 
-def ranked(representations: dict[str, Results], headline: str) -> dict[str, Results]:
-    """``representations`` ordered best first by the headline setting's MAP@R."""
-    order = sorted(representations, key=lambda n: -_score(representations[n], headline))
+TABLE_METRICS = Task.table_metrics
+"""The columns of the tables of labelled data: MAP@R and Recall@1."""
+
+VERDICT_LABELS = {"recall@1": "Recall@1"}
+"""Labels of the verdict line where they differ from the tables' short ones."""
+
+
+def ranked(
+    representations: dict[str, Results], headline: str, key: str = "map@r"
+) -> dict[str, Results]:
+    """``representations`` ordered best first by the headline setting's ``key`` metric."""
+    order = sorted(representations, key=lambda n: -_score(representations[n], headline, key))
     return {name: representations[name] for name in order}
 
 
 def verdict_line(
-    baselines: dict[str, Results], trained: tuple[str, Results], headline: str, settings: list[str]
+    baselines: dict[str, Results],
+    trained: tuple[str, Results],
+    headline: str,
+    settings: list[str],
+    metrics: tuple[tuple[str, str], ...] = TABLE_METRICS,
+    key: str | None = None,
 ) -> str:
-    """One line: the best baseline's MAP@R and Recall@1 against the trained embedding's, on
-    each setting (headline first)."""
+    """One line: the best baseline's ``metrics`` (``(key, label)``) against the trained
+    model's, on each setting (headline first); the best baseline is the one with the best
+    ``key`` metric (default: the first of ``metrics``)."""
     name, results = trained
+    first = metrics[0][0] if key is None else key
     parts = []
     for setting in [headline, *(s for s in settings if s != headline)]:
-        best = max(baselines, key=lambda n: _score(baselines[n], setting), default=None)
+        best = max(baselines, key=lambda n: _score(baselines[n], setting, first), default=None)
         if best is None or setting not in results:
             continue
         base, mine = baselines[best][setting], results[setting]
         change = " and ".join(
-            f"{label} {base[key]:.3f} -> {mine[key]:.3f}"
-            for key, label in (("map@r", "MAP@R"), ("recall@1", "Recall@1"))
-            if key in base and key in mine
+            f"{VERDICT_LABELS.get(m, label)} {base[m]:.3f} -> {mine[m]:.3f}"
+            for m, label in metrics
+            if m in base and m in mine
         )
         parts.append(f"{change} on {SETTINGS.get(setting, setting)} (best baseline: {best})")
     return f"training changed {'; '.join(parts)}" if parts else "no test results"
 
 
-def format_table(representations: dict[str, Results], settings: list[str]) -> str:
-    """The representations as aligned text: MAP@R and Recall@1 per setting."""
+def format_table(
+    representations: dict[str, Results],
+    settings: list[str],
+    metrics: tuple[tuple[str, str], ...] = TABLE_METRICS,
+) -> str:
+    """The representations as aligned text: ``metrics`` (``(key, label)``; by default MAP@R
+    and Recall@1) per setting."""
     header = ["representation"] + [
-        f"{label} {SETTINGS.get(s, s)}" for s in settings for label in ("MAP@R", "R@1")
+        f"{label} {SETTINGS.get(s, s)}" for s in settings for _, label in metrics
     ]
     rows = [header]
     for name, results in representations.items():
         cells = [name]
         for s in settings:
-            for key in ("map@r", "recall@1"):
+            for key, _ in metrics:
                 value = results.get(s, {}).get(key)
                 cells.append("-" if value is None else f"{value:.4f}")
         rows.append(cells)
@@ -281,7 +310,14 @@ def save_model(out: Path, model: nn.Module, epoch: int | None, task: Task) -> Pa
 def train_run(
     config: TrainConfig, progress: bool = True, resume: bool = False, log=print
 ) -> RunResult:
-    """Train, select, evaluate and report one run into ``config.out``; see the module docstring."""
+    """Train, select, evaluate and report one run into ``config.out``; see the module docstring.
+    With ``nproc > 1`` (or under ``torchrun``) the run is data-parallel
+    (:mod:`pairloss.train.parallel`): rank 0 returns the result, the other ranks ``None``."""
+    if parallel.needs_launch(config):
+        return parallel.launch(config, progress, resume)
+    parallel.join_torchrun()
+    if parallel.world()[0] != 0:
+        return _follow(config, resume)
     start, cpu_start = time.perf_counter(), time.process_time()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -301,14 +337,19 @@ def train_run(
     del untrained
     evaluation = time.perf_counter() - evaluation
     settings = list(next(iter(baselines.values())))
+    key, metrics = task.selection_metric, task.table_metrics
     log("before training, on the test data:")
-    for line in format_table(ranked(baselines, task.headline), settings).splitlines():
+    table = format_table(ranked(baselines, task.headline, key), settings, metrics)
+    for line in table.splitlines():
         log("  " + line)
+    skipped = getattr(task, "skipped_baselines", lambda: None)()
+    if skipped:
+        log(f"  ({skipped})")
 
     def on_epoch(record: dict[str, Any]) -> None:
         val = "  ".join(
             f"{k.removeprefix('val_')} {record[k]:.4f}"
-            for k in ("val_map@r", "val_recall@1")
+            for k in [f"val_{m}" for m, _ in metrics]
             if k in record
         )
         kept = " (best so far)" if record.get("best_epoch") == record["epoch"] and val else ""
@@ -328,13 +369,16 @@ def train_run(
     after = task.similarity_sample(model, device)
     projection = task.projection(model, device)
     evaluation += time.perf_counter() - tested
-    table = ranked({**baselines, **mine}, task.headline)
+    table = ranked({**baselines, **mine}, task.headline, key)
     trained_name = next(iter(mine))
-    verdict = verdict_line(baselines, (trained_name, mine[trained_name]), task.headline, settings)
+    verdict = verdict_line(
+        baselines, (trained_name, mine[trained_name]), task.headline, settings, metrics, key
+    )
     notes = [n for n in [getattr(task, "skipped_baselines", lambda: None)()] if n]
     notes.append(
         f"Test figures of the model of epoch {trainer.selected_epoch} of {len(history)}, the "
-        f"best by validation {task.selection_metric}; the test data played no part in choosing it."
+        f"best by validation {dict(metrics).get(key, key)}; the test data played no part in "
+        "choosing it."
     )
     reporting = time.perf_counter()
     report = write_report(
@@ -351,6 +395,8 @@ def train_run(
         notes=notes,
         pair_weight_curve=_weight_curve(loss, model, task, config, device),
         projection=projection,
+        metrics=tuple(m for m, _ in metrics),
+        sort_by=key,
     )
     reporting = time.perf_counter() - reporting
     total = time.perf_counter() - start
@@ -385,7 +431,24 @@ def train_run(
         seconds,
         report,
         config.to_dict(),
+        task.selection_metric,
+        task.table_metrics,
     )
+
+
+def _follow(config: TrainConfig, resume: bool) -> None:
+    """A rank other than 0 of a data-parallel run: the same task, model and loss, trained
+    without evaluation, logs or files."""
+    task = load_task(config)
+    model, loss, miner = build(config, task)
+    trainer = Trainer(task, model, loss, config, config.out, miner, progress=False, log=_quiet)
+    if resume:
+        trainer.resume()
+    trainer.fit()
+
+
+def _quiet(_: str) -> None:
+    """A log that drops its lines."""
 
 
 # ----------------------------------------------------------------------------------- compare
@@ -472,13 +535,14 @@ def compare(
                 train_run(_spec_config(config, spec, seed, out), progress=progress, log=log)
             )
         rows.append({"loss": spec, "runs": len(runs), **_aggregate(runs)})
-    rows.sort(key=lambda r: r.get("map@r", float("-inf")), reverse=True)
+    key = runs[0].selection_metric
+    rows.sort(key=lambda r: r.get(key, float("-inf")), reverse=True)
     _dump(out / "leaderboard.json", rows)
     write_leaderboard(
         out / "leaderboard.html",
         title=f"pairloss compare on {config.dataset} (seeds {', '.join(map(str, seeds))})",
         rows=rows,
-        sort_key="map@r",
+        sort_key=key,
     )
     return rows
 

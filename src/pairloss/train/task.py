@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import torch
 from torch import nn
+
+from ..errors import PairLossError
 
 Metrics = dict[str, float]
 """``{metric name: value}``."""
@@ -52,12 +54,16 @@ class Task(ABC):
         protocol: the evaluation protocol's name.
         headline: the setting that decides (a key of the evaluation results).
         selection_metric: the validation metric that picks the best epoch (higher is better).
+        table_metrics: ``(key, label)`` of the metrics the run's tables show (printed, in the
+            report's first table and the epoch lines); the representations are ranked by the
+            headline setting's :attr:`selection_metric`.
     """
 
     name: str
     protocol: str
     headline: str
     selection_metric: str = "map@r"
+    table_metrics: tuple[tuple[str, str], ...] = (("map@r", "MAP@R"), ("recall@1", "R@1"))
 
     @abstractmethod
     def describe(self) -> str:
@@ -82,6 +88,17 @@ class Task(ABC):
         """``(args, kwargs)`` of the loss call for ``batch`` (``loss(*args, **kwargs)``), computed
         with ``model`` on ``device`` at training step ``step`` (which seeds any random
         augmentation, so that a resumed run repeats it); ``train`` turns augmentation on."""
+
+    def encoder_inputs(
+        self, batch: Any, device: torch.device, step: int, train: bool = True
+    ) -> tuple[Any, Callable[[torch.Tensor], tuple[tuple[Any, ...], dict[str, Any]]]]:
+        """The batch split at the model, for GradCache (``--chunk-size``): ``(inputs,
+        finish)`` such that ``finish(model(inputs))`` is :meth:`loss_inputs`'s ``(args,
+        kwargs)``; ``inputs`` is cut into chunks along its first dimension. A task that does
+        not split its batches this way refuses chunking (the default)."""
+        raise PairLossError(
+            f"chunk_size: the {self.name} task does not run its model in chunks; drop --chunk-size"
+        )
 
     def calibrate(self, model: nn.Module, device: torch.device) -> None:  # noqa: B027
         """Make an untrained ``model`` fit to be evaluated (e.g. BatchNorm statistics of the

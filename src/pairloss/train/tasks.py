@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import PairLossError
 from .datasets import LOADERS, USES, load_data
 from .labelled import ClassTask
+from .ranking import check_ranking, ranking_task, refuse_slate_loss
 from .task import Task
 
 OPTIONAL_DATA_SETTINGS = ("data_dir", "labels", "image_size", "test_fraction")
@@ -30,11 +31,14 @@ class TaskEntry:
         name: the ``--dataset`` name.
         build: ``build(config) -> Task``.
         uses: the optional data settings (of :data:`OPTIONAL_DATA_SETTINGS`) it reads.
+        check: optional ``check(config)`` that refuses, before any data is read, settings the
+            task cannot use (raising :class:`PairLossError`).
     """
 
     name: str
     build: Callable[[Any], Task]
     uses: frozenset[str]
+    check: Callable[[Any], None] | None = None
 
 
 TASKS: dict[str, TaskEntry] = {}
@@ -54,7 +58,11 @@ def _class_task(config: Any) -> Task:
 
 
 for _name in LOADERS:
-    register(TaskEntry(_name, _class_task, USES[_name]))
+    register(TaskEntry(_name, _class_task, USES[_name], refuse_slate_loss))
+
+register(
+    TaskEntry("lambdarank", ranking_task, frozenset({"data_dir", "test_fraction"}), check_ranking)
+)
 
 
 def check_dataset(name: object) -> str:
@@ -70,11 +78,13 @@ def check_dataset(name: object) -> str:
 
 def check_applies(config: Any) -> None:
     """Refuse an optional data setting that ``config.dataset`` would ignore."""
-    uses = TASKS[check_dataset(config.dataset)].uses
+    entry = TASKS[check_dataset(config.dataset)]
     for name in OPTIONAL_DATA_SETTINGS:
-        if getattr(config, name) is not None and name not in uses:
+        if getattr(config, name) is not None and name not in entry.uses:
             flag = "--" + name.replace("_", "-")
             raise PairLossError(f"{name}: data set {config.dataset!r} does not use it; drop {flag}")
+    if entry.check is not None:
+        entry.check(config)
 
 
 def load_task(config: Any) -> Task:

@@ -15,6 +15,12 @@ the model on its validation data (carved from the training data, never the test 
 state of the epoch with the best :meth:`Task.select` score is kept, and :meth:`Trainer.fit`
 leaves the model in that state (``selected_epoch``).
 
+Scale (:mod:`pairloss.train.parallel`): in a process group (``nproc > 1`` or ``torchrun``)
+every rank draws its own batches, the model trains inside DistributedDataParallel and the loss
+is that of the global batch (``gather="exact"``), and rank 0 alone validates, logs and writes
+files; ``chunk_size`` turns GradCache on and ``memory_size`` wraps the loss in a cross-batch
+memory. The checkpoint and the kept model hold the bare model's state either way.
+
 Files (in ``out``): ``metrics.jsonl``, ``metrics.csv`` and ``tensorboard/`` (see
 :mod:`pairloss.train.logs`), and ``checkpoint.pt`` after every epoch: a plain ``state_dict``
 bundle (model, loss, optimizer, schedule, gradient scaler, RNG state, epoch, the best epoch and
@@ -42,6 +48,7 @@ import torch
 from torch import nn
 
 from ..errors import PairLossError
+from . import parallel
 from .logs import METRICS, RunLogs, read_history
 from .task import Results, Task
 
@@ -145,11 +152,15 @@ class Trainer:
         log: Callable[[str], None] = print,
     ) -> None:
         self.task, self.config, self.miner, self.on_epoch = task, config, miner, on_epoch
-        self.device = resolve_device(config.device)
-        self.model, self.loss = model.to(self.device), loss.to(self.device)
+        self.rank, self.world_size = parallel.world()
+        self.device = parallel.device_of_rank(resolve_device(config.device), self.rank)
+        self.model = model.to(self.device)
+        self.forward_model = parallel.parallel_model(self.model, self.device)
+        self.loss = parallel.scaled_loss(loss, config).to(self.device)
+        self.scaled = self.world_size > 1 or config.memory_size is not None
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.sampler = task.batches(config)
+        self.sampler = task.batches(config, self.rank, self.world_size)
         self.steps_per_epoch = len(self.sampler)
         self.total_steps = self.steps_per_epoch * config.epochs
         warmup = round(config.warmup_epochs * self.steps_per_epoch)
@@ -244,11 +255,17 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _step(self, batch: Any) -> float:
-        with self._autocast():
-            args, kwargs = self.task.loss_inputs(self.model, batch, self.device, self.step)
-            if self.miner is not None:
-                kwargs = {**kwargs, "indices_tuple": self.miner(*args)}
-            value = self.loss(*args, **kwargs)
+        if self.config.chunk_size is not None:
+            value = parallel.chunked_loss(self, batch)
+        else:
+            with self._autocast():
+                args, kwargs = self.task.loss_inputs(
+                    self.forward_model, batch, self.device, self.step
+                )
+                if self.miner is not None:  # scaled: mined inside the loss, on all candidates
+                    mined = self.miner if self.scaled else self.miner(*args)
+                    kwargs = {**kwargs, "indices_tuple": mined}
+                value = self.loss(*args, **kwargs)
         if value.dim() != 0:
             raise PairLossError(
                 f"loss: returned shape {tuple(value.shape)}; the trainer needs one number per batch"
@@ -258,8 +275,10 @@ class Trainer:
                 f"loss: the training loss became {float(value.detach())} at epoch "
                 f"{self.epoch + 1}; try a lower lr or check the loss options"
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(value).backward()
+        if self.config.chunk_size is None:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(value).backward()
+        parallel.average_loss_gradients(self.loss)
         if self.config.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.trained, self.config.grad_clip)
@@ -292,14 +311,16 @@ class Trainer:
     def fit(self) -> list[dict[str, Any]]:
         """Train the remaining epochs; return one record per epoch (also in the logs), and
         leave the model in the state of the selected (best validation) epoch."""
-        self.logs = RunLogs(self.out, notice=self.log)
+        self.logs = RunLogs(self.out, notice=self.log) if self.rank == 0 else None
         self.model.train()
         try:
             with self._bar() as bar:
                 while self.epoch < self.config.epochs:
                     self._epoch(bar)
         finally:
-            self.logs.close()
+            if self.logs is not None:
+                self.logs.close()
+            parallel.release(self.loss)
         if self.best_model is not None:
             self.model.load_state_dict(self.best_model)
         return self.history
@@ -311,7 +332,8 @@ class Trainer:
         for batch in self.sampler:
             value = self._step(batch)
             total, count, samples = total + value, count + 1, samples + len(batch)
-            self.logs.batch(self.step, value)
+            if self.logs is not None:
+                self.logs.batch(self.step, value)
             bar.update(len(batch))
             bar.set_postfix(mean_loss=f"{total / count:.4f}", refresh=False)
         self.epoch += 1
@@ -321,8 +343,10 @@ class Trainer:
             "mean_loss": total / max(count, 1),
             "lr": self.schedule.get_last_lr()[0],
             "train_seconds": seconds,
-            "samples_per_second": samples / seconds if seconds > 0 else 0.0,
+            "samples_per_second": samples * self.world_size / seconds if seconds > 0 else 0.0,
         }
+        if self.rank != 0:  # rank 0 alone evaluates, keeps the best model and writes files
+            return
         if self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs:
             results = self.validate()
             record.update(flat_results("val_", results))

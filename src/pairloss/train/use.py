@@ -34,6 +34,7 @@ from ..metrics import knn
 from .config import TrainConfig
 from .evaluate import embed
 from .models import build_model
+from .scorers import MLPScorer
 from .trainer import load_checkpoint, resolve_device
 
 MODEL = "model.pt"
@@ -129,10 +130,20 @@ def _vectors(path: Path) -> torch.Tensor:
     raise PairLossError(f"input: {path}: expected .npy or .pt vectors for this run's model")
 
 
+def _check_embeds(trained: TrainedModel) -> None:
+    """Refuse a run whose model scores documents (learning to rank) instead of embedding."""
+    if isinstance(trained.model, MLPScorer):
+        raise PairLossError(
+            f"run: the {trained.config.dataset} run holds a document scorer, not an embedding "
+            "model; evaluate it with `pairloss eval RUN`"
+        )
+
+
 def embed_files(
     trained: TrainedModel, files: list[str | Path], device: str = "cpu", backbone: bool = False
 ) -> tuple[torch.Tensor, list[str]]:
     """Embeddings ``[N, D]`` of ``files`` with the run's model, and the item names."""
+    _check_embeds(trained)
     x, names = load_inputs(files, trained)
     model = trained.model.to(resolve_device(device))
     return embed(model, x, resolve_device(device), backbone=backbone), names
@@ -149,9 +160,15 @@ def embed_dataset(
 
     Images are prepared like the run's (channels and size of its model's input)."""
     from .config import check_paths
-    from .datasets import load_data
+    from .datasets import LOADERS, load_data
     from .tasks import check_applies, check_dataset
 
+    _check_embeds(trained)
+    if dataset is not None and check_dataset(dataset) not in LOADERS:
+        raise PairLossError(
+            f"dataset: {dataset!r} holds no labelled samples to embed; expected one of "
+            f"{', '.join(LOADERS)}"
+        )
     config = trained.config.replace(
         dataset=check_dataset(trained.config.dataset if dataset is None else dataset),
         data_dir=data_dir if data_dir is not None else trained.config.data_dir,
