@@ -176,13 +176,15 @@ def fill_proxies(w: torch.Tensor) -> None:
 
 def _pml_proxy(cls, attr: str, layout: str):
     """A factory ``(C, D) -> loss`` for a pytorch-metric-learning proxy loss whose weight
-    ``attr`` is stored as ``layout`` ("CD" or "DC"), filled by :func:`fill_proxies`."""
+    ``attr`` is stored as ``layout`` ("CD" or "DC"), filled by :func:`fill_proxies` (k rows
+    per class for the losses with several centres per class, class c's in rows c*k .. c*k+k-1
+    in both libraries)."""
 
     def make(classes: int, dim: int):
         loss = cls(num_classes=classes, embedding_size=dim)
         w = getattr(loss, attr).data
         view = w.T if layout == "DC" else w
-        if tuple(view.shape) != (classes, dim):
+        if view.shape[1] != dim or view.shape[0] % classes:
             raise RuntimeError(
                 f"{cls.__name__}.{attr}: expected layout {layout}, got shape {tuple(w.shape)}"
             )
@@ -205,6 +207,10 @@ def _proxy_losses(which: str):
             "ProxyNCA": lambda c, d: pairloss.ProxyNCALoss(c, d, init=init),
             "NormalizedSoftmax": lambda c, d: pairloss.NormalizedSoftmaxLoss(c, d, init=init),
             "P2SGrad": lambda c, d: pairloss.P2SGradLoss(d, c, init=init),
+            "SubCenterArcFace": lambda c, d: pairloss.SubCenterArcFaceLoss(c, d, init=init),
+            "LargeMarginSoftmax": lambda c, d: pairloss.LargeMarginSoftmaxLoss(c, d, init=init),
+            "SphereFace": lambda c, d: pairloss.SphereFaceLoss(c, d, init=init),
+            "SoftTriple": lambda c, d: pairloss.SoftTripleLoss(c, d, init=init),
         }
     from pytorch_metric_learning import losses as L
 
@@ -215,6 +221,10 @@ def _proxy_losses(which: str):
         "ProxyNCA": _pml_proxy(L.ProxyNCALoss, "proxies", "CD"),
         "NormalizedSoftmax": _pml_proxy(L.NormalizedSoftmaxLoss, "W", "DC"),
         "P2SGrad": _pml_p2s(L.P2SGradLoss),
+        "SubCenterArcFace": _pml_proxy(L.SubCenterArcFaceLoss, "W", "DC"),
+        "LargeMarginSoftmax": _pml_proxy(L.LargeMarginSoftmaxLoss, "W", "DC"),
+        "SphereFace": _pml_proxy(L.SphereFaceLoss, "W", "DC"),
+        "SoftTriple": _pml_proxy(L.SoftTripleLoss, "fc", "DC"),
     }
 
 

@@ -31,7 +31,13 @@ from .engine import compute_dtype
 from .errors import PairLossError
 from .objectives.terms import masked_max, masked_min
 from .relations import LabelRelation, Relation
-from .similarity import CosineSimilarity, LpDistance, Similarity, get_similarity
+from .similarity import (
+    CosineSimilarity,
+    LpDistance,
+    Similarity,
+    get_similarity,
+    power_of_two_scale,
+)
 from .validation import (
     check_bool,
     check_choice,
@@ -467,6 +473,12 @@ class AngularMiner(Miner):
     ``pairwise_distance`` of the embeddings as given (as pytorch-metric-learning).
     Default ``angle=20``; needs ``LpDistance(p=2, power=1, normalize_embeddings=True)`` (the
     default). Output: triplets. The triplets are enumerated a few anchors at a time.
+
+    The angles do not depend on the scale of the inputs. Inputs whose largest entry lies
+    outside [2^-10, 2^10] are first divided by a power of two (exact) that brings it into
+    (1/2, 1]: in pytorch-metric-learning the 1e-6 that ``pairwise_distance`` adds to every
+    difference decides the angles of tiny inputs, and the squares of huge ones overflow. In the
+    usual range nothing is scaled (the same results as there).
     """
 
     output = "triplets"
@@ -478,6 +490,9 @@ class AngularMiner(Miner):
 
     def mine(self, embeddings, labels, ref_emb=None, ref_labels=None) -> tuple:
         ref = embeddings if ref_emb is None else ref_emb
+        m = power_of_two_scale(torch.cat([embeddings, ref]))
+        if not 2.0**-10 <= float(m) <= 2.0**10:
+            embeddings, ref = embeddings / m, ref / m
         pos, neg = label_relation(labels, ref_labels).block(0, embeddings.shape[0])
         a, p, n = triplets_where(pos, neg)
         keep = torch.zeros(a.shape[0], dtype=torch.bool, device=a.device)
@@ -693,7 +708,7 @@ class UniformHistogramMiner(Miner):
 class EmbeddingsAlreadyPackagedAsTriplets(Miner):
     """For batches laid out as consecutive triplets (anchor, positive, negative, anchor, ...):
     the triplets (0, 1, 2), (3, 4, 5), ... The batch size must be a multiple of 3; labels are
-    not read. Output: triplets."""
+    not read (when given they must still be one integer label per row). Output: triplets."""
 
     output = "triplets"
 
@@ -709,6 +724,8 @@ class EmbeddingsAlreadyPackagedAsTriplets(Miner):
     def forward(self, embeddings, labels=None, ref_emb=None, ref_labels=None) -> MinedIndices:
         raw = (embeddings, labels, ref_emb, ref_labels)
         embeddings = check_embeddings(embeddings, "embeddings")
+        if labels is not None:
+            check_labels(labels, embeddings.shape[0])
         out = self.mine(embeddings)
         self.num_triplets = int(out[0].shape[0])
         return MinedIndices(out, self, *raw)

@@ -1,7 +1,7 @@
 """Hostile cases for the miners of :mod:`pairloss.miners`, generated from the package.
 
 Every miner class is (1) called directly (``masks`` for pair miners, ``indices`` for the triplet
-miner) on the mutations of a small batch (:func:`~tests.hostile.mutations.mutations`), (2) built
+miner, the index tuple for a miner without a row-wise rule) on the mutations of a small batch (:func:`~tests.hostile.mutations.mutations`), (2) built
 with hostile values of each constructor parameter and run inside a loss, and (3) run inside every
 catalogue loss that takes a ``miner``, where dense and blocked engines must agree
 (:func:`~tests.hostile.loss_cases.check_loss`).
@@ -58,7 +58,12 @@ class MinerCase:
 
 
 def _mine(cls: type, call: dict):
+    """The miner's selection: its masks or triplet lists where it has a row-wise rule, else its
+    pytorch-metric-learning index tuple (a seeded call: some miners sample)."""
     miner = cls()
+    if not cls.has_transform:
+        torch.manual_seed(0)
+        return tuple(miner(**call))
     return miner.indices(**call) if _selects_triplets(cls) else miner.masks(**call)
 
 
@@ -76,7 +81,10 @@ def check_miner_call(case: MinerCase) -> None:
         return
     assert_finite(out, case.id)
     n = case.call["embeddings"].shape[0]
-    if _selects_triplets(case.cls):
+    if not case.cls.has_transform:
+        size = 3 if case.cls.output == "triplets" else 4
+        assert len(out) == size and all(t.dtype == torch.long and t.dim() == 1 for t in out)
+    elif _selects_triplets(case.cls):
         assert len(out) == 3 and all(t.dtype == torch.long and t.dim() == 1 for t in out)
     else:
         assert len(out) == 2 and all(m.dtype == torch.bool and m.shape == (n, n) for m in out)

@@ -171,6 +171,18 @@ def test_same_seed_same_init_as_pml():
         torch.testing.assert_close(getattr(ours, attr), w, rtol=0, atol=0)
 
 
+def test_hyper_parameter_attributes_hold_what_pml_holds():
+    """After construction PML keeps some hyper-parameters transformed (ArcFace's margin in
+    radians, SoftTriple's 1 / gamma, the margin-softmax losses' integer margin): code that
+    reads them gets the same numbers."""
+    for name in PML_NAMES:
+        ours_cls, pml_cls, _, _ = LOSSES[name]
+        ours, theirs = ours_cls(5, 4), pml_cls(5, 4)
+        for attr in ("margin", "scale", "gamma", "la", "alpha", "temperature", "softmax_scale"):
+            if hasattr(theirs, attr):
+                assert float(getattr(ours, attr)) == pytest.approx(float(getattr(theirs, attr)))
+
+
 # ---------------------------------------------------------------- dense vs blocked
 
 

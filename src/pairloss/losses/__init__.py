@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..scale.memory import CrossBatchMemory
 from .contrastive import (
     AlignmentLoss,
     AMCLLoss,
@@ -157,6 +158,7 @@ __all__ = [
     "MeanFieldContrastiveLoss",
     "MultiSimilarityLoss",
     "MultipleLosses",
+    "CrossBatchMemory",
     "NCALoss",
     "NPairsLoss",
     "NTXentLoss",

@@ -46,6 +46,7 @@ from ..validation import (
     check_embeddings,
     check_labels,
     check_real,
+    check_result,
     check_same_device_dtype,
 )
 
@@ -672,7 +673,10 @@ class PairLossModule(nn.Module):
         """Reduce terms listed per pair (one ``(losses, indices)`` per component, indices a
         tuple whose first entry is the anchor) as pytorch-metric-learning's pair-based losses
         do: with ``self.reducer`` when one was given, else with ``self.reduction`` (per anchor
-        row). Adds the regularizers."""
+        row). Adds the regularizers. Terms that left the range of the dtype (squared distances
+        of huge inputs) are refused, naming the embeddings."""
+        for losses, _ in parts:
+            check_result(losses.detach(), embeddings)
         if self.uses_reducer():
             loss_dict = {}
             for comp, (losses, indices) in zip(self.active_components(), parts):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 from ..relations import BlockPairs
-from .terms import RowScale, RowTerms, stable_shift
+from .terms import RowScale, RowTerms, shifted_exp_, stable_shift
 
 
 def group_max(s: torch.Tensor, pos: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,7 +177,7 @@ def softmax_ce_fused(
     floor.index_copy_(0, rows, logit)
     m = stable_shift(s, pairs, coef, 0.0, work, floor)
     m = torch.where(torch.isfinite(m), m, 0.0)
-    e = torch.add((-m)[:, None], s, alpha=coef, out=work).exp_()
+    e = shifted_exp_(s, coef, m, work)
     e_target = torch.exp(logit - m[rows])
     flat = e.view(-1)
     flat.index_copy_(0, pairs.pos_flat, e_target).index_fill_(0, pairs.void_flat, 0.0)

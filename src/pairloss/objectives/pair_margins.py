@@ -20,6 +20,7 @@ from .terms import (
     member_extreme_,
     segment_max,
     segment_sum,
+    shifted_exp_,
 )
 
 # above this exponent log(1 + e^z) is z to working precision (e^-z below z's rounding), and
@@ -69,7 +70,7 @@ def negative_logsumexp_(
     negatives, whose ``lse`` is 0)."""
     has = pairs.n_neg > 0
     top = torch.where(has, member_extreme_(work, pairs, coef), 0.0)
-    total = torch.add(-top[:, None], work, alpha=coef, out=work).exp_().sum(dim=1)
+    total = shifted_exp_(work, coef, top, work).sum(dim=1)
     total = torch.where(has, total, 1.0)
     return torch.where(has, total.log() + top, 0.0), total, has
 

@@ -72,11 +72,12 @@ def ranked_list_fused(
     wp = torch.where(in_p, torch.exp(t_pos * tp), 0.0)
     w_sum_p = segment_sum(wp, rows, b) + floor
     loss_p = segment_sum(wp * tp, rows, b) / w_sum_p
-    # negatives: t = alpha - d on N* = {d < alpha, d > 0}, i.e. 0 < t < alpha
+    # negatives: t = alpha - d on N* = {d < alpha, d > 0}; d > 0 is read from d itself (for a
+    # d below alpha's rounding step, alpha - d rounds to alpha)
     work = grad if grad is not None else torch.empty_like(s)
     torch.sub(alpha, s, out=work)
     hide_non_negatives_(work, pairs, 0.0)
-    in_n = (work > 0) & (work < alpha)
+    in_n = (work > 0) & (s > 0)
     work.mul_(in_n)
     wn = torch.exp(work * t_neg).mul_(in_n)
     del in_n

@@ -13,15 +13,17 @@ def soft_triple_rows(
     pos: torch.Tensor,
     centers_per_class: int,
     la: float,
-    gamma: float,
+    inv_gamma: float,
     margin: float,
     weights: torch.Tensor | None = None,
 ) -> list[RowTerms]:
     """Per row: the relaxed class similarity S_c = sum_k softmax_k(s_ck / gamma) s_ck over each
-    class's K adjacent centre columns, then cross-entropy of la * (S_c - margin [c = y])."""
+    class's K adjacent centre columns, then cross-entropy of la * (S_c - margin [c = y]).
+    ``inv_gamma`` is 1 / gamma (the exponent is ``s * inv_gamma``, as pytorch-metric-learning
+    computes it)."""
     b, k = s.shape[0], centers_per_class
     sc = s.view(b, -1, k)
-    prob = torch.softmax(sc / gamma, dim=2)
+    prob = torch.softmax(sc * inv_gamma, dim=2)
     sim = (prob * sc).sum(dim=2)
     _, target = group_max(s, pos, k)
     logits = la * (sim - margin * target.to(sim.dtype))

@@ -24,6 +24,7 @@ from .terms import (
     masked_logsumexp,
     member_extreme_,
     segment_sum,
+    shifted_exp_,
 )
 
 
@@ -122,7 +123,7 @@ def _exp_pass(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``work = e^{coef * s - shift}`` with the void (and, if ``hide_pos``, the positive) cells
     zeroed, and its row sums."""
-    e = torch.add(shift.neg()[:, None], s, alpha=coef, out=work).exp_()
+    e = shifted_exp_(s, coef, shift, work)
     flat = e.view(-1)
     flat.index_fill_(0, pairs.void_flat, 0.0)
     if hide_pos:

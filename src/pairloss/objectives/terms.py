@@ -167,6 +167,26 @@ def member_extreme_(
     return coef * (work.amax(dim=1) if coef > 0 else work.amin(dim=1))
 
 
+def shifted_exp_(
+    s: torch.Tensor, coef: float, shift: torch.Tensor, out: torch.Tensor, bias: float = 0.0
+) -> torch.Tensor:
+    """``out = e^{coef * s + bias - shift}`` with ``shift`` [b] one value per row, in place.
+
+    A shift computed as ``coef * max s + bias`` (:func:`stable_shift`,
+    :func:`member_extreme_`) must give exactly 0 at the row's maximum. One fused multiply-add
+    rounds ``coef * s`` differently from that product; at ordinary magnitudes the difference is
+    far below 1, but where one rounding step of the shift exceeds 2^-10 (float32 beyond about
+    1e4) it moves the maximum's exponent away from 0 and its exponential to 0 or inf. There
+    the product and the bias are rounded first, as the shift was."""
+    step = float(shift.abs().amax()) * torch.finfo(s.dtype).eps if shift.numel() else 0.0
+    if step < 2.0**-10:
+        return torch.add((bias - shift)[:, None], s, alpha=coef, out=out).exp_()
+    torch.mul(s, coef, out=out)
+    if bias:
+        out.add_(bias)
+    return out.sub_(shift[:, None]).exp_()
+
+
 # a log-sum-exp shift at most this far above the true maximum keeps every term that matters out
 # of underflow (e^-60 is above float32's smallest normal, e^-87, by far more than its precision)
 SAFE_SHIFT = {torch.float32: 60.0, torch.float64: 600.0}
@@ -226,9 +246,7 @@ class FusedDualLSE:
         b = s.shape[0]
         self.kp, self.kn, self.work = kp, kn, work
         mn = stable_shift(s, pairs, kn, bn, work, 0.0)
-        e = hide_non_negatives_(
-            torch.add((bn - mn)[:, None], s, alpha=kn, out=work).exp_(), pairs, 0.0
-        )
+        e = hide_non_negatives_(shifted_exp_(s, kn, mn, work, bn), pairs, 0.0)
         if neg_keep is not None:
             e.mul_(neg_keep)
         self.sn = e.sum(dim=1) + torch.exp(-mn)

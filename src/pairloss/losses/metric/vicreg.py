@@ -8,7 +8,12 @@ import torch
 
 from ...errors import PairLossError
 from ...reducers import MeanReducer
-from ...validation import check_embeddings, check_real, check_same_device_dtype
+from ...validation import (
+    check_embeddings,
+    check_real,
+    check_result,
+    check_same_device_dtype,
+)
 from ..base import Component, PairLossModule
 
 
@@ -110,6 +115,8 @@ class VICRegLoss(PairLossModule):
         inv = self.invariance_lambda * self.invariance_loss(embeddings, ref_emb)
         var_a, var_b = self.variance_loss(embeddings, ref_emb)
         cov = self.covariance_v * self.covariance_loss(embeddings, ref_emb)
+        for term in (inv, var_a, var_b, cov):  # squares of huge inputs leave the dtype's range
+            check_result(term.detach(), embeddings)
         rows = torch.arange(embeddings.shape[0], device=embeddings.device)
         feats = torch.arange(embeddings.shape[1], device=embeddings.device)
         loss_dict = {

@@ -12,7 +12,7 @@ from torch import nn
 from ...engine import compute_dtype
 from ...errors import PairLossError
 from ...similarity import CosineSimilarity, Similarity, get_similarity
-from ...validation import check_embeddings, check_int, check_real, check_tensor
+from ...validation import check_bool, check_embeddings, check_int, check_labels, check_real
 from ..base import regularizer_from
 
 
@@ -38,7 +38,9 @@ class ManifoldLoss(nn.Module):
     :math:`L = L_{int} + \lambda_C L_{ctx}`. Paper: Aziere & Todorovic, CVPR 2019, eq. 3-9.
     Arguments as pytorch-metric-learning's ``ManifoldLoss``: ``l`` (the embedding size),
     ``K=50`` proxies (``proxies`` [K, l], N(0, 1)), ``lambdaC=1.0`` (>= 0; ``inf`` keeps only
-    the context loss), ``alpha=0.8``, ``margin=5e-4``; cosine similarity by default.
+    the context loss, with weight 1: pytorch-metric-learning documents that and then fails),
+    ``alpha=0.8``, ``margin=5e-4``; cosine similarity by default. Scores whose graph weights
+    exp(s / 0.5) overflow (unbounded distances of large inputs) are refused.
 
     Labels are not used: ``indices_tuple`` is the [B] tensor of each sample's proxy
     (m_i); without it each proxy gets one sample and the rest a random proxy (torch's global
@@ -75,7 +77,9 @@ class ManifoldLoss(nn.Module):
             embedding_regularizer, "embedding_regularizer"
         )
         self.embedding_reg_weight = check_real(embedding_reg_weight, "embedding_reg_weight")
-        self.collect_stats = collect_stats
+        self.collect_stats = (
+            None if collect_stats is None else check_bool(collect_stats, "collect_stats")
+        )
         self.proxies = nn.Parameter(torch.randn(self.K, self.l))
 
     def forward(
@@ -98,12 +102,8 @@ class ManifoldLoss(nn.Module):
                 f"embeddings: have {embeddings.shape[1]} features; expected l = {self.l}"
             )
         if indices_tuple is not None:
-            own = check_tensor(indices_tuple, "indices_tuple")
-            if (
-                own.shape != (n,)
-                or own.is_floating_point()
-                or (own.numel() and (int(own.min()) < 0 or int(own.max()) >= k))
-            ):
+            own = check_labels(indices_tuple, n, "indices_tuple")
+            if own.numel() and (int(own.min()) < 0 or int(own.max()) >= k):
                 raise PairLossError(
                     f"indices_tuple: expected the [{n}] proxy index (in [0, {k})) of each sample"
                 )
@@ -119,16 +119,22 @@ class ManifoldLoss(nn.Module):
         dtype = compute_dtype(embeddings)
         nodes = torch.cat([embeddings.to(dtype), self.proxies.to(dtype)], dim=0)
         s = torch.exp(self.distance(nodes, nodes).clamp(0, math.inf) / 0.5)
+        if not bool(torch.isfinite(s).all()):
+            raise PairLossError(
+                f"embeddings: the graph weights exp(s / 0.5) overflow {dtype} with "
+                f"{self.distance!r} (scores up to {float(self.distance(nodes, nodes).amax()):.3g});"
+                " expected scores below about 40 (float32) or 350 (float64): a bounded "
+                "similarity such as cosine, or inputs of moderate magnitude"
+            )
         eye = torch.eye(n + k, device=s.device, dtype=s.dtype)
         s = s - s * eye
         d = torch.pow(torch.sum(s, dim=1), -0.5)
         s_bar = d[:, None] * s * d[None, :]
         f = (1 - self.alpha) * torch.inverse(eye - self.alpha * s_bar)
-        loss = embeddings.new_zeros((), dtype=dtype)
-        if self.lambdaC != math.inf:
-            loss = _hinge_lse(f[:n, n:], own, self.margin)
         ctx = torch.nn.functional.cosine_similarity(f[:n], f[n:].unsqueeze(1), dim=-1).t()
-        loss = loss + self.lambdaC * _hinge_lse(ctx, own, self.margin)
+        loss = _hinge_lse(ctx, own, self.margin)
+        if self.lambdaC != math.inf:
+            loss = _hinge_lse(f[:n, n:], own, self.margin) + self.lambdaC * loss
         if self.embedding_regularizer is not None:
             loss = loss + self.embedding_regularizer(embeddings) * self.embedding_reg_weight
         return loss.to(embeddings.dtype)

@@ -195,7 +195,7 @@ class ArcFaceLoss(_MarginSoftmax):
         \cos\theta - m \sin m & \text{otherwise}\end{cases}
 
     ``margin`` is in degrees, as pytorch-metric-learning: default 28.6 (= 0.5 rad, the paper's
-    m), ``scale=64``; weights N(0, 1). Beyond theta = pi - m, cos(theta + m) would increase
+    m), ``scale=64``; weights N(0, 1). As there, the attribute ``margin`` holds it in radians. Beyond theta = pi - m, cos(theta + m) would increase
     again; the second branch (pytorch-metric-learning's rule, the same as the official
     InsightFace code's ``cos - sin(pi - m) m``) keeps the target logit decreasing.
     ``easy_margin=True`` selects the InsightFace alternative: margin only where cos > 0, the
@@ -229,7 +229,7 @@ class ArcFaceLoss(_MarginSoftmax):
             init=init,
             **kwargs,
         )
-        self.margin = deg
+        self.margin = math.radians(deg)
         self.easy_margin = check_bool(easy_margin, "easy_margin")
 
 

@@ -8,6 +8,8 @@ import torch
 
 from ...errors import PairLossError
 from ...objectives.terms import RowTerms
+from ...similarity import DotProductSimilarity, normalize_rows
+from ...validation import check_int
 from ..base import Component
 from .proxy_base import ProxyLossModule
 
@@ -44,19 +46,20 @@ class P2SGradLoss(ProxyLossModule):
     components = (Component("loss", "already_reduced"),)
 
     def __init__(self, descriptors_dim: int, num_classes: int, **kwargs) -> None:
+        descriptors_dim = check_int(descriptors_dim, "descriptors_dim", minimum=1)
         super().__init__(num_classes, descriptors_dim, 1, **kwargs)
         self.descriptors_dim = self.embedding_size
 
     @staticmethod
     def default_similarity():
-        from ...similarity import DotProductSimilarity
-
         return DotProductSimilarity(normalize_embeddings=False)
 
     def prepare_embeddings(self, x: torch.Tensor) -> torch.Tensor:
         """x / |x| (the weights are unit columns already): cos = x . w / |x|, as
-        pytorch-metric-learning."""
-        return x / x.pow(2).sum(dim=1, keepdim=True).pow(0.5)
+        pytorch-metric-learning, but exact at any magnitude (pytorch-metric-learning's
+        ``x / sqrt(sum x^2)`` is 0/0 for float32 rows of entries below about 1e-19 and inf/inf
+        above 1e19); an all-zero row has cosine 0 with every class (NaN there)."""
+        return normalize_rows(x)
 
     def default_init(self, w: torch.Tensor) -> None:
         w.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)

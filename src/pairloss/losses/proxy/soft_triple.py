@@ -29,7 +29,8 @@ class SoftTripleLoss(ProxyLossModule):
     pytorch-metric-learning: ``centers_per_class=10``, ``la`` (lambda) ``=20``, ``gamma=0.1``,
     ``margin`` (delta) ``=0.01``; centres ``fc`` [D, C * K] (pytorch-metric-learning's attribute
     and layout: class c's centres in columns c*K .. c*K + K - 1) initialised as its
-    Kaiming-uniform init. Mean over the batch. ``get_logits(x)`` gives S [B, C].
+    Kaiming-uniform init. Mean over the batch. ``get_logits(x)`` gives S [B, C]. As there, the
+    attribute ``gamma`` holds 1 / gamma (10 by default), the factor of the scores.
 
     The paper (and its official code, tau = 0.2) adds a regulariser pulling a class's centres
     together, tau * sum_c sum_{k < k'} sqrt(2 + 1e-5 - 2 <w_ck, w_ck'>) / (C K (K - 1)) on
@@ -58,7 +59,7 @@ class SoftTripleLoss(ProxyLossModule):
         super().__init__(num_classes, embedding_size, k, init=init, **kwargs)
         self.centers_per_class = k
         self.la = check_positive(la, "la")
-        self.gamma = check_positive(gamma, "gamma")
+        self.gamma = 1.0 / check_positive(gamma, "gamma")
         self.margin = check_positive(margin, "margin", strict=False)
         self.center_regularization = check_positive(
             center_regularization, "center_regularization", strict=False
@@ -71,7 +72,7 @@ class SoftTripleLoss(ProxyLossModule):
         """The relaxed class similarities S_{i,c} [B, C] (pytorch-metric-learning's
         ``get_logits``)."""
         cos = super().get_logits(embeddings).view(-1, self.num_classes, self.centers_per_class)
-        prob = torch.softmax(cos / self.gamma, dim=2)
+        prob = torch.softmax(cos * self.gamma, dim=2)
         return torch.sum(prob * cos, dim=2)
 
     def check_reduction_ok(self) -> None:
