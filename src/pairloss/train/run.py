@@ -42,6 +42,9 @@ from .trainer import CHECKPOINT, Trainer, resolve_device, seed_everything
 
 MODEL = "model.pt"
 LEADERBOARD_KEYS = ("map@r", "recall@1", "r_precision", "rank1", "eer", "dir@far=0.1")
+TEXT_LEADERBOARD_KEYS = ("spearman", "mrr", "ndcg", "ndcg@1", "pair_accuracy", "reward_accuracy")
+COLUMNS = Task.columns
+"""The labelled tasks' ``(metric, display name)`` columns (a task may have its own)."""
 
 
 @dataclass
@@ -64,6 +67,7 @@ class RunResult:
             depends on the load, this does less).
         report: path of ``report.html``.
         config: the run's settings.
+        columns: the task's ``(metric, display name)`` columns (the first orders).
     """
 
     out: Path
@@ -76,6 +80,7 @@ class RunResult:
     seconds: dict[str, float]
     report: Path
     config: dict[str, Any] = field(default_factory=dict)
+    columns: tuple[tuple[str, str], ...] = COLUMNS
 
 
 # ----------------------------------------------------------------------------- checks up front
@@ -222,43 +227,56 @@ def _score(results: Results, setting: str, key: str = "map@r") -> float:
     return value if value is not None and math.isfinite(value) else -math.inf
 
 
-def ranked(representations: dict[str, Results], headline: str) -> dict[str, Results]:
-    """``representations`` ordered best first by the headline setting's MAP@R."""
-    order = sorted(representations, key=lambda n: -_score(representations[n], headline))
+def ranked(
+    representations: dict[str, Results], headline: str, key: str = "map@r"
+) -> dict[str, Results]:
+    """``representations`` ordered best first by the headline setting's ``key`` metric."""
+    order = sorted(representations, key=lambda n: -_score(representations[n], headline, key))
     return {name: representations[name] for name in order}
 
 
 def verdict_line(
-    baselines: dict[str, Results], trained: tuple[str, Results], headline: str, settings: list[str]
+    baselines: dict[str, Results],
+    trained: tuple[str, Results],
+    headline: str,
+    settings: list[str],
+    columns: tuple[tuple[str, str], ...] = COLUMNS,
 ) -> str:
-    """One line: the best baseline's MAP@R and Recall@1 against the trained embedding's, on
-    each setting (headline first)."""
+    """One line: the best baseline's ``columns`` metrics (MAP@R and Recall@1 by default)
+    against the trained model's, on each setting (headline first)."""
     name, results = trained
     parts = []
     for setting in [headline, *(s for s in settings if s != headline)]:
-        best = max(baselines, key=lambda n: _score(baselines[n], setting), default=None)
+        best = max(
+            baselines, key=lambda n: _score(baselines[n], setting, columns[0][0]), default=None
+        )
         if best is None or setting not in results:
             continue
         base, mine = baselines[best][setting], results[setting]
         change = " and ".join(
             f"{label} {base[key]:.3f} -> {mine[key]:.3f}"
-            for key, label in (("map@r", "MAP@R"), ("recall@1", "Recall@1"))
+            for key, label in columns
             if key in base and key in mine
         )
         parts.append(f"{change} on {SETTINGS.get(setting, setting)} (best baseline: {best})")
     return f"training changed {'; '.join(parts)}" if parts else "no test results"
 
 
-def format_table(representations: dict[str, Results], settings: list[str]) -> str:
-    """The representations as aligned text: MAP@R and Recall@1 per setting."""
+def format_table(
+    representations: dict[str, Results],
+    settings: list[str],
+    columns: tuple[tuple[str, str], ...] = COLUMNS,
+) -> str:
+    """The representations as aligned text: the ``columns`` metrics (MAP@R and Recall@1 by
+    default) per setting."""
     header = ["representation"] + [
-        f"{label} {SETTINGS.get(s, s)}" for s in settings for label in ("MAP@R", "R@1")
+        f"{label} {SETTINGS.get(s, s)}" for s in settings for _, label in columns
     ]
     rows = [header]
     for name, results in representations.items():
         cells = [name]
         for s in settings:
-            for key in ("map@r", "recall@1"):
+            for key, _ in columns:
                 value = results.get(s, {}).get(key)
                 cells.append("-" if value is None else f"{value:.4f}")
         rows.append(cells)
@@ -298,17 +316,21 @@ def train_run(
     task.calibrate(untrained, device)
     baselines = task.baselines(config, untrained, device)
     before = task.similarity_sample(untrained, device)
+    predicted_before = task.prediction_sample(untrained, device)
     del untrained
     evaluation = time.perf_counter() - evaluation
     settings = list(next(iter(baselines.values())))
     log("before training, on the test data:")
-    for line in format_table(ranked(baselines, task.headline), settings).splitlines():
+    key = task.columns[0][0]
+    for line in format_table(
+        ranked(baselines, task.headline, key), settings, task.columns
+    ).splitlines():
         log("  " + line)
 
     def on_epoch(record: dict[str, Any]) -> None:
         val = "  ".join(
             f"{k.removeprefix('val_')} {record[k]:.4f}"
-            for k in ("val_map@r", "val_recall@1")
+            for k in (f"val_{metric}" for metric, _ in task.columns)
             if k in record
         )
         kept = " (best so far)" if record.get("best_epoch") == record["epoch"] and val else ""
@@ -326,11 +348,14 @@ def train_run(
     tested = time.perf_counter()
     mine = task.representations(model, device)
     after = task.similarity_sample(model, device)
+    predicted_after = task.prediction_sample(model, device)
     projection = task.projection(model, device)
     evaluation += time.perf_counter() - tested
-    table = ranked({**baselines, **mine}, task.headline)
+    table = ranked({**baselines, **mine}, task.headline, key)
     trained_name = next(iter(mine))
-    verdict = verdict_line(baselines, (trained_name, mine[trained_name]), task.headline, settings)
+    verdict = verdict_line(
+        baselines, (trained_name, mine[trained_name]), task.headline, settings, task.columns
+    )
     notes = [n for n in [getattr(task, "skipped_baselines", lambda: None)()] if n]
     notes.append(
         f"Test figures of the model of epoch {trainer.selected_epoch} of {len(history)}, the "
@@ -351,6 +376,8 @@ def train_run(
         notes=notes,
         pair_weight_curve=_weight_curve(loss, model, task, config, device),
         projection=projection,
+        columns=task.columns,
+        predictions=(predicted_before, predicted_after),
     )
     reporting = time.perf_counter() - reporting
     total = time.perf_counter() - start
@@ -385,6 +412,7 @@ def train_run(
         seconds,
         report,
         config.to_dict(),
+        task.columns,
     )
 
 
@@ -459,7 +487,8 @@ def compare(
 ) -> list[dict[str, Any]]:
     """Train every loss of ``losses`` (specs as in :func:`parse_loss_spec`) with every seed under
     the same data, protocol and budget; write ``leaderboard.{json,html}`` into ``config.out``
-    and return the rows sorted by the headline setting's MAP@R (mean over seeds, with ``_std``
+    and return the rows sorted by the headline setting's first column metric (MAP@R for
+    labelled data; mean over seeds, with ``_std``
     when seeds > 1; other settings' metrics as ``<setting>/<metric>``)."""
     check_compare(config, losses, seeds)
     out = Path(config.out)
@@ -472,13 +501,14 @@ def compare(
                 train_run(_spec_config(config, spec, seed, out), progress=progress, log=log)
             )
         rows.append({"loss": spec, "runs": len(runs), **_aggregate(runs)})
-    rows.sort(key=lambda r: r.get("map@r", float("-inf")), reverse=True)
+    key = runs[0].columns[0][0]
+    rows.sort(key=lambda r: r.get(key, float("-inf")), reverse=True)
     _dump(out / "leaderboard.json", rows)
     write_leaderboard(
         out / "leaderboard.html",
         title=f"pairloss compare on {config.dataset} (seeds {', '.join(map(str, seeds))})",
         rows=rows,
-        sort_key="map@r",
+        sort_key=key,
     )
     return rows
 
@@ -486,7 +516,8 @@ def compare(
 def leaderboard_table(rows: list[dict[str, Any]]) -> str:
     """The leaderboard as aligned text (mean +- std when available)."""
     present = [k for k in dict.fromkeys(k for r in rows for k in r) if not k.endswith("_std")]
-    keys = [k for k in present if k.split("/")[-1] in LEADERBOARD_KEYS] + ["seconds"]
+    shown = LEADERBOARD_KEYS + TEXT_LEADERBOARD_KEYS
+    keys = [k for k in present if k.split("/")[-1] in shown] + ["seconds"]
     header = ["loss", *keys]
     lines = []
     for r in rows:

@@ -58,6 +58,9 @@ class Task(ABC):
     protocol: str
     headline: str
     selection_metric: str = "map@r"
+    columns: tuple[tuple[str, str], ...] = (("map@r", "MAP@R"), ("recall@1", "Recall@1"))
+    """``(metric, display name)`` of the tables, the verdict line and the leaderboard; the first
+    orders them (higher is better)."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -126,4 +129,10 @@ class Task(ABC):
 
     def similarity_sample(self, model: nn.Module, device: torch.device) -> Mapping[str, Any] | None:
         """Positive and negative pair similarities on test data for the report's histograms."""
+        return None
+
+    def prediction_sample(self, model: nn.Module, device: torch.device) -> Mapping[str, Any] | None:
+        """The model's predictions against the gold values on test data, for the report's
+        predicted-vs-gold scatter: ``{"gold": [N], "predicted": [N], "gold_label": str,
+        "predicted_label": str}`` and optionally ``"caption"`` (``None``: no plot)."""
         return None

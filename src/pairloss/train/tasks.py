@@ -2,7 +2,8 @@
 
 Every entry of :data:`TASKS` builds a :class:`pairloss.train.task.Task` from the run's settings
 and says which optional data settings it reads (``data_dir``, ``labels``, ``image_size``,
-``test_fraction``); a setting given to a task that would ignore it is refused up front. The
+``test_fraction``, ``batch_size``); a setting given to a task that would ignore it is refused up
+front, and its ``check`` refuses a model or loss it cannot train before any data is read. The
 labelled data sets of :mod:`pairloss.train.datasets` are :class:`~pairloss.train.labelled.ClassTask`
 tasks; a task of another kind (text pairs, ranking slates) is added with :func:`register`.
 """
@@ -17,9 +18,12 @@ from typing import Any
 from ..errors import PairLossError
 from .datasets import LOADERS, USES, load_data
 from .labelled import ClassTask
+from .models import TEXT_MODELS
+from .preference_task import check_preference_task, sts_b_preference_task
 from .task import Task
+from .text_task import check_sentence_task, sentence_pairs_task, sts_b_task
 
-OPTIONAL_DATA_SETTINGS = ("data_dir", "labels", "image_size", "test_fraction")
+OPTIONAL_DATA_SETTINGS = ("data_dir", "labels", "image_size", "test_fraction", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -30,11 +34,14 @@ class TaskEntry:
         name: the ``--dataset`` name.
         build: ``build(config) -> Task``.
         uses: the optional data settings (of :data:`OPTIONAL_DATA_SETTINGS`) it reads.
+        check: ``check(config)`` raises :class:`PairLossError` for settings the task cannot
+            train (a model or loss of the wrong kind); called before any data is read.
     """
 
     name: str
     build: Callable[[Any], Task]
     uses: frozenset[str]
+    check: Callable[[Any], None] | None = None
 
 
 TASKS: dict[str, TaskEntry] = {}
@@ -53,8 +60,35 @@ def _class_task(config: Any) -> Task:
     return ClassTask(load_data(config), config)
 
 
+def _check_labelled(config: Any) -> None:
+    if config.model in TEXT_MODELS:
+        raise PairLossError(
+            f"model: {config.model} embeds sentences; data set {config.dataset!r} holds images "
+            "or vectors (text data sets: sts-b, sentence-pairs, sts-b-preference)"
+        )
+
+
 for _name in LOADERS:
-    register(TaskEntry(_name, _class_task, USES[_name]))
+    register(TaskEntry(_name, _class_task, USES[_name], _check_labelled))
+
+# text: sentence pairs and preference lists of human judgements (MiniLM)
+register(TaskEntry("sts-b", sts_b_task, frozenset({"data_dir", "batch_size"}), check_sentence_task))
+register(
+    TaskEntry(
+        "sentence-pairs",
+        sentence_pairs_task,
+        frozenset({"data_dir", "test_fraction", "batch_size"}),
+        check_sentence_task,
+    )
+)
+register(
+    TaskEntry(
+        "sts-b-preference",
+        sts_b_preference_task,
+        frozenset({"data_dir", "batch_size"}),
+        check_preference_task,
+    )
+)
 
 
 def check_dataset(name: object) -> str:
@@ -70,11 +104,13 @@ def check_dataset(name: object) -> str:
 
 def check_applies(config: Any) -> None:
     """Refuse an optional data setting that ``config.dataset`` would ignore."""
-    uses = TASKS[check_dataset(config.dataset)].uses
+    entry = TASKS[check_dataset(config.dataset)]
     for name in OPTIONAL_DATA_SETTINGS:
-        if getattr(config, name) is not None and name not in uses:
+        if getattr(config, name) is not None and name not in entry.uses:
             flag = "--" + name.replace("_", "-")
             raise PairLossError(f"{name}: data set {config.dataset!r} does not use it; drop {flag}")
+    if entry.check is not None:
+        entry.check(config)
 
 
 def load_task(config: Any) -> Task:
