@@ -298,6 +298,7 @@ CLI_ERRORS = [
     (["train", "--dataset", "sts-b", "--loss", "multi_similarity"], "loss"),
     (["train", "--dataset", "sts-b-preference", "--loss", "cosent"], "loss"),
     (["train", "--dataset", "sts-b", "--embedding-size", "64"], "embedding_size"),
+    (["train", "--dataset", "sts-b-preference", "--miner", "batch_hard"], "miner"),
     (["train", "--dataset", "sentence-pairs", "--loss", "cosent"], "data_dir"),
     (["train", "--dataset", "digits", "--batch-size", "8"], "batch_size"),
     (["train", "--dataset", "sts-b", "--batch-size", "0"], "batch_size"),

@@ -142,9 +142,15 @@ def loss_kind(name: str) -> str:
 
 
 def check_text_model(config: Any) -> None:
-    """Refuse a model other than the sentence encoder and an embedding size it cannot give."""
+    """Refuse a miner, a model other than the sentence encoder and an embedding size it cannot
+    give."""
     from ..text.encoder import MINILM_SIZE
 
+    if config.miner is not None:
+        raise PairLossError(
+            f"miner: data set {config.dataset!r} trains on sentence pairs or preference lists, "
+            "which have no class labels to mine; drop --miner"
+        )
     if config.model not in (None, TEXT_MODEL):
         raise PairLossError(
             f"model: data set {config.dataset!r} holds sentences; the text model is "
