@@ -93,7 +93,8 @@ def _run_flags() -> tuple[tuple[str, str, Any, str], ...]:
             "--model",
             "model",
             str,
-            "cnn28, face, mlp, scorer or torchvision:<name> (default: the data set's)",
+            "cnn28, face, mlp, scorer, minilm (text) or torchvision:<name> (default: the data "
+            "set's)",
         ),
         ("--pretrained", "pretrained", str, "torchvision weights: default or a .pth file"),
         (
@@ -111,6 +112,12 @@ def _run_flags() -> tuple[tuple[str, str, Any, str], ...]:
         ),
         ("-P", "p", _integer, _dataset_defaults("classes (ranking: queries) per batch", "p")),
         ("-K", "k", _integer, _dataset_defaults("samples per class in a batch", "k")),
+        (
+            "--batch-size",
+            "batch_size",
+            _integer,
+            _dataset_defaults("pairs or lists per batch of the text data sets", "batch_size", "-"),
+        ),
         ("--lr", "lr", _real, _dataset_defaults("AdamW learning rate", "lr")),
         ("--weight-decay", "weight_decay", _real, "AdamW weight decay (default 1e-4)"),
         (
@@ -258,7 +265,7 @@ def _train(args: argparse.Namespace) -> int:
     if result is None:  # a rank other than 0 of a torchrun group: rank 0 reports
         return 0
     settings = list(next(iter(result.representations.values())))
-    metrics = result.table_metrics
+    metrics = result.columns
     chosen = dict(metrics).get(result.selection_metric, result.selection_metric)
     print(f"kept the model of epoch {result.selected_epoch} (best validation {chosen})")
     print("test data, every representation, best first:")
@@ -397,7 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_losses)
 
     p = sub.add_parser("train", help="train an embedding model and write a report")
-    p.add_argument("--loss", default=None, help="loss name (see `pairloss losses`)")
+    p.add_argument(
+        "--loss",
+        default=None,
+        help="loss name (see `pairloss losses`; default multi_similarity; sts-b and "
+        "sentence-pairs cosent, sts-b-preference dpo)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     _add_run_flags(p, "runs/train")
     p.set_defaults(func=_train)

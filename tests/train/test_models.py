@@ -114,13 +114,13 @@ def test_build_model_by_name():
     assert isinstance(face, FaceCNN) and face.embedding_size == 24 and face.input_size == (32, 32)
     mlp = build_model("mlp", 8, in_features=12, hidden=(4,))
     assert isinstance(mlp, MLPHead) and mlp(torch.randn(2, 12)).shape == (2, 8)
-    assert set(MODELS) == {"cnn28", "face", "mlp", "scorer"}
+    assert set(MODELS) == {"cnn28", "face", "mlp", "scorer", "minilm"}
 
 
 def test_build_model_unknown_name_suggests():
     with pytest.raises(PairLossError, match=r"model: unknown model 'cnn2'.*did you mean cnn28"):
         build_model("cnn2", 16)
-    with pytest.raises(PairLossError, match="expected one of cnn28, face, mlp"):
+    with pytest.raises(PairLossError, match="expected one of cnn28, face, mlp, minilm"):
         build_model("resnet", 16)
 
 

@@ -208,7 +208,7 @@ def test_scorer_model_is_rebuilt_by_name():
 
     model = build_model("scorer", 4, in_features=6, hidden=[8], dropout=0.1)
     assert model(torch.randn(2, 5, 6)).shape == (2, 5)
-    assert [m for m, _ in RankingTask.table_metrics] == [
+    assert [m for m, _ in RankingTask.columns] == [
         "ndcg@1",
         "ndcg@3",
         "ndcg@5",

@@ -32,6 +32,8 @@ from .embeddings import load_embedding_file
 from .folders import decode_image, load_image_folder
 from .idx import load_fashion_mnist, read_idx
 from .pgm import load_att_faces, read_pgm
+from .preference import read_sts_scores
+from .sentence_pairs import load_sts_benchmark, read_sentence_pairs
 
 
 @dataclass(frozen=True)
@@ -325,6 +327,74 @@ def _cars_mat_example(folder: Path) -> Example:
     return Example(folder, folder / "cars_annos.mat")
 
 
+_STS_ROWS = [
+    (
+        "main-captions",
+        "MSRvid",
+        "2012test",
+        "0001",
+        "5.000",
+        "A plane is taking off.",
+        "An air plane is taking off.",
+    ),
+    (
+        "main-captions",
+        "MSRvid",
+        "2012test",
+        "0004",
+        "3.800",
+        "A man is playing a flute.",
+        "A man is playing a bamboo flute.",
+    ),
+    (
+        "main-news",
+        "headlines",
+        "2013",
+        "0050",
+        "0.500",
+        "Three men are playing chess.",
+        "Two men are playing chess.",
+    ),
+]
+"""Three STS Benchmark lines (tab-separated, as the published files)."""
+
+
+def _sts_example(folder: Path) -> Example:
+    lines = "".join("\t".join(row) + "\n" for row in _STS_ROWS)
+    return Example(folder, _write(folder / "sts-train.csv", lines.encode()))
+
+
+def _sts_file_example(folder: Path) -> Example:
+    lines = "".join("\t".join(row) + "\n" for row in _STS_ROWS)
+    target = _write(folder / "sts-dev.csv", lines.encode())
+    return Example(target, target)
+
+
+def _pairs_example(kind: str) -> Callable[[Path], Example]:
+    def write(folder: Path) -> Example:
+        rows = [(r[5], r[6], r[4]) for r in _STS_ROWS]
+        if kind == "jsonl":
+            import json
+
+            text = "".join(
+                json.dumps({"sentence1": a, "sentence2": b, "score": float(y)}) + "\n"
+                for a, b, y in rows
+            )
+        else:
+            sep = "\t" if kind == "tsv" else ","
+            text = f"sentence1{sep}sentence2{sep}score\n"
+            text += "".join(f"{a}{sep}{b}{sep}{y}\n" for a, b, y in rows)
+        target = _write(folder / f"pairs.{kind}", text.encode())
+        return Example(target, target)
+
+    return write
+
+
+_TEXT_CUTS = frozenset({"half", "last byte cut"})
+"""Damages a plain-text format cannot always see: a cut inside a sentence or a score leaves a
+well-formed, shorter line."""
+
+
 for _entry in (
     ReaderEntry("idx", read_idx, _idx_example, _huge_idx),
     ReaderEntry("idx-gzip", read_idx, _idx_gz_example),
@@ -353,6 +423,22 @@ for _entry in (
     ReaderEntry("sop", sop_files, _sop_example),
     ReaderEntry("cars196-csv", cars196_files, _cars_csv_example),
     ReaderEntry("cars196-mat", cars196_files, _cars_mat_example),
+    ReaderEntry(
+        "sts-benchmark",
+        lambda root: load_sts_benchmark("train", root),
+        _sts_example,
+        tolerates=_TEXT_CUTS,
+    ),
+    ReaderEntry("sts-scores", read_sts_scores, _sts_file_example, tolerates=_TEXT_CUTS),
+    *(
+        ReaderEntry(
+            f"sentence-pairs-{kind}",
+            read_sentence_pairs,
+            _pairs_example(kind),
+            tolerates=_TEXT_CUTS,
+        )
+        for kind in ("tsv", "csv", "jsonl")
+    ),
 ):
     register(_entry)
 

@@ -59,12 +59,16 @@ class SentenceEncoder(nn.Module):
         self.max_length = check_int(max_length, "max_length", minimum=1)
         self.normalize = check_bool(normalize, "normalize")
         verbosity = hf_logging.get_verbosity()
+        bars = hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
             self.transformer = AutoModel.from_pretrained(str(folder))
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
         self.embedding_size = int(self.transformer.config.hidden_size)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -110,6 +114,35 @@ class SentenceEncoder(nn.Module):
             self.train(was_training)
         out = torch.cat(parts)
         return out[torch.argsort(torch.tensor(order))]
+
+
+MINILM_SIZE = 384
+"""The embedding size of all-MiniLM-L6-v2."""
+
+
+class MiniLM(SentenceEncoder):
+    """all-MiniLM-L6-v2 from the offline package as a trainer model (``--model minilm``): a
+    :class:`SentenceEncoder` built by :func:`pairloss.train.build_model`, whose first argument
+    is the embedding size; MiniLM's is fixed at 384 (a size that differs is refused rather than
+    met with a projection the pretrained model never saw).
+
+    Args:
+        embedding_size: 384 (the model's hidden size).
+        max_length: tokens kept per sentence (default 256).
+        normalize: L2-normalise the embeddings (default True).
+
+    Shapes: ``forward(texts)``: B strings -> [B, 384].
+    """
+
+    def __init__(
+        self, embedding_size: int = MINILM_SIZE, max_length: int = 256, normalize: bool = True
+    ) -> None:
+        if check_int(embedding_size, "embedding_size", minimum=1) != MINILM_SIZE:
+            raise PairLossError(
+                f"embedding_size: all-MiniLM-L6-v2 embeds to {MINILM_SIZE} values, got "
+                f"{embedding_size}; drop --embedding-size or give {MINILM_SIZE}"
+            )
+        super().__init__(None, max_length, normalize)
 
 
 def minilm(max_length: int = 256) -> SentenceEncoder:

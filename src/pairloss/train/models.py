@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import PairLossError
+from ..text.encoder import MiniLM
 from .backbones import PREFIX, TorchvisionEmbedder, check_torchvision_name
 from .scorers import MLPScorer
 
-__all__ = ["MODELS", "FaceCNN", "MLPHead", "SmallCNN", "build_model"]
+__all__ = ["MODELS", "TEXT_MODELS", "FaceCNN", "MLPHead", "SmallCNN", "build_model"]
 
 
 def _check_positive_int(value: object, name: str) -> int:
@@ -275,8 +276,12 @@ MODELS: dict[str, type[nn.Module]] = {
     "face": FaceCNN,
     "mlp": MLPHead,
     "scorer": MLPScorer,  # one score per document (learning to rank)
+    "minilm": MiniLM,  # a sentence encoder (text)
 }
 """The names :func:`build_model` accepts and the classes they build."""
+
+TEXT_MODELS = frozenset({"minilm"})
+"""The models of :data:`MODELS` that embed text (a list of strings) rather than tensors."""
 
 
 def check_model_name(name: object) -> str:
@@ -300,7 +305,8 @@ def build_model(name: str, embedding_size: int, **kwargs: object) -> nn.Module:
 
     Args:
         name: ``"cnn28"`` (:class:`SmallCNN`), ``"face"`` (:class:`FaceCNN`), ``"mlp"``
-            (:class:`MLPHead`, needs ``in_features=``) or ``"torchvision:<name>"``
+            (:class:`MLPHead`, needs ``in_features=``), ``"minilm"``
+            (:class:`~pairloss.text.encoder.MiniLM`, texts in, 384 out) or ``"torchvision:<name>"``
             (:class:`~pairloss.train.backbones.TorchvisionEmbedder`; takes ``pretrained=``).
         embedding_size: output dimension D.
         **kwargs: passed on to the class (e.g. ``in_channels``, ``normalize``, ``hidden``).

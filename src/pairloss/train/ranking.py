@@ -191,7 +191,7 @@ class RankingTask(Task):
     protocol = "ranking"
     headline = "test"
     selection_metric = "ndcg@10"
-    table_metrics = RANKING_METRICS
+    columns = RANKING_METRICS
 
     def __init__(
         self,

@@ -304,12 +304,15 @@ def _config_section(config: Mapping[str, Any] | None) -> str:
     return "".join(parts)
 
 
-def _history_metric_keys(history: Sequence[Mapping[str, Any]]) -> list[str]:
+def _history_metric_keys(
+    history: Sequence[Mapping[str, Any]], columns: Sequence[str] = ()
+) -> list[str]:
     keys: list[str] = []
     for row in history:
         for key in row:
             low = key.lower().removeprefix("val_")
-            if low == "map@r" or re.fullmatch(r"(recall|precision|ndcg)@\d+", low):
+            listed = key.startswith("val_") and low in columns
+            if listed or low == "map@r" or re.fullmatch(r"(recall|precision|ndcg)@\d+", low):
                 keys.append(key)
     return _metric_order(keys)
 
@@ -345,7 +348,9 @@ def _epoch_axis(ax: Any, epochs: Sequence[float]) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _history_section(history: Sequence[Mapping[str, Any]]) -> str:
+def _history_section(
+    history: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]] = ()
+) -> str:
     parts = ["<h2>Training curves</h2>"]
     if not history:
         return parts[0] + _note("No training history given (no epochs run).")
@@ -370,19 +375,21 @@ def _history_section(history: Sequence[Mapping[str, Any]]) -> str:
             figures.append(_figure_html(fig, alt="Training loss per epoch"))
     if not drawn:
         figures.append(_note("No loss values in the history."))
-    metric_keys = _history_metric_keys(history)
+    metric_keys = _history_metric_keys(history, [k for k, _ in columns])
+    lead = columns[0][0] if columns else "map@r"
+    labels = dict(columns)
     if metric_keys:
         fig = _figure(5.2, 3.5)
         ax = fig.add_subplot()
         for key in metric_keys:
             xs, ys = _series(history, key)
             if ys:
-                main = key.lower().removeprefix("val_") == "map@r"
+                low = key.lower().removeprefix("val_")
+                main = low == lead
                 style = "-" if main else "--"
                 width = 2.2 if main else 1.2
-                ax.plot(
-                    xs, ys, style, lw=width, marker="o", markersize=3, label=_pretty_metric(key)
-                )
+                label = labels.get(low, _pretty_metric(key))
+                ax.plot(xs, ys, style, lw=width, marker="o", markersize=3, label=label)
         _epoch_axis(ax, _epochs(history))
         ax.set_ylabel("score")
         best = _scalar(history[-1].get("best_epoch"))
@@ -391,7 +398,7 @@ def _history_section(history: Sequence[Mapping[str, Any]]) -> str:
         ax.set_title("Validation metrics per epoch (the best epoch is kept)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9, loc="best", ncol=2 if len(metric_keys) > 4 else 1)
-        figures.append(_figure_html(fig, alt="Recall@K and MAP@R per epoch"))
+        figures.append(_figure_html(fig, alt="Validation metrics per epoch"))
     else:
         figures.append(_note("No Recall@K or MAP@R values in the history."))
     parts.append(f"<div class='plots'>{''.join(figures)}</div>")
@@ -637,6 +644,79 @@ def _projection_section(
     return head + _figure_html(fig, caption="; ".join(caption), alt=alt)
 
 
+def _prep_predictions(
+    predictions: Sequence[Mapping[str, Any] | None] | None,
+) -> list[tuple[str, np.ndarray, np.ndarray, str, str]]:
+    """``[(part, gold, predicted, gold_label, predicted_label)]`` of the parts given."""
+    if predictions is None:
+        return []
+    if isinstance(predictions, (str, bytes, Mapping)) or len(predictions) != 2:
+        raise PairLossError("predictions: expected (before, after), each a dict or None")
+    out = []
+    for (name, label), part in zip(_PARTS, predictions):
+        part = _check_mapping(part, f"predictions[{name!r}]")
+        if not part:
+            continue
+        gold = _to_numpy(part.get("gold", []), f"predictions[{name!r}]['gold']").reshape(-1)
+        pred = _to_numpy(part.get("predicted", []), f"predictions[{name!r}]['predicted']")
+        pred = pred.reshape(-1)
+        if gold.shape != pred.shape:
+            raise PairLossError(
+                f"predictions[{name!r}]: {gold.size} gold values but {pred.size} predictions; "
+                "expected one prediction per gold value"
+            )
+        ok = np.isfinite(gold) & np.isfinite(pred)
+        out.append(
+            (
+                label,
+                gold[ok],
+                pred[ok],
+                str(part.get("gold_label", "gold")),
+                str(part.get("predicted_label", "predicted")),
+            )
+        )
+    return out
+
+
+def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rank correlation (ties averaged), or None when undefined."""
+    if a.size < 2:
+        return None
+    from ..metrics.sts import average_ranks
+
+    ra = average_ranks(torch.as_tensor(a, dtype=torch.float64)).numpy()
+    rb = average_ranks(torch.as_tensor(b, dtype=torch.float64)).numpy()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum()) / denominator if denominator > 0 else None
+
+
+def _prediction_section(parts: list[tuple[str, np.ndarray, np.ndarray, str, str]]) -> str:
+    """Predicted against gold on the test data, before and after training, side by side."""
+    if not parts:
+        return ""
+    head = "<h2>Predicted against gold (test data)</h2>"
+    fig = _figure(5.0 * len(parts), 4.4)
+    axes = fig.subplots(1, len(parts), squeeze=False)[0]
+    for ax, (label, gold, pred, gold_label, pred_label) in zip(axes, parts):
+        keep = _subsample(gold.size)
+        ax.scatter(gold[keep], pred[keep], s=8, alpha=0.45, color=_POS_COLOUR, edgecolors="none")
+        rho = _rank_correlation(gold, pred)
+        shown = "undefined" if rho is None else f"{100 * rho:.2f}"
+        ax.set_title(f"{label}: Spearman x100 {shown}")
+        ax.set_xlabel(gold_label)
+        ax.set_ylabel(pred_label)
+        ax.grid(alpha=0.3)
+    if len(parts) == 2:
+        low = min(float(a.get_ylim()[0]) for a in axes)
+        high = max(float(a.get_ylim()[1]) for a in axes)
+        for ax in axes:
+            ax.set_ylim(low, high)
+    n = parts[-1][1].size
+    alt = f"scatter of {n:,} predictions against their gold values"
+    return head + _figure_html(fig, caption=f"{n:,} test items; one point each", alt=alt)
+
+
 def _check_representations(representations: Mapping[str, Any] | None) -> None:
     for name, results in (representations or {}).items():
         if not isinstance(results, Mapping) or not all(
@@ -648,8 +728,8 @@ def _check_representations(representations: Mapping[str, Any] | None) -> None:
             )
 
 
-VERDICT_METRICS = ("map@r", "recall@1")
-"""The columns of the first table, for each setting."""
+VERDICT_COLUMNS = (("map@r", "MAP@R"), ("recall@1", "Recall@1"))
+"""The columns of the first table, for each setting (labelled data's default)."""
 
 
 def _verdict_section(
@@ -658,10 +738,12 @@ def _verdict_section(
     headline: str | None,
     verdict: str | None,
     notes: Sequence[str],
-    metrics: Sequence[str] = VERDICT_METRICS,
+    columns: Sequence[tuple[str, str]] = VERDICT_COLUMNS,
     sort_by: str | None = None,
 ) -> str:
     """The first screen: the verdict line and the representations, best first."""
+    metrics = [k for k, _ in columns]
+    labels = dict(columns)
     head = "<h2>Which representation retrieves best (test data)</h2>"
     text = f"<p><b>{_esc(verdict)}</b></p>" if verdict else ""
     if not representations:
@@ -684,7 +766,7 @@ def _verdict_section(
         for k in metrics
     }
     header = ["#", "representation"] + [
-        f"{_pretty_metric(k)}, {settings.get(s, s)}" for s in order for k in metrics
+        f"{labels[k]}, {settings.get(s, s)}" for s in order for k in metrics
     ]
     rows = []
     for rank, name in enumerate(ranked, start=1):
@@ -698,8 +780,8 @@ def _verdict_section(
                 cells.append(f'<td class="num">{cell}</td>')
         rows.append(cells)
     caption = _note(
-        f"Sorted by {_pretty_metric(sort_by)} on {settings.get(lead, lead)}; the best value "
-        "of each column in bold."
+        f"Sorted by {labels.get(sort_by, _pretty_metric(sort_by))} on "
+        f"{settings.get(lead, lead)}; the best value of each column in bold."
     )
     return head + text + _table(header, rows) + caption + "".join(_note(n) for n in notes)
 
@@ -743,8 +825,9 @@ def write_report(
     notes: Sequence[str] = (),
     pair_weight_curve: Mapping[str, Any] | None = None,
     projection: Mapping[str, Any] | None = None,
-    metrics: Sequence[str] = VERDICT_METRICS,
+    columns: Sequence[tuple[str, str]] = VERDICT_COLUMNS,
     sort_by: str | None = None,
+    predictions: Sequence[Mapping[str, Any] | None] | None = None,
 ) -> Path:
     """Write a self-contained HTML report of one training run to ``path``.
 
@@ -775,9 +858,13 @@ def write_report(
             weight against similarity (at most 20,000 points per series are drawn).
         projection: ``{"xy": [N, 2], "labels": [N] ints, "class_names": optional list}``
             (e.g. from :func:`pca_2d`); a scatter coloured by class (at most 10,000 points).
-        metrics: the metric keys of the first table, for each setting; the first one sorts it
-            (default MAP@R and Recall@1).
-        sort_by: the metric that sorts the first table (default: the first of ``metrics``).
+        columns: ``(metric, display name)`` of the first table (default MAP@R and Recall@1);
+            the first sorts it and is the main line of the validation plot.
+        predictions: ``(before, after)``, each ``{"gold": [N], "predicted": [N],
+            "gold_label": str, "predicted_label": str}`` or None: predicted-vs-gold scatter
+            plots of the test data before and after training, with Spearman's rank
+            correlation in the titles (e.g. cosine similarity against STS gold scores).
+        sort_by: the metric that sorts the first table (default: the first of ``columns``).
 
     Returns:
         the path written.
@@ -807,11 +894,11 @@ def write_report(
     similarities = _prep_similarities(before, after)
     weights = _prep_pair_weights(pair_weight_curve)
     points = _prep_projection(projection)
+    predicted = _prep_predictions(predictions)
     sections = [
-        _verdict_section(
-            representations, settings, headline, verdict, notes, tuple(metrics), sort_by
-        ),
-        _history_section(history),
+        _verdict_section(representations, settings, headline, verdict, notes, columns, sort_by),
+        _history_section(history, columns),
+        _prediction_section(predicted),
         _similarity_section(similarities),
         _pair_weight_section(
             weights,

@@ -45,6 +45,7 @@ from .trainer import CHECKPOINT, Trainer, resolve_device, seed_everything
 MODEL = "model.pt"
 LEADERBOARD_KEYS = ("map@r", "recall@1", "r_precision", "rank1", "eer", "dir@far=0.1")
 LEADERBOARD_KEYS += ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "mrr")  # ranking
+TEXT_LEADERBOARD_KEYS = ("spearman", "ndcg", "pair_accuracy", "reward_accuracy")  # text
 
 
 @dataclass
@@ -68,7 +69,7 @@ class RunResult:
         report: path of ``report.html``.
         config: the run's settings.
         selection_metric: the metric that picked the epoch and orders the representations.
-        table_metrics: ``(key, label)`` of the metrics the tables show.
+        columns: ``(key, label)`` of the metrics the tables show.
     """
 
     out: Path
@@ -82,7 +83,7 @@ class RunResult:
     report: Path
     config: dict[str, Any] = field(default_factory=dict)
     selection_metric: str = "map@r"
-    table_metrics: tuple[tuple[str, str], ...] = Task.table_metrics
+    columns: tuple[tuple[str, str], ...] = Task.columns
 
 
 # ----------------------------------------------------------------------------- checks up front
@@ -230,7 +231,7 @@ def _score(results: Results, setting: str, key: str = "map@r") -> float:
     return value if value is not None and math.isfinite(value) else -math.inf
 
 
-TABLE_METRICS = Task.table_metrics
+COLUMNS = Task.columns
 """The columns of the tables of labelled data: MAP@R and Recall@1."""
 
 VERDICT_LABELS = {"recall@1": "Recall@1"}
@@ -250,7 +251,7 @@ def verdict_line(
     trained: tuple[str, Results],
     headline: str,
     settings: list[str],
-    metrics: tuple[tuple[str, str], ...] = TABLE_METRICS,
+    metrics: tuple[tuple[str, str], ...] = COLUMNS,
     key: str | None = None,
 ) -> str:
     """One line: the best baseline's ``metrics`` (``(key, label)``) against the trained
@@ -276,7 +277,7 @@ def verdict_line(
 def format_table(
     representations: dict[str, Results],
     settings: list[str],
-    metrics: tuple[tuple[str, str], ...] = TABLE_METRICS,
+    metrics: tuple[tuple[str, str], ...] = COLUMNS,
 ) -> str:
     """The representations as aligned text: ``metrics`` (``(key, label)``; by default MAP@R
     and Recall@1) per setting."""
@@ -334,10 +335,11 @@ def train_run(
     task.calibrate(untrained, device)
     baselines = task.baselines(config, untrained, device)
     before = task.similarity_sample(untrained, device)
+    predicted_before = task.prediction_sample(untrained, device)
     del untrained
     evaluation = time.perf_counter() - evaluation
     settings = list(next(iter(baselines.values())))
-    key, metrics = task.selection_metric, task.table_metrics
+    key, metrics = task.selection_metric, task.columns
     log("before training, on the test data:")
     table = format_table(ranked(baselines, task.headline, key), settings, metrics)
     for line in table.splitlines():
@@ -367,6 +369,7 @@ def train_run(
     tested = time.perf_counter()
     mine = task.representations(model, device)
     after = task.similarity_sample(model, device)
+    predicted_after = task.prediction_sample(model, device)
     projection = task.projection(model, device)
     evaluation += time.perf_counter() - tested
     table = ranked({**baselines, **mine}, task.headline, key)
@@ -395,8 +398,9 @@ def train_run(
         notes=notes,
         pair_weight_curve=_weight_curve(loss, model, task, config, device),
         projection=projection,
-        metrics=tuple(m for m, _ in metrics),
+        columns=metrics,
         sort_by=key,
+        predictions=(predicted_before, predicted_after),
     )
     reporting = time.perf_counter() - reporting
     total = time.perf_counter() - start
@@ -432,7 +436,7 @@ def train_run(
         report,
         config.to_dict(),
         task.selection_metric,
-        task.table_metrics,
+        task.columns,
     )
 
 
@@ -522,7 +526,8 @@ def compare(
 ) -> list[dict[str, Any]]:
     """Train every loss of ``losses`` (specs as in :func:`parse_loss_spec`) with every seed under
     the same data, protocol and budget; write ``leaderboard.{json,html}`` into ``config.out``
-    and return the rows sorted by the headline setting's MAP@R (mean over seeds, with ``_std``
+    and return the rows sorted by the headline setting's first column metric (MAP@R for
+    labelled data; mean over seeds, with ``_std``
     when seeds > 1; other settings' metrics as ``<setting>/<metric>``)."""
     check_compare(config, losses, seeds)
     out = Path(config.out)
@@ -550,7 +555,8 @@ def compare(
 def leaderboard_table(rows: list[dict[str, Any]]) -> str:
     """The leaderboard as aligned text (mean +- std when available)."""
     present = [k for k in dict.fromkeys(k for r in rows for k in r) if not k.endswith("_std")]
-    keys = [k for k in present if k.split("/")[-1] in LEADERBOARD_KEYS] + ["seconds"]
+    shown = LEADERBOARD_KEYS + TEXT_LEADERBOARD_KEYS
+    keys = [k for k in present if k.split("/")[-1] in shown] + ["seconds"]
     header = ["loss", *keys]
     lines = []
     for r in rows:

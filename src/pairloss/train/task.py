@@ -54,16 +54,16 @@ class Task(ABC):
         protocol: the evaluation protocol's name.
         headline: the setting that decides (a key of the evaluation results).
         selection_metric: the validation metric that picks the best epoch (higher is better).
-        table_metrics: ``(key, label)`` of the metrics the run's tables show (printed, in the
-            report's first table and the epoch lines); the representations are ranked by the
-            headline setting's :attr:`selection_metric`.
+        columns: ``(metric, display name)`` of the metrics the run's tables show (printed, in
+            the report's first table, the verdict line, the epoch lines and the leaderboard);
+            the representations are ranked by the headline setting's :attr:`selection_metric`.
     """
 
     name: str
     protocol: str
     headline: str
     selection_metric: str = "map@r"
-    table_metrics: tuple[tuple[str, str], ...] = (("map@r", "MAP@R"), ("recall@1", "R@1"))
+    columns: tuple[tuple[str, str], ...] = (("map@r", "MAP@R"), ("recall@1", "R@1"))
 
     @abstractmethod
     def describe(self) -> str:
@@ -143,4 +143,10 @@ class Task(ABC):
 
     def similarity_sample(self, model: nn.Module, device: torch.device) -> Mapping[str, Any] | None:
         """Positive and negative pair similarities on test data for the report's histograms."""
+        return None
+
+    def prediction_sample(self, model: nn.Module, device: torch.device) -> Mapping[str, Any] | None:
+        """The model's predictions against the gold values on test data, for the report's
+        predicted-vs-gold scatter: ``{"gold": [N], "predicted": [N], "gold_label": str,
+        "predicted_label": str}`` and optionally ``"caption"`` (``None``: no plot)."""
         return None

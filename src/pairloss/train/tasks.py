@@ -2,7 +2,8 @@
 
 Every entry of :data:`TASKS` builds a :class:`pairloss.train.task.Task` from the run's settings
 and says which optional data settings it reads (``data_dir``, ``labels``, ``image_size``,
-``test_fraction``); a setting given to a task that would ignore it is refused up front. The
+``test_fraction``, ``batch_size``); a setting given to a task that would ignore it is refused up
+front, and its ``check`` refuses a model or loss it cannot train before any data is read. The
 labelled data sets of :mod:`pairloss.train.datasets` are :class:`~pairloss.train.labelled.ClassTask`
 tasks; a task of another kind (text pairs, ranking slates) is added with :func:`register`.
 """
@@ -17,10 +18,13 @@ from typing import Any
 from ..errors import PairLossError
 from .datasets import LOADERS, USES, load_data
 from .labelled import ClassTask
+from .models import TEXT_MODELS
+from .preference_task import check_preference_task, sts_b_preference_task
 from .ranking import check_ranking, ranking_task, refuse_slate_loss
 from .task import Task
+from .text_task import check_sentence_task, sentence_pairs_task, sts_b_task
 
-OPTIONAL_DATA_SETTINGS = ("data_dir", "labels", "image_size", "test_fraction")
+OPTIONAL_DATA_SETTINGS = ("data_dir", "labels", "image_size", "test_fraction", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,39 @@ def _class_task(config: Any) -> Task:
     return ClassTask(load_data(config), config)
 
 
+def _check_labelled(config: Any) -> None:
+    if config.model in TEXT_MODELS:
+        raise PairLossError(
+            f"model: {config.model} embeds sentences; data set {config.dataset!r} holds images "
+            "or vectors (text data sets: sts-b, sentence-pairs, sts-b-preference)"
+        )
+    refuse_slate_loss(config)
+
+
 for _name in LOADERS:
-    register(TaskEntry(_name, _class_task, USES[_name], refuse_slate_loss))
+    register(TaskEntry(_name, _class_task, USES[_name], _check_labelled))
 
 register(
     TaskEntry("lambdarank", ranking_task, frozenset({"data_dir", "test_fraction"}), check_ranking)
+)
+
+# text: sentence pairs and preference lists of human judgements (MiniLM)
+register(TaskEntry("sts-b", sts_b_task, frozenset({"data_dir", "batch_size"}), check_sentence_task))
+register(
+    TaskEntry(
+        "sentence-pairs",
+        sentence_pairs_task,
+        frozenset({"data_dir", "test_fraction", "batch_size"}),
+        check_sentence_task,
+    )
+)
+register(
+    TaskEntry(
+        "sts-b-preference",
+        sts_b_preference_task,
+        frozenset({"data_dir", "batch_size"}),
+        check_preference_task,
+    )
 )
 
 
