@@ -120,7 +120,7 @@ def test_build_model_by_name():
 def test_build_model_unknown_name_suggests():
     with pytest.raises(PairLossError, match=r"model: unknown model 'cnn2'.*did you mean cnn28"):
         build_model("cnn2", 16)
-    with pytest.raises(PairLossError, match="expected one of cnn28, face, mlp, minilm"):
+    with pytest.raises(PairLossError, match="expected one of cnn28, face, mlp, scorer, minilm"):
         build_model("resnet", 16)
 
 
