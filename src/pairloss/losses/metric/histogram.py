@@ -46,10 +46,9 @@ class HistogramLoss(PairLossModule):
     n_bins``; 100 bins when neither is given), cosine similarity by default. A score of
     exactly 1 lands on the last node (pytorch-metric-learning raises an index error there).
 
-    With labels, on the dense engine the histograms are built with their graph (exact to every
-    order); on the blocked engine, two walks: one without gradient builds the histograms, one
-    hands each pair the loss's slope in its bin (a linear surrogate with the exact first-order
-    gradient); memory O(block x B). An explicit ``indices_tuple`` lists the pairs. ``ref_emb`` is not
+    With labels, two walks of the pair engine: one without gradient builds the histograms, one
+    hands each pair the loss's slope in its bin (a linear surrogate with the exact gradient);
+    memory O(block x B). An explicit ``indices_tuple`` lists the pairs. ``ref_emb`` is not
     supported. The loss is already reduced, as there.
 
     Shapes: embeddings [B, D], labels [B]. Returns a scalar; no triplet gives 0.
@@ -124,8 +123,6 @@ class HistogramLoss(PairLossModule):
         has_pos, has_neg = size > 1, size < labels.shape[0]
         if not bool((has_pos & has_neg).any()):  # no triplet
             return (embeddings * 0).sum()
-        if self.runs_dense(embeddings):
-            return self._dense(embeddings, relation, has_pos, has_neg)
         dtype = compute_dtype(embeddings)
         delta, nodes = self.delta, self.n_nodes
         hist_pos = torch.zeros(nodes, dtype=dtype, device=embeddings.device)
@@ -163,17 +160,6 @@ class HistogramLoss(PairLossModule):
             embeddings, engine=self.engine, block_size=self.block_size,
         )  # fmt: skip
         return linear - linear.detach() + value.to(linear.dtype)
-
-    def _dense(self, embeddings, relation, has_pos, has_neg):
-        """The histograms of the counted pairs with their graph (exact to every order)."""
-        pos, neg = relation.block(0, embeddings.shape[0])
-        pos_c, neg_c = counted_pairs(pos, neg, 0, has_pos, has_neg)
-        p = []
-        for mask in (pos_c, neg_c):
-            i, j = torch.where(mask.to(embeddings.device))
-            s = paired_scores(self.distance, embeddings, None, i, j)
-            p.append(density(s, self.delta, self.n_nodes))
-        return torch.sum(p[1] * torch.cumsum(p[0], dim=0))
 
 
 def histogram(
