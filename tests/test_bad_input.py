@@ -123,8 +123,10 @@ def test_hyper_parameters_are_checked_at_construction(make, name):
 
 
 def test_an_init_that_does_not_fill_the_weights_leaves_zeros():
+    # ArcFaceLoss(num_classes=3, embedding_size=4) keeps pytorch-metric-learning's W [D, C]
     loss = pairloss.ArcFaceLoss(3, 4, init=lambda w: None)
-    assert torch.equal(loss.W, torch.zeros(3, 4))
+    assert torch.equal(loss.W, torch.zeros(4, 3))
+    assert torch.equal(loss.proxy_weights(), torch.zeros(3, 4))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

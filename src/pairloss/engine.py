@@ -845,6 +845,15 @@ def _transformed(*inputs: torch.Tensor) -> bool:
     return any(torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in inputs)
 
 
+def engine_for(engine: str, anchors: torch.Tensor, candidates: torch.Tensor | None = None) -> str:
+    """The engine, 'dense' or 'blocked', that :func:`run` takes for ``anchors`` [B, D] and
+    ``candidates`` [N, D] (None: the anchors themselves) under ``engine``, transforms and
+    forward-mode AD included: for losses whose dense form differs from their blocked one."""
+    n_cand = anchors.shape[0] if candidates is None else candidates.shape[0]
+    inputs = (anchors,) if candidates is None else (anchors, candidates)
+    return choose_engine(anchors.shape[0], n_cand, engine, transformed=_transformed(*inputs))
+
+
 def default_block_size(n_candidates: int, device: torch.device | str | None = None) -> int:
     """Rows per block so that one block holds about ``BLOCK_CELLS`` scores (``BLOCK_CELLS_CUDA``
     on a GPU, where a thin block costs kernel launches rather than cache misses), and at least

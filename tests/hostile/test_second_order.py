@@ -86,6 +86,25 @@ def _isogclr(a, y, loss, b):
     return total
 
 
+def _dynamic_soft_margin(x, y, loss):
+    """Dynamic soft margin at the first call (the histogram is the batch's): the CDF weights of
+    the triplets' x = d_ap - d_an, from a histogram with linear interpolation between bins,
+    are a statistic without gradient (Zhang & Rusinkiewicz, ICCV 2019, eq. 4-6)."""
+    xn = _unit(x)
+    same = y[:, None] == y[None, :]
+    a, p, n = torch.where(
+        (same & ~torch.eye(len(y), dtype=torch.bool))[:, :, None] & ~same[:, None, :]
+    )
+    m = (xn[a] - xn[p]).norm(dim=1) - (xn[a] - xn[n]).norm(dim=1)
+    t = (m.detach() - loss.min_val) / loss.delta
+    low = torch.floor(t).long().clamp(0, loss.num_bins - 1)
+    frac = t - torch.floor(t)
+    hist = torch.zeros(loss.num_bins + 1, dtype=x.dtype)
+    hist.index_add_(0, low, 1 - frac).index_add_(0, low + 1, frac)
+    hist = hist[: loss.num_bins] / hist[: loss.num_bins].sum()
+    return (torch.cumsum(hist, 0)[low] * m).mean()
+
+
 #: Losses whose definition holds some weights constant in the gradient (a stop-gradient): their
 #: second derivatives hold them constant too, so they are checked against the formula written
 #: with ``detach()`` (the gradient of the gradient is then not the derivative of the gradient,
@@ -98,6 +117,7 @@ STOP_GRADIENT = {
     "cwcl": _cwcl,
     "hardness_weighted_infonce": _hardness_weighted,
     "isogclr": _isogclr,
+    "dynamic_soft_margin": _dynamic_soft_margin,
 }
 
 

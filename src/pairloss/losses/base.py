@@ -21,7 +21,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..engine import ENGINES, FusedObjective, Objective, PairProblem, compute_dtype, run
+from ..engine import (
+    ENGINES,
+    FusedObjective,
+    Objective,
+    PairProblem,
+    compute_dtype,
+    engine_for,
+    run,
+)
 from ..errors import PairLossError
 from ..mining import MinedIndices, MinedRelation, Miner, miner_from
 from ..objectives.terms import RowTerms
@@ -588,6 +596,12 @@ class PairLossModule(nn.Module):
                 "reduction_type": comp.reduction_type,
             }
         return out
+
+    def runs_dense(self, embeddings: torch.Tensor, ref_emb: torch.Tensor | None = None) -> bool:
+        """Whether this loss's walks over ``embeddings`` (and ``ref_emb``) take the dense
+        engine (see :func:`pairloss.engine.engine_for`): a loss whose blocked form holds
+        statistics constant uses its plain differentiable form there, exact to every order."""
+        return engine_for(self.engine, embeddings, ref_emb) == "dense"
 
     def run_problem(
         self,

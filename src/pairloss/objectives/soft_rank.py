@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .terms import RowTerms
+from .terms import RowTerms, composable
 
 # at most this many elements in one [b, chunk, N] slab of sigmoids
 SLAB_ELEMENTS = 1 << 22
@@ -29,22 +29,37 @@ def _sigmoid(x: torch.Tensor, clamp: float | None) -> torch.Tensor:
     return 1.0 / (1.0 + torch.exp(torch.clamp(-x, -clamp, clamp)))
 
 
+def _slab_step(s: torch.Tensor) -> int:
+    """Chosen columns per slab, so that one [b, chunk, N] slab holds about SLAB_ELEMENTS."""
+    return max(1, SLAB_ELEMENTS // max(1, s.shape[0] * s.shape[1]))
+
+
+def _ranks(s, idx, valid, over, tau, clamp, skip_own, step) -> torch.Tensor:
+    """The soft ranks [b, J] from differentiable operations, ``step`` chosen columns at a
+    time."""
+    cols = torch.arange(s.shape[1], device=s.device)
+    parts = []
+    for j0 in range(0, idx.shape[1], step):
+        jc = idx[:, j0 : j0 + step]
+        sj = s.gather(1, jc)
+        sig = _sigmoid((s[:, None, :] - sj[:, :, None]) / tau, clamp)
+        keep = over[:, None, :].expand_as(sig)
+        if skip_own:
+            keep = keep & (cols[None, None, :] != jc[:, :, None])
+        parts.append(torch.where(keep, sig, 0.0).sum(dim=2))
+    out = torch.cat(parts, dim=1) if parts else s.new_zeros(idx.shape)
+    return torch.where(valid, out, 0.0)
+
+
 class _SoftRanks(torch.autograd.Function):
+    """Soft ranks with a backward that recomputes the sigmoids a slab at a time (nothing of
+    size [b, J, N] is saved). The backward is made of differentiable operations of the saved
+    ``s``, so a backward that builds a graph gives exact higher derivatives."""
+
     @staticmethod
     def forward(ctx, s, idx, valid, over, tau, clamp, skip_own):
-        b, n = s.shape
-        step = max(1, SLAB_ELEMENTS // max(1, b * n))
-        out = s.new_zeros(idx.shape)
-        cols = torch.arange(n, device=s.device)
-        for j0 in range(0, idx.shape[1], step):
-            jc = idx[:, j0 : j0 + step]
-            sj = s.gather(1, jc)
-            sig = _sigmoid((s[:, None, :] - sj[:, :, None]) / tau, clamp)
-            keep = over[:, None, :].expand_as(sig)
-            if skip_own:
-                keep = keep & (cols[None, None, :] != jc[:, :, None])
-            out[:, j0 : j0 + step] = torch.where(keep, sig, 0.0).sum(dim=2)
-        out = torch.where(valid, out, 0.0)
+        step = _slab_step(s)
+        out = _ranks(s, idx, valid, over, tau, clamp, skip_own, step)
         ctx.save_for_backward(s, idx, valid, over)
         ctx.args = (tau, clamp, skip_own, step)
         return out
@@ -85,8 +100,11 @@ def soft_ranks(
 ) -> torch.Tensor:
     """``rk[i, j] = sum_{k: over[i, k]} sigmoid((s_ik - s_{i, idx[i, j]}) / tau)`` [b, J] (0 on
     padding), leaving out k = idx[i, j] itself when ``skip_own``. ``clamp`` clamps the
-    sigmoid's exponent to [-clamp, clamp] (zero slope beyond), PNP's rule. First-order
-    gradients with respect to ``s``."""
+    sigmoid's exponent to [-clamp, clamp] (zero slope beyond), PNP's rule. Gradients of any
+    order with respect to ``s``, also under ``torch.func`` transforms and forward-mode AD."""
+    if composable(s):
+        # under torch.func transforms and forward-mode AD: the plain differentiable form
+        return _ranks(s, idx, valid, over, float(tau), clamp, skip_own, _slab_step(s))
     return _SoftRanks.apply(s, idx, valid, over, float(tau), clamp, skip_own)
 
 

@@ -403,12 +403,12 @@ def dual_masked_logsumexp(
     objectives whose exponent is linear in the score (Multi-Similarity, Proxy-Anchor).
     """
     coefs = (float(pos_coef), float(pos_bias), float(neg_coef), float(neg_bias), add_one)
-    if _composable(s):
+    if composable(s):
         return _dual_lse_composed(s, pos, neg, *coefs)
     return _DualMaskedLSE.apply(s, pos, neg, *coefs)
 
 
-def _composable(s: torch.Tensor) -> bool:
+def composable(s: torch.Tensor) -> bool:
     """Whether ``s`` is seen by a functorch transform (``torch.func.grad``, ``vmap``, ...) or
     carries a forward-mode tangent: then objectives use plain differentiable operations, which
     every autograd mode composes with, instead of a custom Function."""

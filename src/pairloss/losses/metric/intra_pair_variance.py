@@ -43,7 +43,9 @@ class IntraPairVarianceLoss(PairLossModule):
     ``neg_eps=0.01``, cosine similarity; two sub-losses (``pos_loss``, ``neg_loss``), each the
     mean over its pairs.
 
-    With labels, the gradient through the means is one slope per kind of pair: with a
+    On the dense engine the means are tensors with their graph, the loss built from
+    differentiable operations (exact to every order). On the blocked engine, with labels, the
+    gradient through the means is one slope per kind of pair: with a
     similarity linear in the dot product (cosine, dot product) and no reference set the means
     come from class sums and the terms take one walk of the pair engine (its fused form on the
     blocked engine); otherwise two walks without gradient (the means, then the slopes) precede
@@ -88,7 +90,12 @@ class IntraPairVarianceLoss(PairLossModule):
             indices_tuple = None
         if indices_tuple is not None:
             return self._listed(embeddings, labels, indices_tuple, ref_emb)
-        if miner is None and labels is not None and self._walks_apart():
+        if (
+            miner is None
+            and labels is not None
+            and self._walks_apart()
+            and not self.runs_dense(embeddings, ref_emb)
+        ):
             return self._walked(embeddings, labels, ref_emb, ref_labels)
         means = []
         for which in ("pos", "neg"):

@@ -5,7 +5,9 @@ results."""
 from __future__ import annotations
 
 import torch
+from torch import nn
 
+from ...engine import _transformed
 from ...errors import PairLossError
 from ...objectives.terms import RowTerms
 from ...similarity import DotProductSimilarity, normalize_rows
@@ -78,13 +80,18 @@ class P2SGradLoss(ProxyLossModule):
         ref_emb: torch.Tensor | None = None,
         ref_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Loss of ``embeddings`` [B, D] with ``labels`` [B] (the weight is renormalised
-        first)."""
+        """Loss of ``embeddings`` [B, D] with ``labels`` [B]. The module's own weight is
+        renormalised first, in place (a projection step on the stored weight, outside autograd,
+        as pytorch-metric-learning); a weight given through ``torch.func.functional_call``, or
+        any weight under a ``torch.func`` transform or forward-mode AD (where a captured
+        tensor cannot be changed), is used as given, so the loss is a plain differentiable
+        function of it."""
         if indices_tuple is not None:
             raise PairLossError("indices_tuple: not supported by P2SGradLoss; expected None")
-        with torch.no_grad():
-            w = self.weight_parameter()
-            w.copy_(w.renorm(2, 1, 1e-5).mul(1e5))
+        w = self.weight_parameter()
+        if isinstance(w, nn.Parameter) and not _transformed(embeddings):
+            with torch.no_grad():
+                w.copy_(w.renorm(2, 1, 1e-5).mul(1e5))
         return super().forward(embeddings, labels, None, ref_emb, ref_labels)
 
 
