@@ -417,6 +417,32 @@ class LpDistance(BaseDistance):
             **kwargs,
         )  # fmt: skip
 
+    def forward(self, a: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """pytorch-metric-learning's call, ``distance(query_emb, ref_emb=None)``: its values to
+        the bit, ``compute_mat(...) ** power`` of the prepared inputs (``torch.cdist``'s)."""
+        self.check_shapes(a, c)
+        a = self.prepare(a)
+        c = a if c is None else self.prepare(c)
+        mat = self.compute_mat(a, c)
+        return mat if self.power == 1 else mat**self.power
+
+    def matrix(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The engines' scores. Normalised vectors, ``p = 2``, ``power`` 1 or 2:
+        d^2 = |a|^2 + |c|^2 - 2 a . c from
+        the product of the prepared sets, the very arithmetic of the blocked engine's fused walk
+        (:class:`_NormalisedLpForm`), so that both engines agree on ties (e.g. pairs exactly at
+        a margin); cdist's own formula for more than 25 rows, to rounding. Else
+        ``compute_mat(a, c) ** power``."""
+        if self.normalize_embeddings and self.p == 2 and self.power in (1, 2):
+            dtype = a.dtype
+            if dtype in (torch.float16, torch.bfloat16):
+                a, c = a.float(), c.float()
+            sq_a = torch.linalg.vector_norm(a, dim=1).square()
+            sq_c = sq_a if c is a else torch.linalg.vector_norm(c, dim=1).square()
+            sq = (a @ c.T).mul(-2).add(sq_a[:, None]).add(sq_c[None, :]).clamp_min(0)
+            return (sq if self.power == 2 else _safe_sqrt(sq)).to(dtype)
+        return super().matrix(a, c)
+
     def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
         """``torch.cdist``'s values (computed in float32 for half inputs); for ``p = 2`` by
         :func:`cdist_euclidean`, which autograd differentiates to any order. Unnormalised
