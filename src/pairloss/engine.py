@@ -52,7 +52,7 @@ import contextlib
 import contextvars
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -95,8 +95,8 @@ class PairProblem:
         relation: positive / negative masks per block.
         reduction: one of :data:`pairloss.reduction.REDUCTIONS`.
         miner: optional relation transform ``miner.transform(s_miner, pos, neg)``.
-        params: learnable tensors that the objective or the similarity read (they receive
-            gradients from the blocked engine too).
+        params: learnable tensors that the objective reads (they receive gradients from the
+            blocked engine too); the similarity's own parameters are added by :func:`run`.
         fused: optional hand-differentiated form of ``objective`` for the blocked engine:
             ``fused(s, pairs, grad, scale) -> list[RowTerms]`` reads the block's scores ``s``
             [b, N] and its :class:`~pairloss.relations.BlockPairs`, and, when ``grad`` (a [b, N]
@@ -879,6 +879,7 @@ def run(
     """
     check_reduction(problem.reduction)
     block_size = check_block_size(block_size)
+    problem = _with_similarity_params(problem)
     n_cand = anchors.shape[0] if candidates is None else candidates.shape[0]
     transformed = _transformed(anchors, *([] if candidates is None else [candidates]))
     chosen = choose_engine(anchors.shape[0], n_cand, engine, transformed=transformed)
@@ -911,6 +912,21 @@ def run(
         else:
             out = fn.forward(_NoGradCtx(len(inputs)), walker, *inputs)
     return check_result(out.to(anchors.dtype), anchors)
+
+
+def _with_similarity_params(problem: PairProblem) -> PairProblem:
+    """``problem`` with the similarity's learnable parameters (e.g. a
+    :class:`~pairloss.similarity.ScaledSimilarity`'s scale and bias) among ``params``, once
+    each: the blocked walk differentiates only the tensors listed there, so a loss that lists
+    none of them would silently give those parameters no gradient (and a loss combining a
+    walk with terms outside it a wrong one)."""
+    listed = {id(p) for p in problem.params}
+    extra = tuple(
+        p for p in problem.similarity.parameters() if p.requires_grad and id(p) not in listed
+    )
+    if not extra:
+        return problem
+    return replace(problem, params=(*problem.params, *extra))
 
 
 def _fusable(problem: PairProblem) -> bool:

@@ -398,7 +398,10 @@ class BatchEasyHardMiner(Miner):
 class BatchHardMiner(BatchEasyHardMiner):
     """Batch-hard mining (Hermans et al. 2017): per anchor, the farthest positive and the closest
     negative; anchors lacking either are dropped. Normalised L2 distance by default. Output:
-    triplets ``(a, p, n)``, one per kept anchor (as pytorch-metric-learning)."""
+    triplets ``(a, p, n)``, one per kept anchor (as pytorch-metric-learning).
+
+    The strategies are fixed at "hard"; ``pos_strategy`` / ``neg_strategy`` are refused (use
+    :class:`BatchEasyHardMiner` to choose them)."""
 
     output = "triplets"
 
@@ -409,6 +412,12 @@ class BatchHardMiner(BatchEasyHardMiner):
         distance=None,
         **kwargs,
     ) -> None:
+        for fixed in ("pos_strategy", "neg_strategy"):
+            if fixed in kwargs:
+                raise PairLossError(
+                    f"{fixed}: BatchHardMiner always mines 'hard' and takes no {fixed}, got "
+                    f"{kwargs[fixed]!r}; use BatchEasyHardMiner to choose the strategies"
+                )
         super().__init__(
             "hard", "hard", allowed_pos_range, allowed_neg_range, distance=distance, **kwargs
         )

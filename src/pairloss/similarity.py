@@ -21,7 +21,14 @@ import torch
 from torch import nn
 
 from .errors import PairLossError
-from .validation import check_bool, check_callable, check_int, check_positive, check_real
+from .validation import (
+    check_bool,
+    check_callable,
+    check_int,
+    check_positive,
+    check_real,
+    check_whole,
+)
 
 
 def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
@@ -300,7 +307,8 @@ class BaseDistance(Similarity):
     Args:
         normalize_embeddings: divide each vector by its ``p``-norm first.
         p: the norm's order (> 0).
-        power: the exponent applied to the matrix.
+        power: the exponent applied to the matrix (> 0: a power at or below 0 would flatten
+            or reverse the order of the scores while ``is_inverted`` stays as it is).
         is_inverted: True for similarities (high = close).
         collect_stats: accepted for pytorch-metric-learning's signature; pairloss records no
             statistics on distances.
@@ -316,7 +324,7 @@ class BaseDistance(Similarity):
     ) -> None:
         super().__init__(normalize_embeddings=normalize_embeddings)
         self.p = check_real(p, "p", low=0.0, low_open=True)
-        self.power = check_real(power, "power")
+        self.power = check_positive(power, "power")
         self.is_inverted = is_inverted
         self.collect_stats = (
             None if collect_stats is None else check_bool(collect_stats, "collect_stats")
@@ -339,10 +347,14 @@ class BaseDistance(Similarity):
 
 class DotProductSimilarity(BaseDistance):
     """s(a, c) = a . c. As in pytorch-metric-learning, the vectors are L2-normalised first
-    unless ``normalize_embeddings=False`` (the name ``"dot"`` gives the raw dot product)."""
+    unless ``normalize_embeddings=False`` (the name ``"dot"`` gives the raw dot product).
+    ``power`` is a whole number >= 1: a dot product may be negative, where a fractional power
+    is undefined."""
 
     def __init__(self, normalize_embeddings: bool = True, **kwargs) -> None:
-        if not kwargs.pop("is_inverted", True):
+        if "power" in kwargs:
+            kwargs["power"] = check_whole(kwargs["power"], "power", low=1)
+        if not check_bool(kwargs.pop("is_inverted", True), "is_inverted"):
             raise PairLossError(
                 "is_inverted: a dot-product similarity is always inverted (high = close); "
                 "expected True"
@@ -410,7 +422,7 @@ class LpDistance(BaseDistance):
     def __init__(
         self, p: float = 2, power: float = 1, normalize_embeddings: bool = True, **kwargs
     ) -> None:
-        if kwargs.pop("is_inverted", False):
+        if check_bool(kwargs.pop("is_inverted", False), "is_inverted"):
             raise PairLossError("is_inverted: a distance is never inverted; expected False")
         super().__init__(
             normalize_embeddings=normalize_embeddings, p=p, power=power, is_inverted=False,
@@ -522,7 +534,7 @@ class SNRDistance(BaseDistance):
     """
 
     def __init__(self, **kwargs) -> None:
-        if kwargs.pop("is_inverted", False):
+        if check_bool(kwargs.pop("is_inverted", False), "is_inverted"):
             raise PairLossError("is_inverted: a distance is never inverted; expected False")
         super().__init__(is_inverted=False, **kwargs)
 
@@ -626,6 +638,22 @@ class BatchedDistance(nn.Module):
             return getattr(self._modules["distance"], name)
 
 
+def check_implemented(sim: Similarity) -> Similarity:
+    """``sim`` if its class computes scores (implements :meth:`Similarity.matrix` or
+    :meth:`BaseDistance.compute_mat`); else a :class:`PairLossError` naming ``distance``: the
+    abstract bases (``BaseDistance()``, ``Similarity()``) would fail only at the first call."""
+    cls = type(sim)
+    if cls.matrix in (Similarity.matrix, BaseDistance.matrix) and cls.compute_mat in (
+        Similarity.compute_mat,
+        BaseDistance.compute_mat,
+    ):
+        raise PairLossError(
+            f"distance: {cls.__name__} is an abstract base that computes no scores; expected a "
+            f"subclass implementing compute_mat (e.g. LpDistance, CosineSimilarity, SNRDistance)"
+        )
+    return sim
+
+
 _BY_NAME = {
     "cosine": CosineSimilarity,
     "dot": lambda: DotProductSimilarity(normalize_embeddings=False),
@@ -644,7 +672,7 @@ def get_similarity(spec, default: Similarity | None) -> Similarity | None:
     if isinstance(spec, BatchedDistance):
         return spec.distance
     if isinstance(spec, Similarity):
-        return spec
+        return check_implemented(spec)
     if isinstance(spec, str) and spec in _BY_NAME:
         return _BY_NAME[spec]()
     from .compat.pml import similarity_from_pml

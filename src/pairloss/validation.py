@@ -177,6 +177,16 @@ def check_positive(value: object, name: str, strict: bool = True) -> float:
     return check_real(value, name, low=0.0, low_open=strict)
 
 
+def check_whole(value: object, name: str, low: float | None = None) -> float:
+    """A finite real number with a whole value (``2`` and ``2.0`` alike), at least ``low``;
+    e.g. an exponent applied to values that may be negative, where a fractional power is
+    undefined."""
+    v = check_real(value, name, low=low)
+    if not v.is_integer():
+        raise PairLossError(f"{name}: expected a whole number, got {value!r}")
+    return v
+
+
 def check_int(
     value: object, name: str, minimum: int | None = None, maximum: int | None = None
 ) -> int:
