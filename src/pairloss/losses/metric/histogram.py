@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from ...engine import PairProblem, compute_dtype, run
+from ...engine import PairProblem, _check_scores, compute_dtype, run
 from ...errors import PairLossError
 from ...objectives.histogram import counted_pairs, density, histogram_rows, histogram_slope_rows
 from ...objectives.terms import RowTerms
 from ...similarity import CosineSimilarity, Similarity
-from ...validation import check_embeddings, check_int, check_real
+from ...validation import check_embeddings, check_int, check_real, check_result
 from ..base import Component, PairLossModule, build_relation, listed_pairs, paired_scores
 
 
@@ -94,6 +94,8 @@ class HistogramLoss(PairLossModule):
             raise PairLossError("labels, indices_tuple: HistogramLoss needs one of them")
         if indices_tuple is not None:
             loss = self._listed(embeddings, indices_tuple)
+        elif self.runs_dense(embeddings):
+            loss = self._pairs_of_labels(embeddings, labels)
         else:
             loss = self._walked(embeddings, labels)
         return self.finish(loss, embeddings, labels)
@@ -103,6 +105,27 @@ class HistogramLoss(PairLossModule):
             entry = {"losses": loss, "indices": None, "reduction_type": "already_reduced"}
             return self.finish_listed({"loss": entry}, embeddings, labels)
         return self.add_regularizers(loss.to(embeddings.dtype), embeddings)
+
+    def _pairs_of_labels(self, embeddings, labels):
+        """The dense form: the histograms of every pair of a triplet of the batch (a positive
+        pair whose class has a negative; a negative pair one of whose classes has a positive),
+        from differentiable operations, exact to every order."""
+        _, _, labels, _ = build_relation(embeddings, labels, None, None, None)
+        _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        size = counts[inverse]
+        has_pos, has_neg = size > 1, size < labels.shape[0]
+        if not bool((has_pos & has_neg).any()):  # no triplet
+            return (embeddings * 0).sum()
+        i, j = torch.triu_indices(labels.shape[0], labels.shape[0], 1, device=embeddings.device)
+        same = labels[i] == labels[j]
+        pos = same & has_neg[i]
+        neg = ~same & (has_pos[i] | has_pos[j])
+        s_pos = paired_scores(self.distance, embeddings, None, i[pos], j[pos])
+        s_neg = paired_scores(self.distance, embeddings, None, i[neg], j[neg])
+        _check_scores(torch.cat([s_pos.detach(), s_neg.detach()]), embeddings, embeddings)
+        p_pos = density(s_pos, self.delta, self.n_nodes)
+        p_neg = density(s_neg, self.delta, self.n_nodes)
+        return check_result(torch.sum(p_neg * torch.cumsum(p_pos, dim=0)), embeddings)
 
     def _listed(self, embeddings, indices_tuple):
         a, p, n = _all_triplet_pairs(indices_tuple, embeddings.shape[0], embeddings.device)
