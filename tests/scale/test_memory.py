@@ -175,6 +175,9 @@ def test_bad_memory_input_is_named():
         xbm(x, y, enqueue_mask=torch.ones(4))
     with pytest.raises(PairLossError, match="mutually exclusive"):
         xbm(x, y, indices_tuple=(y, y, y), enqueue_mask=torch.ones(4, dtype=torch.bool))
+    with pytest.raises(PairLossError, match="indices_tuple"):
+        xbm(x, y, indices_tuple="pairs")
+    assert xbm.queue_idx == 0  # refused before anything was enqueued
     with pytest.raises(PairLossError, match="batch_size"):
         xbm.add_to_memory(x, y, 5)
     with pytest.raises(PairLossError, match="does not support"):

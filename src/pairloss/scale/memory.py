@@ -232,6 +232,8 @@ class CrossBatchMemory(_Ring):
                 "indices_tuple, enqueue_mask: mutually exclusive; expected at most one"
             )
         engine, miner = self._engine_miner(indices_tuple)
+        if not engine and indices_tuple is not None:
+            _check_given(indices_tuple)  # before the memory changes
         self._follow(embeddings)
         if enqueue_mask is not None:
             mask = _check_mask(enqueue_mask, n).to(embeddings.device)
@@ -289,7 +291,7 @@ class CrossBatchMemory(_Ring):
             indices = self._without_own_slots(indices)
         if input_indices_tuple is None:
             return indices
-        given = tuple(input_indices_tuple)
+        given = _check_given(input_indices_tuple)
         if len(given) == 3 and len(indices) == 4:
             given = (given[0], given[1], given[0], given[2])
         elif len(given) == 4 and len(indices) == 3:
@@ -313,6 +315,17 @@ class CrossBatchMemory(_Ring):
 
     def extra_repr(self) -> str:
         return f"embedding_size={self.embedding_size}, memory_size={self.memory_size}"
+
+
+def _check_given(indices_tuple) -> tuple:
+    """An explicit ``indices_tuple`` as a tuple of 3 or 4 tensors, else a PairLossError."""
+    listed = isinstance(indices_tuple, (tuple, list))
+    if not (listed and len(indices_tuple) in (3, 4)):
+        raise PairLossError(
+            "indices_tuple: expected None, a pairloss miner's output, or an index tuple "
+            f"(a, p, n) or (a1, p, a2, n); got {type(indices_tuple).__name__}"
+        )
+    return tuple(indices_tuple)
 
 
 def triplets_from_pairs(pairs: tuple) -> tuple:
