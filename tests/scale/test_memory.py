@@ -175,8 +175,13 @@ def test_bad_memory_input_is_named():
         xbm(x, y, enqueue_mask=torch.ones(4))
     with pytest.raises(PairLossError, match="mutually exclusive"):
         xbm(x, y, indices_tuple=(y, y, y), enqueue_mask=torch.ones(4, dtype=torch.bool))
-    with pytest.raises(PairLossError, match="explicit index tuples"):
-        xbm(x, y, indices_tuple=(y, y, y))
+    with pytest.raises(PairLossError, match="indices_tuple"):
+        xbm(x, y, indices_tuple="pairs")
+    assert xbm.queue_idx == 0  # refused before anything was enqueued
+    with pytest.raises(PairLossError, match="batch_size"):
+        xbm.add_to_memory(x, y, 5)
+    with pytest.raises(PairLossError, match="does not support"):
+        CrossBatchMemory(pml_losses.ArcFaceLoss(3, 4), 4)
     with pytest.raises(PairLossError, match="labels"):
         xbm(x, None)
     queue = MemoryQueue(pairloss.NTXentLoss(), 4, memory_size=6)
@@ -184,3 +189,49 @@ def test_bad_memory_input_is_named():
         queue(x, torch.randn(3, 4))
     with pytest.raises(PairLossError, match="key_labels"):
         queue(x, x, key_labels=y)
+
+
+def _tuples(indices: tuple) -> list:
+    """The index tuple as a sorted list of rows ((a, p, n) or (a1, p), then (a2, n))."""
+    if len(indices) == 3:
+        return sorted(zip(*(t.tolist() for t in indices)))
+    pos = sorted(zip(indices[0].tolist(), indices[1].tolist()))
+    return pos + sorted(zip(indices[2].tolist(), indices[3].tolist()))
+
+
+@pytest.mark.parametrize("inner", ["pairloss", "pml"])
+def test_pml_miners_losses_and_index_tuples_as_pytorch_metric_learning(inner):
+    """A PML miner (translated), a PML or pairloss inner loss and explicit index tuples (pairs
+    and triplets appended to the memory's pairs) give PML's CrossBatchMemory's values and
+    gradients; ``create_indices_tuple`` and ``curr_batch_idx`` are PML's."""
+    g = torch.Generator().manual_seed(3)
+    lib = pairloss if inner == "pairloss" else pml_losses
+    kinds = [
+        (pml_miners.MultiSimilarityMiner(0.2), pml_losses.ContrastiveLoss),
+        (pml_miners.TripletMarginMiner(margin=0.5), pml_losses.TripletMarginLoss),
+    ]
+    for miner, kind in kinds:
+        ours = CrossBatchMemory(getattr(lib, kind.__name__)(), 6, 20, miner=miner).double()
+        theirs = pml_losses.CrossBatchMemory(kind(), 6, 20, miner=miner).double()
+        assert isinstance(ours.miner, pairloss.miners.Miner)
+        for step in range(4):  # 4 x 8 rows: the memory of 20 wraps around
+            x = torch.randn(8, 6, generator=g, dtype=torch.float64)
+            y = torch.randint(0, 3, (8,), generator=g)
+            # PML appends the given tuple to the memory's pairs, so pairs repeat: PML's own
+            # losses count a repeated pair twice, pairloss's once (PairListRelation)
+            given = None
+            if inner == "pml" and step % 2:
+                given = pml_miners.PairMarginMiner(0.1, 0.9)(x, y)
+            a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+            la, lb = ours(a, y, given), theirs(b, y, given)
+            la.backward()
+            lb.backward()
+            close(la, lb)
+            close(a.grad, b.grad)
+            assert torch.equal(ours.curr_batch_idx, theirs.curr_batch_idx)
+            mem, lab = theirs.embedding_memory, theirs.label_memory
+            for extra in (None, given):  # the same tuples (a miner may list them in any order)
+                got = ours.create_indices_tuple(x, y, mem, lab, extra, True)
+                want = theirs.create_indices_tuple(x, y, mem, lab, extra, True)
+                assert _tuples(got) == _tuples(want)
+    assert CrossBatchMemory.supported_losses() == pml_losses.CrossBatchMemory.supported_losses()

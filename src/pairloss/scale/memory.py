@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from ..errors import PairLossError
-from ..mining import MinedIndices, MinedRelation, Miner
+from ..losses.base import PairLossModule
+from ..mining import MinedIndices, MinedRelation, Miner, all_pairs, miner_from
 from ..relations import LabelRelation
 from ..validation import check_embeddings, check_int, check_labels, check_real
 
@@ -67,9 +68,23 @@ class _Ring(nn.Module):
             self.embedding_memory = self.embedding_memory.to(like.device, like.dtype)
             self.label_memory = self.label_memory.to(like.device)
 
-    def add_to_memory(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Write ``embeddings`` (detached) and ``labels`` at the next slots; returns the slots."""
-        n = embeddings.shape[0]
+    def add_to_memory(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, batch_size: int | None = None
+    ) -> torch.Tensor:
+        """Write ``embeddings`` (detached) and ``labels`` at the next slots (the first
+        ``batch_size`` rows, all by default: pytorch-metric-learning's signature); the slots
+        are kept as ``curr_batch_idx`` and returned."""
+        n = (
+            embeddings.shape[0]
+            if batch_size is None
+            else check_int(batch_size, "batch_size", minimum=0)
+        )
+        if n > embeddings.shape[0] or labels.shape[0] < n:
+            raise PairLossError(
+                f"batch_size: {n} rows asked for but {embeddings.shape[0]} embeddings and "
+                f"{labels.shape[0]} labels given; expected at most as many rows as given"
+            )
+        embeddings, labels = embeddings[:n], labels[:n]
         slots = torch.arange(self.queue_idx, self.queue_idx + n, device=embeddings.device)
         slots = slots % self.memory_size
         self.embedding_memory[slots] = embeddings.detach()
@@ -78,6 +93,7 @@ class _Ring(nn.Module):
         self.queue_idx = (self.queue_idx + n) % self.memory_size
         if not self.has_been_filled and n > 0 and self.queue_idx <= previous:
             self.has_been_filled = True
+        self.curr_batch_idx = slots
         return slots
 
     def filled(self) -> int:
@@ -94,28 +110,66 @@ class _Ring(nn.Module):
         return embeddings
 
 
+_PML_SUPPORTED = (
+    "AngularLoss",
+    "CircleLoss",
+    "ContrastiveLoss",
+    "GeneralizedLiftedStructureLoss",
+    "IntraPairVarianceLoss",
+    "LiftedStructureLoss",
+    "MarginLoss",
+    "MultiSimilarityLoss",
+    "NCALoss",
+    "NTXentLoss",
+    "SignalToNoiseRatioContrastiveLoss",
+    "SupConLoss",
+    "TripletMarginLoss",
+    "TupletMarginLoss",
+)
+
+
 class CrossBatchMemory(_Ring):
     """Cross-batch memory (XBM): every anchor against the embeddings of recent batches.
 
     pytorch-metric-learning's ``CrossBatchMemory(loss, embedding_size, memory_size=1024,
-    miner=None)``, same call ``(embeddings, labels, indices_tuple=None, enqueue_mask=None)`` and
-    same results (tested against it in float64, values and gradients, over several steps with
-    the memory wrapping around): the batch (or its rows flagged by ``enqueue_mask``) is written
-    into the ring buffer first (detached), then ``loss(anchors, labels, ref_emb=memory,
-    ref_labels=memory labels)`` is evaluated, where the anchors are the batch (or its rows not
-    flagged) and each anchor's own memory slot is left out. Gradients reach the anchors only.
+    miner=None)``, same call ``(embeddings, labels, indices_tuple=None, enqueue_mask=None)``,
+    same methods (``add_to_memory(embeddings, labels, batch_size)``, ``create_indices_tuple``,
+    ``reset_queue``, ``supported_losses``), attributes (``curr_batch_idx``, ``queue_idx``,
+    ``has_been_filled``) and results (tested against it in float64, values and gradients, over
+    several steps with the memory wrapping around, and with PML's own test file): the batch (or
+    its rows flagged by ``enqueue_mask``) is written into the ring buffer first (detached),
+    then ``loss(anchors, labels, indices_tuple, ref_emb=memory, ref_labels=memory labels)`` is
+    evaluated, where the anchors are the batch (or its rows not flagged) and each anchor's own
+    memory slot is left out. Gradients reach the anchors only.
 
     Paper: Wang, Zhang, Huang & Scott, CVPR 2020 (memory of the most recent embeddings, the
-    current batch included). ``miner`` is applied inside the loss's engine to the anchors
-    against the memory; an anchor's own slot is left out before mining (pytorch-metric-learning
-    mines first and drops it after, which differs only for rows whose sole positive is
-    themselves). ``indices_tuple`` takes a pairloss miner's output (its miner is used as
-    ``miner``); explicit index tuples are refused (their pairs would index the memory).
+    current batch included).
+
+    Two paths give the same pairs:
+
+    - a pairloss loss with no explicit ``indices_tuple`` (or a pairloss miner's output, whose
+      miner is then used) gets the relation "same label, not the anchor's own slot" and the
+      miner, applied inside its engine block by block (no index lists). A row-wise miner
+      (``has_transform``) then sees each anchor without its own slot; pytorch-metric-learning
+      mines first and drops the slot after, which differs only for rows whose sole positive is
+      themselves.
+    - any other loss (a pytorch-metric-learning loss, a user's module), a miner with no
+      row-wise rule, or an explicit ``indices_tuple`` gets pytorch-metric-learning's index
+      tuple (:meth:`create_indices_tuple`): the miner's tuple on (anchors, memory), or every
+      pair of them, with each anchor's own slot left out, then the given ``indices_tuple``
+      appended (converted to pairs or triplets to match, as pytorch-metric-learning does).
+      A pair listed twice there counts once in a pairloss loss
+      (:class:`~pairloss.relations.PairListRelation`), twice in pytorch-metric-learning's
+      pair-based losses.
+
+    ``miner`` may be a pairloss miner or a pytorch-metric-learning miner (translated to
+    pairloss's miner of the same name and settings). pytorch-metric-learning losses must be
+    among :meth:`supported_losses` (as pytorch-metric-learning checks); pairloss losses and
+    other modules with the same call are accepted as they are.
 
     Shapes: embeddings [B, embedding_size] with B <= memory_size (unless ``enqueue_mask``
     [B] bool is given), labels [B]. Buffers ``embedding_memory`` [memory_size, D] and
-    ``label_memory`` [memory_size]; ``queue_idx``, ``has_been_filled`` as pytorch-metric-
-    learning's.
+    ``label_memory`` [memory_size].
     """
 
     def __init__(
@@ -127,9 +181,38 @@ class CrossBatchMemory(_Ring):
     ) -> None:
         super().__init__(embedding_size, memory_size)
         self.loss = _check_loss(loss)
-        if miner is not None and not isinstance(miner, Miner):
-            raise PairLossError(f"miner: expected a pairloss miner, got {type(miner).__name__}")
-        self.miner = miner
+        if type(loss).__module__.startswith("pytorch_metric_learning."):
+            self.check_loss_support(type(loss).__name__)
+        self.miner = miner_from(miner)
+
+    @staticmethod
+    def supported_losses() -> list[str]:
+        """pytorch-metric-learning's list of the losses its CrossBatchMemory wraps."""
+        return list(_PML_SUPPORTED)
+
+    @classmethod
+    def check_loss_support(cls, loss_name: str) -> None:
+        """A :class:`PairLossError` unless ``loss_name`` is in :meth:`supported_losses`."""
+        if loss_name not in cls.supported_losses():
+            raise PairLossError(
+                f"loss: CrossBatchMemory does not support pytorch-metric-learning's {loss_name}; "
+                f"expected one of {', '.join(cls.supported_losses())} (or a pairloss loss)"
+            )
+
+    def _engine_miner(self, indices_tuple):
+        """(use the engine path, miner) for this call."""
+        if not isinstance(self.loss, PairLossModule):
+            return False, None
+        miner = self.miner
+        if isinstance(indices_tuple, MinedRelation) and indices_tuple.relation is None:
+            miner = miner or indices_tuple.miner
+        elif isinstance(indices_tuple, MinedIndices) and indices_tuple.miner.has_transform:
+            miner = miner or indices_tuple.miner  # a row-wise rule: applied against the memory
+        elif isinstance(indices_tuple, Miner):
+            miner = miner or indices_tuple
+        elif indices_tuple is not None:
+            return False, None
+        return miner is None or miner.has_transform, miner
 
     def forward(
         self,
@@ -148,50 +231,109 @@ class CrossBatchMemory(_Ring):
             raise PairLossError(
                 "indices_tuple, enqueue_mask: mutually exclusive; expected at most one"
             )
-        miner = self.miner
-        if isinstance(indices_tuple, MinedRelation) and indices_tuple.relation is None:
-            miner = miner or indices_tuple.miner
-        elif isinstance(indices_tuple, MinedIndices) and indices_tuple.miner.has_transform:
-            miner = miner or indices_tuple.miner  # a row-wise rule: applied against the memory
-        elif isinstance(indices_tuple, Miner):
-            miner = miner or indices_tuple
-        elif indices_tuple is not None:
-            raise PairLossError(
-                "indices_tuple: explicit index tuples are not supported by CrossBatchMemory "
-                "(its pairs are with the memory); expected None or a pairloss miner's output"
-            )
+        engine, miner = self._engine_miner(indices_tuple)
+        if not engine and indices_tuple is not None:
+            _check_given(indices_tuple)  # before the memory changes
         self._follow(embeddings)
         if enqueue_mask is not None:
             mask = _check_mask(enqueue_mask, n).to(embeddings.device)
             self.add_to_memory(embeddings[mask], labels[mask])
             anchors, anchor_labels = embeddings[~mask], labels[~mask]
-            filled = self.filled()
-            candidates = self.embedding_memory[:filled]
-            cand_labels = self.label_memory[:filled]
-            relation = None
         else:
             if n > self.memory_size:
                 raise PairLossError(
                     f"embeddings: {n} rows do not fit a memory of {self.memory_size}; expected "
                     "at most memory_size rows (or an enqueue_mask)"
                 )
-            slots = self.add_to_memory(embeddings, labels)
+            self.add_to_memory(embeddings, labels)
             anchors, anchor_labels = embeddings, labels
-            # the batch's own slots first, so that anchor i's own slot is candidate i
-            others = torch.ones(self.filled(), dtype=torch.bool, device=embeddings.device)
-            others[slots] = False
-            order = torch.cat([slots, torch.nonzero(others).flatten()])
-            candidates, cand_labels = self.embedding_memory[order], self.label_memory[order]
-            relation = LabelRelation(anchor_labels, cand_labels, exclude_self=True)
         if anchors.shape[0] == 0:
             return embeddings.sum() * 0.0
+        filled = self.filled()
+        memory, memory_labels = self.embedding_memory[:filled], self.label_memory[:filled]
+        if not engine:
+            pairs = self.create_indices_tuple(
+                anchors, anchor_labels, memory, memory_labels, indices_tuple, enqueue_mask is None
+            )
+            return self.loss(anchors, anchor_labels, pairs, memory, memory_labels)
+        relation = None
+        if enqueue_mask is None:
+            # the batch's own slots first, so that anchor i's own slot is candidate i
+            slots = self.curr_batch_idx
+            others = torch.ones(filled, dtype=torch.bool, device=embeddings.device)
+            others[slots] = False
+            order = torch.cat([slots, torch.nonzero(others).flatten()])
+            memory, memory_labels = memory[order], memory_labels[order]
+            relation = LabelRelation(anchor_labels, memory_labels, exclude_self=True)
         marker = None
         if relation is not None or miner is not None:
             marker = MinedRelation(miner, relation)
-        return self.loss(anchors, anchor_labels, marker, candidates, cand_labels)
+        return self.loss(anchors, anchor_labels, marker, memory, memory_labels)
+
+    def create_indices_tuple(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        E_mem: torch.Tensor,
+        L_mem: torch.Tensor,
+        input_indices_tuple=None,
+        do_remove_self_comparisons: bool = True,
+    ) -> tuple:
+        """pytorch-metric-learning's index tuple of the anchors against the memory: the miner's
+        tuple (or every pair), each anchor's own slot (``curr_batch_idx``) left out of its
+        positives when ``do_remove_self_comparisons``, then ``input_indices_tuple`` appended
+        (converted to the same kind: pairs ``(a1, p, a2, n)`` or triplets ``(a, p, n)``)."""
+        if self.miner is not None:
+            indices = tuple(self.miner(embeddings, labels, E_mem, L_mem))
+        else:
+            indices = all_pairs(labels, L_mem)
+        if do_remove_self_comparisons:
+            indices = self._without_own_slots(indices)
+        if input_indices_tuple is None:
+            return indices
+        given = _check_given(input_indices_tuple)
+        if len(given) == 3 and len(indices) == 4:
+            given = (given[0], given[1], given[0], given[2])
+        elif len(given) == 4 and len(indices) == 3:
+            given = triplets_from_pairs(given)
+        return tuple(torch.cat([x, y.to(x.device)]) for x, y in zip(indices, given))
+
+    def _without_own_slots(self, indices: tuple) -> tuple:
+        """``indices`` without the positive pairs (or triplets) of an anchor and its own
+        memory slot (pytorch-metric-learning's ``remove_self_comparisons``)."""
+        slots = self.curr_batch_idx
+        a, p = indices[0], indices[1]
+        if a.numel() and int(a.max()) >= slots.shape[0]:
+            raise PairLossError(
+                f"embeddings: anchor index {int(a.max())} has no slot in the last enqueued batch "
+                f"of {slots.shape[0]} rows; expected the batch that was enqueued last"
+            )
+        keep = p != slots.to(a.device)[a]
+        if len(indices) == 3:
+            return tuple(t[keep] for t in indices)
+        return a[keep], p[keep], indices[2], indices[3]
 
     def extra_repr(self) -> str:
         return f"embedding_size={self.embedding_size}, memory_size={self.memory_size}"
+
+
+def _check_given(indices_tuple) -> tuple:
+    """An explicit ``indices_tuple`` as a tuple of 3 or 4 tensors, else a PairLossError."""
+    listed = isinstance(indices_tuple, (tuple, list))
+    if not (listed and len(indices_tuple) in (3, 4)):
+        raise PairLossError(
+            "indices_tuple: expected None, a pairloss miner's output, or an index tuple "
+            f"(a, p, n) or (a1, p, a2, n); got {type(indices_tuple).__name__}"
+        )
+    return tuple(indices_tuple)
+
+
+def triplets_from_pairs(pairs: tuple) -> tuple:
+    """pytorch-metric-learning's ``convert_to_triplets`` of pairs ``(a1, p, a2, n)``: every
+    positive pair combined with every negative pair of the same anchor."""
+    a1, p, a2, n = pairs
+    ip, jn = torch.where(a1[:, None] == a2[None, :])
+    return a1[ip], p[ip], n[jn]
 
 
 class MemoryQueue(_Ring):

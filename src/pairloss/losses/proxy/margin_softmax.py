@@ -122,6 +122,10 @@ class NormalizedSoftmaxLoss(_MarginSoftmax):
     the class weights are normalised (x . w_c / t), as there.
     Large 1/temperature cannot overflow (max-shifted log-sum-exp). A batch of one or a single
     class gives a finite value (the cross-entropy against all C classes; with C = 1 it is 0).
+
+    Half-precision embeddings are computed in float32 against ``W`` kept in float32,
+    a deliberate difference: pytorch-metric-learning casts ``W`` to half in place,
+    where optimizer updates below half precision's resolution are lost.
     """
 
     def __init__(
@@ -168,6 +172,10 @@ class CosFaceLoss(_MarginSoftmax):
 
     Defaults as pytorch-metric-learning (and the paper): ``margin=0.35``, ``scale=64``; weights
     N(0, 1). ``margin`` must be >= 0, ``scale`` > 0.
+
+    Half-precision embeddings are computed in float32 against ``W`` kept in float32,
+    a deliberate difference: pytorch-metric-learning casts ``W`` to half in place,
+    where optimizer updates below half precision's resolution are lost.
     """
 
     kind = "cosface"
@@ -202,6 +210,10 @@ class ArcFaceLoss(_MarginSoftmax):
     plain cosine elsewhere (not in pytorch-metric-learning). The value equals the exact formula;
     at |cos| = 1 exactly (where d theta / d cos is infinite) the gradient is taken one rounding
     step inside, so it stays finite.
+
+    Half-precision embeddings are computed in float32 against ``W`` kept in float32,
+    a deliberate difference: pytorch-metric-learning casts ``W`` to half in place,
+    where optimizer updates below half precision's resolution are lost.
     """
 
     kind = "arcface"
@@ -241,6 +253,10 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
     pytorch-metric-learning). Defaults as pytorch-metric-learning: ``margin=28.6`` degrees,
     ``scale=64``, ``sub_centers=3``; weights N(0, 1). :meth:`get_outliers` finds the samples
     far from their class's dominant sub-centre (the paper's cleaning step).
+
+    Half-precision embeddings are computed in float32 against ``W`` kept in float32,
+    a deliberate difference: pytorch-metric-learning casts ``W`` to half in place,
+    where optimizer updates below half precision's resolution are lost.
     """
 
     def __init__(
@@ -305,6 +321,10 @@ class LargeMarginSoftmaxLoss(_MarginSoftmax):
     Defaults as pytorch-metric-learning: integer ``margin=4`` (m >= 1), ``scale=1``; weights
     N(0, 1). The norms of the embeddings and of the weights scale the logits (they receive
     gradients).
+
+    Half-precision embeddings are computed in float32 against ``W`` kept in float32,
+    a deliberate difference: pytorch-metric-learning casts ``W`` to half in place,
+    where optimizer updates below half precision's resolution are lost.
     """
 
     kind = "multiplicative"
@@ -337,7 +357,8 @@ class SphereFaceLoss(LargeMarginSoftmaxLoss):
     r"""SphereFace / A-Softmax (Liu et al., CVPR 2017, arXiv 1704.08063): as
     :class:`LargeMarginSoftmaxLoss` but the weights are normalised, so only the embedding norm
     scales the logits: :math:`s\|x_i\|\psi(\theta_c)`. Defaults as pytorch-metric-learning:
-    ``margin=4``, ``scale=1``; weights N(0, 1)."""
+    ``margin=4``, ``scale=1``; weights N(0, 1). Half-precision embeddings: ``W`` stays float32,
+    as :class:`LargeMarginSoftmaxLoss` says."""
 
     use_weight_norm = False
 

@@ -40,6 +40,10 @@ class P2SGradLoss(ProxyLossModule):
 
     Runs on the pair engine with the class weights as candidates (memory O(block x C)).
     Shapes: embeddings [B, D], labels [B] in [0, C). Returns a scalar.
+
+    Half-precision embeddings are computed in float32 against ``weight`` kept in float32,
+    a deliberate difference: pytorch-metric-learning casts ``weight`` to half in place,
+    where optimizer updates below half precision's resolution are lost.
     """
 
     default_reduction = "mean"

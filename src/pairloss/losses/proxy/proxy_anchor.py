@@ -36,6 +36,10 @@ class ProxyAnchorLoss(ProxyLossModule):
     (pytorch-metric-learning's rule). A batch whose labels all share one class still has
     negatives against the other C - 1 proxies; with C = 1 only the positive part remains.
     Proxies get their own learning rate through an optimizer group with ``loss.parameters()``.
+
+    Half-precision embeddings are computed in float32 against ``proxies`` kept in float32,
+    a deliberate difference: pytorch-metric-learning casts ``proxies`` to half in place,
+    where optimizer updates below half precision's resolution are lost.
     """
 
     proxies_as_anchors = True

@@ -27,6 +27,10 @@ class ProxyNCALoss(ProxyLossModule):
     exactly 0 (only possible for extreme ``softmax_scale``); here the log-sum-exp form keeps
     them with their (large, finite) loss. Proxies get their own learning rate through an
     optimizer group with ``loss.parameters()``.
+
+    Half-precision embeddings are computed in float32 against ``proxies`` kept in float32,
+    a deliberate difference: pytorch-metric-learning casts ``proxies`` to half in place,
+    where optimizer updates below half precision's resolution are lost.
     """
 
     default_reduction = "mean"

@@ -36,6 +36,10 @@ class SoftTripleLoss(ProxyLossModule):
     together, tau * sum_c sum_{k < k'} sqrt(2 + 1e-5 - 2 <w_ck, w_ck'>) / (C K (K - 1)) on
     normalised centres; pytorch-metric-learning leaves it out, so it is off by default here
     (``center_regularization=0``); pass the paper's tau to add it (scalar reductions only).
+
+    Half-precision embeddings are computed in float32 against ``fc`` kept in float32,
+    a deliberate difference: pytorch-metric-learning casts ``fc`` to half in place,
+    where optimizer updates below half precision's resolution are lost.
     """
 
     default_reduction = "mean"
