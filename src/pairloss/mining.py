@@ -32,6 +32,7 @@ from .errors import PairLossError
 from .objectives.terms import masked_max, masked_min
 from .relations import LabelRelation, Relation
 from .similarity import (
+    BaseDistance,
     CosineSimilarity,
     LpDistance,
     Similarity,
@@ -211,6 +212,9 @@ class Miner(nn.Module):
         sim, dtype = self.similarity, compute_dtype(embeddings)
         a = sim.prepare(embeddings.to(dtype))
         c = a if ref_emb is None else sim.prepare(ref_emb.to(dtype))
+        if isinstance(sim, BaseDistance):  # pytorch-metric-learning's values, to the bit
+            mat = sim.compute_mat(a, c)
+            return mat if sim.power == 1 else mat**sim.power
         return sim.matrix(a, c)
 
     def mine(self, embeddings, labels, ref_emb=None, ref_labels=None) -> tuple:
