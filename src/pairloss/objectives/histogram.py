@@ -31,6 +31,14 @@ def density(d: torch.Tensor, delta: float, n_nodes: int) -> torch.Tensor:
     return out / max(1, d.shape[0])
 
 
+def histogram_loss(s_pos: torch.Tensor, s_neg: torch.Tensor, delta: float, n_nodes: int):
+    """The histogram loss sum_r p-_r Phi+_r of the positive and negative pairs' scores
+    ``s_pos`` [P+] and ``s_neg`` [P-] (with autograd), Phi+ the positive histogram's CDF."""
+    p_pos = density(s_pos, delta, n_nodes)
+    p_neg = density(s_neg, delta, n_nodes)
+    return torch.sum(p_neg * torch.cumsum(p_pos, dim=0))
+
+
 def counted_pairs(
     pos: torch.Tensor,
     neg: torch.Tensor,

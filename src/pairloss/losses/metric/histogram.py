@@ -7,7 +7,12 @@ import torch
 
 from ...engine import PairProblem, _check_scores, compute_dtype, run
 from ...errors import PairLossError
-from ...objectives.histogram import counted_pairs, density, histogram_rows, histogram_slope_rows
+from ...objectives.histogram import (
+    counted_pairs,
+    histogram_loss,
+    histogram_rows,
+    histogram_slope_rows,
+)
 from ...objectives.terms import RowTerms
 from ...similarity import CosineSimilarity, Similarity
 from ...validation import check_embeddings, check_int, check_real, check_result
@@ -123,9 +128,7 @@ class HistogramLoss(PairLossModule):
         s_pos = paired_scores(self.distance, embeddings, None, i[pos], j[pos])
         s_neg = paired_scores(self.distance, embeddings, None, i[neg], j[neg])
         _check_scores(torch.cat([s_pos.detach(), s_neg.detach()]), embeddings, embeddings)
-        p_pos = density(s_pos, self.delta, self.n_nodes)
-        p_neg = density(s_neg, self.delta, self.n_nodes)
-        return check_result(torch.sum(p_neg * torch.cumsum(p_pos, dim=0)), embeddings)
+        return check_result(histogram_loss(s_pos, s_neg, self.delta, self.n_nodes), embeddings)
 
     def _listed(self, embeddings, indices_tuple):
         a, p, n = _all_triplet_pairs(indices_tuple, embeddings.shape[0], embeddings.device)
@@ -135,9 +138,7 @@ class HistogramLoss(PairLossModule):
         i_n, j_n = _unique_unordered(a, n)
         s_pos = paired_scores(self.distance, embeddings, None, i_p, j_p)
         s_neg = paired_scores(self.distance, embeddings, None, i_n, j_n)
-        p_pos = density(s_pos, self.delta, self.n_nodes)
-        p_neg = density(s_neg, self.delta, self.n_nodes)
-        return torch.sum(p_neg * torch.cumsum(p_pos, dim=0))
+        return histogram_loss(s_pos, s_neg, self.delta, self.n_nodes)
 
     def _walked(self, embeddings, labels):
         relation, _, labels, _ = build_relation(embeddings, labels, None, None, None)
