@@ -8,6 +8,7 @@ Meant for data-parallel training on one machine's CPU cores (gloo) and for tests
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import tempfile
 from collections.abc import Callable
@@ -40,6 +41,11 @@ def _child(
     )
     try:
         torch.save(fn(rank, world, *args), os.path.join(out, f"result{rank}.pt"))
+        # Objects that hold the group (a DistributedDataParallel's reducer sits in reference
+        # cycles) must go while it lives, and no rank may tear it down while another still
+        # talks on it: gloo aborts the process otherwise.
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
