@@ -282,6 +282,7 @@ def test_report_draws_predicted_against_gold_and_refuses_bad_input(tmp_path):
     )
     text = path.read_text()
     assert "Predicted against gold" in text and "Spearman x100, test" in text
+    assert "does best" in text and "retrieves" not in text  # scores, not a retrieval
     with pytest.raises(PairLossError, match="one prediction per gold value"):
         write_report(
             tmp_path / "s.html",

@@ -744,7 +744,8 @@ def _verdict_section(
     """The first screen: the verdict line and the representations, best first."""
     metrics = [k for k, _ in columns]
     labels = dict(columns)
-    head = "<h2>Which representation retrieves best (test data)</h2>"
+    retrieval = tuple(columns) == VERDICT_COLUMNS
+    head = f"<h2>Which representation {'retrieves' if retrieval else 'does'} best (test data)</h2>"
     text = f"<p><b>{_esc(verdict)}</b></p>" if verdict else ""
     if not representations:
         return head + text + _note("No evaluated representation given.")
