@@ -272,4 +272,20 @@ __all__ += [  # family D
     "ViewVICRegLoss",
     "WMSELoss",
 ]
+# pytorch-metric-learning's loss base classes, for subclassing
+from .losses import (  # noqa: E402
+    BaseLossWrapper,
+    BaseMetricLossFunction,
+    EmbeddingRegularizerMixin,
+    GenericPairLoss,
+    WeightRegularizerMixin,
+)
+
+__all__ += [
+    "BaseLossWrapper",
+    "BaseMetricLossFunction",
+    "EmbeddingRegularizerMixin",
+    "GenericPairLoss",
+    "WeightRegularizerMixin",
+]
 __version__ = "0.1.0"

@@ -398,3 +398,23 @@ __all__ += [  # family D
     "view_vicreg",
     "wmse",
 ]
+
+# pytorch-metric-learning's base classes, for subclassing; pairloss's losses of its names are
+# registered as their virtual subclasses (isinstance answers as for PML's classes)
+from ..compat.pml_base import (  # noqa: E402
+    BaseLossWrapper,
+    BaseMetricLossFunction,
+    EmbeddingRegularizerMixin,
+    GenericPairLoss,
+    WeightRegularizerMixin,
+    register_pml_subclasses,
+)
+
+register_pml_subclasses(globals())
+__all__ += [
+    "BaseLossWrapper",
+    "BaseMetricLossFunction",
+    "EmbeddingRegularizerMixin",
+    "GenericPairLoss",
+    "WeightRegularizerMixin",
+]
