@@ -66,11 +66,6 @@ LOGSUMEXP, SUM = "logsumexp", "sum"
 # passes per panel and each pass is a synchronisation point of the threads (fewer, larger
 # blocks are faster when the cores are shared); at most 3 buffers of this size are alive
 TOWER_BLOCK_CELLS = 1 << 22
-# up to this many scores (64 MB in float32) an objective with a statistics walk and a gradient
-# walk (the softmax losses: their gradient needs the column sums of every row) runs on the fused
-# path as one block of all rows and keeps its scores between the two walks: three matrix
-# products instead of four, for at most 3 buffers of this size
-TOWER_SINGLE_WALK_CELLS = 1 << 24
 
 
 def tower_block_rows(n_cells_per_row: int, device: torch.device | str) -> int:
@@ -186,7 +181,6 @@ class _Runner:
         # the objective's parameters, then the similarity's (a learnable scale): the fused walk
         # runs only without the latter, and hands back one gradient per objective parameter
         self.params = list(objective.params()) + list(similarity.parameters())
-        self._kept = None  # one block's scores, kept from the statistics walk for the gradients
 
     def _blocks(self):
         for start in range(0, self.n_rows, self.block):
@@ -199,10 +193,6 @@ class _Runner:
             for start, end in self._blocks():
                 yield start, end, [self.sim.matrix(data[a][start:end], data[c]) for a, c in panels]
             return
-        if self._kept is not None:
-            yield 0, self.n_rows, self._kept
-            self._kept = None
-            return
         form = self.sim.dot_form()
         rows = min(self.block, self.n_rows)
         buffers = [data[a].new_empty((rows, data[c].shape[0])) for a, c in panels]
@@ -213,17 +203,12 @@ class _Runner:
                 s.append(form.scores_(out))
             yield start, end, s
 
-    def stats(self, keep: bool = False):
-        """Walk 1: the row statistics [B, K] and the merged column statistics. With ``keep``
-        and one block on the fused path, its scores are kept for the gradient walk (the fused
-        objectives read the scores and write into their own buffers)."""
+    def stats(self):
+        """Walk 1: the row statistics [B, K] and the merged column statistics."""
         rows, cols = [], [None] * len(self.objective.panels)
         how = self.objective.col_merge
-        keep = keep and self.use_fused and self.block >= self.n_rows
         with torch.no_grad():
             for start, end, s in self._score_blocks():
-                if keep:
-                    self._kept = s
                 if self.use_fused:
                     r, c, _, _ = self.objective.fused(s, start, end, None)
                 else:
@@ -336,10 +321,9 @@ class _Blocked(_FirstOrder):
             with torch.no_grad():
                 loss = obj.combine(torch.cat(rows_out), no_cols)
         else:
-            wanted = any(need) or any(p.requires_grad for p in params)
-            rows, cols = runner.stats(keep=wanted)
+            rows, cols = runner.stats()
             loss, grad_rows, grad_p, grad_cols = _combine_grads(obj, rows, cols, params)
-            if wanted:
+            if any(need) or any(p.requires_grad for p in params):
                 grads, pgrads = runner.gradients(need, grad_rows, rows, grad_cols, cols, None)
             else:
                 grads, pgrads = [None] * n_t, [None] * len(params)
@@ -421,14 +405,12 @@ def run_towers(
         out = objective.combine(rows, cols)
         return check_result(out.to(tensors[0].dtype), tensors[0], names[0])
     widest = max(prepared[c].shape[0] for _, c in objective.panels)
+    block = block_size or tower_block_rows(widest * len(objective.panels), prepared[0].device)
     fused = (
         type(similarity.dot_form()) is DotForm  # scores are the prepared dot products
         and objective.fusable()
         and not list(similarity.parameters())
     )
-    if block_size is None and fused and not objective.linear and cells <= TOWER_SINGLE_WALK_CELLS:
-        block_size = n_rows  # one block, its scores kept between the walks
-    block = block_size or tower_block_rows(widest * len(objective.panels), prepared[0].device)
     runner = _Runner(objective, similarity, prepared, n_rows, block, fused)
     if fused:
         objective.bind(runner.tensors)
