@@ -109,8 +109,14 @@ def test_preference_task_trains_and_compare_writes_a_leaderboard(sts, tmp_path, 
     printed = capsys.readouterr().out
     assert "ndcg" in printed and "pair_accuracy" in printed and "reward_accuracy" in printed
     rows = json.loads((out / "leaderboard.json").read_text())
-    assert {r["loss"] for r in rows} == {"dpo:loss_type=ipo", "lipo_lambda"}
+    assert {r["loss"] for r in rows} == {
+        "dpo:loss_type=ipo",
+        "lipo_lambda",
+        "baseline: untrained model (the reference)",
+    }
     assert all(0.0 <= r["ndcg"] <= 1.0 for r in rows)
+    reference = next(r for r in rows if r["loss"].startswith("baseline: "))
+    assert reference["reward_accuracy"] == 0.0 and "seconds" not in reference
     run = json.loads((out / "lipo_lambda-seed0" / "summary.json").read_text())
     untrained = run["representations"]["untrained model (the reference)"]["sts-b test"]
     assert untrained["reward_accuracy"] == 0.0  # the policy is the reference before training

@@ -182,7 +182,12 @@ def test_compare_ranking_losses_sorts_by_ndcg_at_10(tmp_path, letor):
     config = config_for(letor, tmp_path / "cmp", epochs=1)
     rows = compare(config, ["ranknet", "listnet"], seeds=[0], log=lambda _: None)
     assert [r["ndcg@10"] for r in rows] == sorted((r["ndcg@10"] for r in rows), reverse=True)
-    assert {r["loss"] for r in rows} == {"ranknet", "listnet"}
+    trained = {r["loss"] for r in rows if not r["loss"].startswith("baseline: ")}
+    assert trained == {"ranknet", "listnet"}
+    # the untrained scorer and LightGBM are shared; each linear scorer is trained with its loss
+    baselines = {r["loss"] for r in rows} - trained
+    assert "baseline: untrained MLP scorer" in baselines
+    assert not any("linear scorer" in name for name in baselines)
     assert (tmp_path / "cmp" / "leaderboard.html").is_file()
 
 

@@ -275,10 +275,16 @@ def test_checkpoint_errors(tmp_path):
 def test_compare_writes_a_sorted_leaderboard(tmp_path):
     config = tiny(tmp_path, out=str(tmp_path / "cmp"), epochs=1, batches_per_epoch=1)
     rows = compare(config, ["ms", "contrastive:pos_margin=0.1"], seeds=[0, 1], log=lambda *_: None)
-    assert [r["runs"] for r in rows] == [2, 2]
-    assert rows[0]["map@r"] >= rows[1]["map@r"]
+    assert all(r["runs"] == 2 for r in rows)
+    assert [r["map@r"] for r in rows] == sorted((r["map@r"] for r in rows), reverse=True)
     assert all("map@r_std" in r and math.isfinite(r["map@r_std"]) for r in rows)
     assert all("unseen/map@r" in r for r in rows)
+    trained = [r for r in rows if not r["loss"].startswith("baseline: ")]
+    assert {r["loss"] for r in trained} == {"ms", "contrastive:pos_margin=0.1"}
+    baselines = {r["loss"] for r in rows} - {r["loss"] for r in trained}
+    assert any("untrained model" in name for name in baselines)
+    assert all("seconds" in r for r in trained)
+    assert not any("seconds" in r for r in rows if r["loss"] in baselines)
     for name in ("leaderboard.json", "leaderboard.html"):
         assert (tmp_path / "cmp" / name).is_file()
     assert (tmp_path / "cmp" / "contrastive-pos_margin-0.1-seed1" / "report.html").is_file()

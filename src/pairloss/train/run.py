@@ -498,23 +498,50 @@ def _slug(spec: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in spec).strip("-")
 
 
-def _aggregate(runs: list[RunResult]) -> dict[str, float]:
-    """Mean (and sample std over seeds) of the trained embedding's test metrics: the headline
-    setting's under their plain names, the other settings' as ``<setting>/<metric>``."""
+def _aggregate_results(results: list[Results], headline: str) -> dict[str, float]:
+    """Mean (and sample std over seeds) of test metrics ``{setting: {metric: value}}``, one per
+    seed: the headline setting's under their plain names, the other settings' as
+    ``<setting>/<metric>``."""
     row: dict[str, float] = {}
-    headline = runs[0].headline
-    for setting in runs[0].metrics:
-        for key in runs[0].metrics[setting]:
-            values = [r.metrics.get(setting, {}).get(key) for r in runs]
+    for setting in results[0]:
+        for key in results[0][setting]:
+            values = [r.get(setting, {}).get(key) for r in results]
             if any(v is None for v in values):
                 continue
             name = key if setting == headline else f"{setting}/{key}"
             array = np.array(values, dtype=np.float64)
             row[name] = float(array.mean())
-            if len(runs) > 1:
+            if len(results) > 1:
                 row[f"{name}_std"] = float(array.std(ddof=1))
+    return row
+
+
+def _aggregate(runs: list[RunResult]) -> dict[str, float]:
+    """:func:`_aggregate_results` of the trained model's test metrics, and the mean wall time."""
+    row = _aggregate_results([r.metrics for r in runs], runs[0].headline)
     row["seconds"] = float(np.mean([r.seconds["total"] for r in runs]))
     return row
+
+
+def _baseline_rows(runs_per_loss: list[list[RunResult]]) -> list[dict[str, Any]]:
+    """Leaderboard rows for the representations every loss's runs share (the untrained model,
+    raw inputs, PCA, LightGBM, ...; not those trained with the loss itself), from the first
+    loss's runs (mean and std over its seeds), labelled ``baseline: <name>``."""
+    shared = [
+        name
+        for name in runs_per_loss[0][0].representations
+        if not name.startswith("trained ")
+        and all(name in runs[0].representations for runs in runs_per_loss)
+    ]
+    first = runs_per_loss[0]
+    return [
+        {
+            "loss": f"baseline: {name}",
+            "runs": len(first),
+            **_aggregate_results([r.representations[name] for r in first], first[0].headline),
+        }
+        for name in shared
+    ]
 
 
 def compare(
@@ -528,10 +555,12 @@ def compare(
     the same data, protocol and budget; write ``leaderboard.{json,html}`` into ``config.out``
     and return the rows sorted by the headline setting's first column metric (MAP@R for
     labelled data; mean over seeds, with ``_std``
-    when seeds > 1; other settings' metrics as ``<setting>/<metric>``)."""
+    when seeds > 1; other settings' metrics as ``<setting>/<metric>``). The baselines the runs
+    share (the untrained model, raw inputs, PCA, LightGBM, ...) are ranked with them, as rows
+    ``baseline: <name>`` without a wall time."""
     check_compare(config, losses, seeds)
     out = Path(config.out)
-    rows = []
+    rows, runs_per_loss = [], []
     for spec in losses:
         runs = []
         for seed in seeds:
@@ -539,7 +568,9 @@ def compare(
             runs.append(
                 train_run(_spec_config(config, spec, seed, out), progress=progress, log=log)
             )
+        runs_per_loss.append(runs)
         rows.append({"loss": spec, "runs": len(runs), **_aggregate(runs)})
+    rows += _baseline_rows(runs_per_loss)
     key = runs[0].selection_metric
     rows.sort(key=lambda r: r.get(key, float("-inf")), reverse=True)
     _dump(out / "leaderboard.json", rows)
