@@ -301,10 +301,17 @@ def test_subclass_with_its_own_objective_reads_the_set_of_pairs():
         loss(x, y, both)
 
 
-def test_bad_tuples_are_refused():
+def test_bad_inputs_with_repeats_are_refused():
     x, y = make_batch(12, "balanced", n=8, dim=4)
+    twice = (torch.tensor([0, 0]), torch.tensor([1, 1]), torch.tensor([4, 4]))
+    nan = x.detach().clone()
+    nan[0, 0] = float("nan")
     for loss in (pairloss.ContrastiveLoss(), pairloss.NTXentLoss(), pairloss.MarginLoss()):
         with pytest.raises(PairLossError, match="indices_tuple"):
             loss(x, y, (torch.tensor([0, 0]), torch.tensor([1, 9]), torch.tensor([4, 4])))
         with pytest.raises(PairLossError, match="labels"):
-            loss(x, y[:5], (torch.tensor([0, 0]), torch.tensor([1, 1]), torch.tensor([4, 4])))
+            loss(x, y[:5], twice)
+        with pytest.raises(PairLossError, match="embeddings"):
+            loss(nan, y, twice)
+        with pytest.raises(PairLossError, match="ref_emb"):
+            loss(x, y, twice, ref_emb=torch.randn(5, 3, dtype=x.dtype))
