@@ -222,12 +222,27 @@ def _check_index(idx: torch.Tensor, size: int, name: str) -> torch.Tensor:
     return idx.long()
 
 
+def listed_cells(rows: torch.Tensor, cols: torch.Tensor, n_candidates: int, device=None):
+    """Flat indices ``row * n_candidates + col`` of listed (row, column) pairs, in list order."""
+    return rows.to(device) * n_candidates + cols.to(device)
+
+
+def cells_of_both_kinds(pos_cells: torch.Tensor, neg_cells: torch.Tensor) -> torch.Tensor:
+    """The cells of the sorted distinct ``pos_cells`` that ``neg_cells`` also holds."""
+    if not (pos_cells.numel() and neg_cells.numel()):
+        return pos_cells[:0]
+    return pos_cells[torch.isin(pos_cells, neg_cells)]
+
+
 class PairListRelation(Relation):
     """Explicit pairs: positives (a1[k], p[k]) and negatives (a2[k], n[k]).
 
     Accepts pytorch-metric-learning's ``indices_tuple`` layouts: pairs ``(a1, p, a2, n)`` or
-    triplets ``(a, p, n)`` (read as positive pairs (a, p) and negative pairs (a, n)). Repeated
-    pairs count once. A cell listed as both positive and negative is an error.
+    triplets ``(a, p, n)`` (read as positive pairs (a, p) and negative pairs (a, n)). The
+    relation is a set of cells: a pair listed several times is one cell (the losses that count
+    each listing, as pytorch-metric-learning's pair-based losses do, read the list itself: see
+    :func:`pairloss.losses.base.read_listings`). A cell listed as both positive and negative is
+    an error.
     """
 
     def __init__(self, indices_tuple, n_anchors: int, n_candidates: int, device=None) -> None:
@@ -248,20 +263,27 @@ class PairListRelation(Relation):
         if a1.shape != p.shape or a2.shape != n.shape:
             raise PairLossError("indices_tuple: anchor and partner index tensors differ in length")
         self.n_anchors, self.n_candidates = n_anchors, n_candidates
-        self.pos_cells = self._sorted_cells(a1, p, device)
-        self.neg_cells = self._sorted_cells(a2, n, device)
-        if self.pos_cells.numel() and self.neg_cells.numel():
-            both = torch.isin(self.pos_cells, self.neg_cells)
-            if bool(both.any()):
-                k = int(self.pos_cells[both][0])
-                raise PairLossError(
-                    f"indices_tuple: pair ({k // n_candidates}, {k % n_candidates}) is listed as "
-                    "both positive and negative; expected each pair to be one or the other"
-                )
+        self.pos_cells = torch.unique(listed_cells(a1, p, n_candidates, device))
+        self.neg_cells = torch.unique(listed_cells(a2, n, n_candidates, device))
+        both = cells_of_both_kinds(self.pos_cells, self.neg_cells)
+        if both.numel():
+            k = int(both[0])
+            raise PairLossError(
+                f"indices_tuple: pair ({k // n_candidates}, {k % n_candidates}) is listed as "
+                "both positive and negative; expected each pair to be one or the other"
+            )
 
-    def _sorted_cells(self, rows: torch.Tensor, cols: torch.Tensor, device) -> torch.Tensor:
-        cells = rows.to(device) * self.n_candidates + cols.to(device)
-        return torch.unique(cells)
+    @classmethod
+    def of_cells(
+        cls, pos_cells: torch.Tensor, neg_cells: torch.Tensor, n_anchors: int, n_candidates: int
+    ) -> PairListRelation:
+        """The relation of cells already read from a list: ``pos_cells`` / ``neg_cells`` sorted
+        and distinct flat indices ``row * n_candidates + col`` (as :func:`torch.unique` gives
+        them), no cell in both (:func:`cells_of_both_kinds` is empty)."""
+        relation = cls.__new__(cls)
+        relation.n_anchors, relation.n_candidates = n_anchors, n_candidates
+        relation.pos_cells, relation.neg_cells = pos_cells, neg_cells
+        return relation
 
     def _mask(self, cells: torch.Tensor, start: int, end: int) -> torch.Tensor:
         lo = torch.searchsorted(cells, torch.tensor(start * self.n_candidates, device=cells.device))

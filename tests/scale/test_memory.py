@@ -217,10 +217,10 @@ def test_pml_miners_losses_and_index_tuples_as_pytorch_metric_learning(inner):
         for step in range(4):  # 4 x 8 rows: the memory of 20 wraps around
             x = torch.randn(8, 6, generator=g, dtype=torch.float64)
             y = torch.randint(0, 3, (8,), generator=g)
-            # PML appends the given tuple to the memory's pairs, so pairs repeat: PML's own
-            # losses count a repeated pair twice, pairloss's once (PairListRelation)
+            # PML appends the given tuple to the memory's pairs, so pairs repeat: the pair-based
+            # losses count a repeated pair twice, PML's and pairloss's alike
             given = None
-            if inner == "pml" and step % 2:
+            if step % 2:
                 given = pml_miners.PairMarginMiner(0.1, 0.9)(x, y)
             a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
             la, lb = ours(a, y, given), theirs(b, y, given)

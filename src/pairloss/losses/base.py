@@ -44,7 +44,14 @@ from ..reducers import (
     for_sub_losses,
 )
 from ..reduction import check_reduction, reduce_terms
-from ..relations import LabelRelation, PairListRelation, Relation, _check_index
+from ..relations import (
+    LabelRelation,
+    PairListRelation,
+    Relation,
+    _check_index,
+    cells_of_both_kinds,
+    listed_cells,
+)
 from ..scale.distributed import set_gather
 from ..similarity import BatchedDistance, Similarity, get_similarity
 from ..validation import (
@@ -120,20 +127,64 @@ def miner_in(indices_tuple, embeddings, labels, ref_emb, ref_labels) -> Miner | 
     return None
 
 
+@dataclass(frozen=True)
+class ListedPairs:
+    """The pairs of an explicit ``indices_tuple`` as listed, ``(a1, p, a2, n)``, for a loss
+    that counts a pair once per listing (see :func:`read_listings`); ``triplets``: the tuple
+    listed triplets ``(a, p, n)``, read as ``(a, p, a, n)``."""
+
+    a1: torch.Tensor
+    p: torch.Tensor
+    a2: torch.Tensor
+    n: torch.Tensor
+    triplets: bool = False
+
+
+def read_listings(
+    indices_tuple, n_anchors: int, n_candidates: int, device, every_triplet: bool = False
+) -> ListedPairs | PairListRelation:
+    """An explicit ``indices_tuple`` for a loss that, as pytorch-metric-learning's pair-based
+    losses (``GenericPairLoss`` with ``mat_based_loss=False``, ``MarginLoss``), counts a pair
+    once per listing and takes a pair listed both as positive and as negative as both.
+
+    When no pair is listed twice and none as both kinds (pytorch-metric-learning's pair miners
+    never do), counting the listings is counting the cells: the tuple's
+    :class:`~pairloss.relations.PairListRelation` is returned, for the pair engine. Otherwise
+    (a triplet miner's output: each positive pair repeats once per negative) the
+    :class:`ListedPairs`, which the loss evaluates pair by pair. One sort of the listed cells
+    tells which; the relation is built from it. ``every_triplet``: a triplet tuple is always
+    :class:`ListedPairs` (for a loss whose terms are the listed triplets)."""
+    a1, p, a2, n = listed_pairs(indices_tuple, n_anchors, n_candidates, device)
+    triplets = len(indices_tuple) == 3
+    if every_triplet and triplets:
+        return ListedPairs(a1, p, a2, n, triplets)
+    pos = torch.unique(listed_cells(a1, p, n_candidates))
+    neg = torch.unique(listed_cells(a2, n, n_candidates))
+    repeats = pos.numel() < a1.numel() or neg.numel() < a2.numel()
+    if repeats or cells_of_both_kinds(pos, neg).numel():
+        return ListedPairs(a1, p, a2, n, triplets)
+    return PairListRelation.of_cells(pos, neg, n_anchors, n_candidates)
+
+
 def build_relation(
     embeddings: torch.Tensor,
     labels: torch.Tensor | None,
     indices_tuple,
     ref_emb: torch.Tensor | None,
     ref_labels: torch.Tensor | None,
-) -> tuple[Relation, Miner | None, torch.Tensor | None, torch.Tensor | None]:
+    *,
+    listings: bool = False,
+    every_triplet: bool = False,
+) -> tuple[Relation | ListedPairs, Miner | None, torch.Tensor | None, torch.Tensor | None]:
     """Validate the PML-style arguments; return (relation, miner, labels, ref_labels). As in
     pytorch-metric-learning, the self pairs are left out when there is no reference set or
     when ``ref_labels`` is the very ``labels`` tensor.
 
     ``indices_tuple`` may also be a pairloss :class:`~pairloss.relations.Relation` (used as
     given) or a :class:`~pairloss.mining.MinedRelation` (a relation and/or a miner to apply
-    inside the engine, as memory banks pass them)."""
+    inside the engine, as memory banks pass them). With ``listings``, an explicit tuple is read
+    by :func:`read_listings` (with ``every_triplet``; the relation may then be
+    :class:`ListedPairs`)."""
     raw = (embeddings, labels, ref_emb, ref_labels)
     same_labels = ref_labels is not None and ref_labels is labels
     embeddings = check_embeddings(embeddings, "embeddings")
@@ -159,7 +210,10 @@ def build_relation(
         check_relation_shape(indices_tuple, n, n_cand)
         return indices_tuple, miner, labels, ref_labels
     if indices_tuple is not None:
-        relation = PairListRelation(indices_tuple, n, n_cand, device=embeddings.device)
+        if listings:
+            relation = read_listings(indices_tuple, n, n_cand, embeddings.device, every_triplet)
+        else:
+            relation = PairListRelation(indices_tuple, n, n_cand, device=embeddings.device)
         return relation, miner, labels, ref_labels
     if labels is None:
         raise PairLossError(
@@ -285,6 +339,26 @@ def paired_scores(
     a = similarity.prepare(embeddings.to(dtype))
     c = a if ref_emb is None else similarity.prepare(ref_emb.to(dtype))
     return similarity.paired(a[rows], c[cols])
+
+
+def listed_scores(
+    similarity: Similarity,
+    embeddings: torch.Tensor,
+    ref_emb: torch.Tensor | None,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+) -> torch.Tensor:
+    """The scores of L listed (row, column) pairs, with autograd: from the two rows of each
+    pair (:func:`paired_scores`, O(L x D)), or, where that would hold more than the [B, N] score
+    matrix (L x D > B x N, as when a triplet miner's output repeats its pairs), read from the
+    matrix, as pytorch-metric-learning reads them. Memory O(min(L x D, B x N) + L)."""
+    n_cand = embeddings.shape[0] if ref_emb is None else ref_emb.shape[0]
+    if rows.numel() * embeddings.shape[1] <= embeddings.shape[0] * n_cand:
+        return paired_scores(similarity, embeddings, ref_emb, rows, cols)
+    dtype = compute_dtype(embeddings)
+    a = similarity.prepare(embeddings.to(dtype))
+    c = a if ref_emb is None else similarity.prepare(ref_emb.to(dtype))
+    return similarity.matrix(a, c)[rows, cols]
 
 
 def _detached(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -712,7 +786,12 @@ class PairLossModule(nn.Module):
                     ones.new_zeros(n).index_add(0, rows, (losses.detach() > 0).to(ones.dtype)),
                 )
             )
-        out = reduce_terms(terms, self.reduction, n)
+        return self.reduce_rows(terms, embeddings)
+
+    def reduce_rows(self, terms: list[RowTerms], embeddings: torch.Tensor) -> torch.Tensor:
+        """Reduce per-anchor components (computed outside the engine) with ``self.reduction``
+        and add the regularizers; a loss without terms is 0 on the embeddings' graph."""
+        out = reduce_terms(terms, self.reduction, embeddings.shape[0])
         if out.requires_grad is False and embeddings.requires_grad:
             out = out + (embeddings * 0).sum()
         return self.add_regularizers(out.to(embeddings.dtype), embeddings)
@@ -799,6 +878,13 @@ class PairLossModule(nn.Module):
         ``indices_tuple``, or a miner's output), optionally against ``ref_emb`` [N, D] with
         ``ref_labels`` [N]. Returns a scalar (or [B] with reduction 'none'; a dict with a
         :class:`~pairloss.reducers.DoNothingReducer`)."""
+        miner = self.miner
+        if self.counts_listings():
+            listed, labels, indices_tuple, miner = self.explicit_listings(
+                embeddings, labels, indices_tuple, ref_emb, ref_labels
+            )
+            if listed is not None:
+                return self.listed_loss(embeddings, labels, listed, ref_emb)
         return self.run_objective(
             self.objective,
             embeddings,
@@ -806,8 +892,57 @@ class PairLossModule(nn.Module):
             indices_tuple,
             ref_emb,
             ref_labels,
-            fused=self.fused_form(self.miner),
+            miner=miner,
+            fused=self.fused_form(miner),
         )
+
+    listed_loss: Callable | None = None
+    """``listed_loss(embeddings, labels, listed, ref_emb)``: the loss of :class:`ListedPairs`,
+    for a loss that counts a pair once per listing as pytorch-metric-learning's pair-based
+    losses do (see :func:`read_listings`); None: every explicit tuple is a set of cells."""
+
+    lists_triplets = False
+    """Whether a triplet tuple is always evaluated as listed (a loss whose terms are the
+    triplets themselves: see :func:`read_listings`'s ``every_triplet``)."""
+
+    def counts_listings(self) -> bool:
+        """Whether :meth:`forward` reads an explicit tuple's listings: the class gives
+        :attr:`listed_loss` for the objective it runs (a subclass that changes the objective
+        without giving its own listed form reads the tuple as a set of cells)."""
+        return self.listed_loss is not None and fused_form_applies(
+            self, ("listed_loss",), ("objective",)
+        )
+
+    def explicit_listings(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor | None,
+        indices_tuple,
+        ref_emb: torch.Tensor | None,
+        ref_labels: torch.Tensor | None,
+    ) -> tuple[ListedPairs | None, torch.Tensor | None, object, Miner | None]:
+        """The inputs of a loss that counts a pair once per listing (see :func:`read_listings`)
+        read: ``(listed, labels, indices_tuple, miner)``.
+
+        The module's own miner without a row-wise rule gives its index tuple first, as on the
+        engine path. An explicit tuple (not one whose miner applies inside the engine) that lists
+        a pair more than once or as both kinds gives ``listed`` (:class:`ListedPairs`) and the
+        checked ``labels``; otherwise ``listed`` is None and ``indices_tuple`` (the tuple's
+        relation, read once) and ``miner`` go to :meth:`run_objective` unchanged."""
+        miner = self.miner
+        if miner is not None and not miner.has_transform and indices_tuple is None:
+            indices_tuple = miner(embeddings.detach(), labels, _detached(ref_emb), ref_labels)
+            miner = None
+        explicit = isinstance(indices_tuple, (tuple, list))
+        if explicit and miner_in(indices_tuple, embeddings, labels, ref_emb, ref_labels) is None:
+            relation, _, checked, _ = build_relation(
+                embeddings, labels, indices_tuple, ref_emb, ref_labels,
+                listings=True, every_triplet=self.lists_triplets,
+            )  # fmt: skip
+            if isinstance(relation, ListedPairs):
+                return relation, checked, indices_tuple, miner
+            indices_tuple = relation
+        return None, labels, indices_tuple, miner
 
     def fused_form(self, miner: Miner | None) -> FusedObjective | None:
         """The hand-differentiated objective for the blocked engine in this setting, or None.

@@ -59,6 +59,22 @@ def contrastive_rows(
     return [RowTerms.per_pair(loss, pos), RowTerms.per_pair(loss, neg)]
 
 
+def contrastive_listed(
+    s_pos: torch.Tensor,
+    s_neg: torch.Tensor,
+    pos_margin: float,
+    neg_margin: float,
+    is_distance: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`contrastive_rows`'s terms on listed pairs: ``[d - pos_margin]+`` per listed
+    positive pair, ``[neg_margin - d]+`` per listed negative pair (similarities: the margins
+    flipped), one term per listing."""
+    return (
+        torch.relu(_gap(s_pos, pos_margin, is_distance)),
+        torch.relu(_gap(neg_margin, s_neg, is_distance)),
+    )
+
+
 def negative_logsumexp_(
     work: torch.Tensor, pairs: BlockPairs, coef: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -241,6 +257,54 @@ def margin_rows(
     if per_class_reg:
         values = values + nu * beta.expand(s.shape[0]) * n_triplets
     out = [RowTerms(values, n_triplets, nonzero)]
+    if global_reg:
+        out.append(RowTerms(nu * beta * n_triplets, n_triplets, n_triplets))
+    return out
+
+
+def margin_triplets(
+    d_ap: torch.Tensor,
+    d_an: torch.Tensor,
+    beta: torch.Tensor,
+    margin: float,
+    is_distance: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`margin_rows`'s pair terms on listed triplets (a, p, n) [T]: ``l+ = [d_ap - beta +
+    margin]+`` and ``l- = [beta - d_an + margin]+`` (similarities: flipped), ``beta`` a scalar or
+    one value per triplet."""
+    return (
+        torch.relu(_gap(d_ap, beta, is_distance) + margin),
+        torch.relu(_gap(beta, d_an, is_distance) + margin),
+    )
+
+
+def margin_triplet_rows(
+    pos_loss: torch.Tensor,
+    neg_loss: torch.Tensor,
+    anchors: torch.Tensor,
+    n_rows: int,
+    beta: torch.Tensor,
+    nu: float = 0.0,
+    per_class_reg: bool = False,
+    global_reg: bool = False,
+) -> list[RowTerms]:
+    """:func:`margin_rows`'s components from listed triplets, per anchor row: the sum of each
+    row's ``l+ + l-`` (plus ``nu * beta`` per triplet with ``per_class_reg``; ``beta`` is then
+    one value per triplet), its number of triplets, and its non-zero count ``#{l+ > 0} +
+    #{l- > 0}`` (pytorch-metric-learning's divisor); with ``global_reg`` the second component
+    ``nu * beta`` counted once per triplet. A triplet listed twice counts twice."""
+    values = pos_loss + neg_loss
+    if per_class_reg:
+        values = values + nu * beta
+    active = (pos_loss.detach() > 0).to(values.dtype) + (neg_loss.detach() > 0).to(values.dtype)
+    n_triplets = segment_sum(torch.ones_like(active), anchors, n_rows)
+    out = [
+        RowTerms(
+            segment_sum(values, anchors, n_rows),
+            n_triplets,
+            segment_sum(active, anchors, n_rows),
+        )
+    ]
     if global_reg:
         out.append(RowTerms(nu * beta * n_triplets, n_triplets, n_triplets))
     return out

@@ -23,6 +23,7 @@ from .terms import (
     RowTerms,
     masked_logsumexp,
     member_extreme_,
+    segment_logsumexp,
     segment_sum,
     shifted_exp_,
 )
@@ -83,6 +84,29 @@ def ntxent_rows(
     cells = torch.where(pos, torch.logaddexp(z, lse_neg) - z, 0.0) * has_neg[:, None]
     n_pos = pos.sum(dim=1, dtype=z.dtype)
     return [RowTerms(cells.sum(dim=1), n_pos, n_pos * has_neg, cells=(cells, pos))]
+
+
+def ntxent_listed(
+    s_pos: torch.Tensor,
+    s_neg: torch.Tensor,
+    pos_anchors: torch.Tensor,
+    neg_anchors: torch.Tensor,
+    n_anchors: int,
+    temperature: float,
+    is_distance: bool = False,
+) -> torch.Tensor:
+    """:func:`ntxent_rows`'s terms on listed pairs, one per listed positive pair (i, p):
+
+        -log( e^{z_ip} / (e^{z_ip} + sum_k e^{z_k}) ),  k over the listed negative pairs of i
+
+    with every listing of a negative pair in the sum (pytorch-metric-learning's pair-based
+    NT-Xent). The listed negatives' log-sum-exp is one segment reduction per anchor (O(listed
+    pairs), no positives x negatives matrix); a pair whose anchor lists no negative gives 0."""
+    coef = _logit_coef(temperature, is_distance)
+    z_pos, z_neg = s_pos * coef, s_neg * coef
+    lse = segment_logsumexp(z_neg, neg_anchors, n_anchors)[pos_anchors]
+    has = torch.isfinite(lse)
+    return torch.where(has, torch.logaddexp(z_pos, torch.where(has, lse, 0.0)) - z_pos, 0.0)
 
 
 def dcl_rows(

@@ -158,9 +158,9 @@ class CrossBatchMemory(_Ring):
       tuple (:meth:`create_indices_tuple`): the miner's tuple on (anchors, memory), or every
       pair of them, with each anchor's own slot left out, then the given ``indices_tuple``
       appended (converted to pairs or triplets to match, as pytorch-metric-learning does).
-      A pair listed twice there counts once in a pairloss loss
-      (:class:`~pairloss.relations.PairListRelation`), twice in pytorch-metric-learning's
-      pair-based losses.
+      A pair listed twice there counts as the loss counts listings (twice in
+      pytorch-metric-learning's pair-based losses and their pairloss twins, once in the losses
+      computed on a mask: see :func:`pairloss.losses.base.read_listings`).
 
     ``miner`` may be a pairloss miner or a pytorch-metric-learning miner (translated to
     pairloss's miner of the same name and settings). pytorch-metric-learning losses must be

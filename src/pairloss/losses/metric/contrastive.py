@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from ...objectives.pair_margins import contrastive_fused, contrastive_rows
+from ...objectives.pair_margins import contrastive_fused, contrastive_listed, contrastive_rows
 from ...reducers import AvgNonZeroReducer
 from ...similarity import LpDistance, Similarity
 from ...validation import check_real
-from ..base import Component, PairLossModule
+from ..base import Component, ListedPairs, PairLossModule, listed_scores
 
 
 class ContrastiveLoss(PairLossModule):
@@ -33,10 +33,17 @@ class ContrastiveLoss(PairLossModule):
     A part with no non-zero term is 0 (zero gradient); e.g. one class gives only the positive
     part, all-distinct labels only the negative part, a batch of one gives 0.
 
+    An ``indices_tuple`` counts as in pytorch-metric-learning: a pair once per listing (a
+    triplet miner's output lists each positive pair once per negative, each negative pair once
+    per positive), and a pair listed both as positive and as negative in both parts. A tuple
+    that lists no pair twice (pytorch-metric-learning's pair miners) runs on the pair engine;
+    one that does is evaluated on the listed pairs (scored by :func:`~pairloss.losses.base.listed_scores`, in
+    O(min(L x D, B x N) + L) memory for L listed pairs), its terms listed per listing with their
+    indices for a ``reducer``.
+
     Difference from pytorch-metric-learning: pytorch-metric-learning returns 0 whenever every
-    index list has at most one entry (e.g. exactly one positive and one negative pair), and it
-    counts a pair once per occurrence in ``indices_tuple`` (triplets repeat their pairs); here
-    each listed pair counts once and such inputs give the formula's value.
+    index list has at most one entry (e.g. exactly one positive and one negative pair); such
+    inputs give the formula's value here.
     """
 
     default_reduction = "mean_nonzero"
@@ -64,6 +71,17 @@ class ContrastiveLoss(PairLossModule):
         return contrastive_fused(
             s, pairs, grad, scale, self.pos_margin, self.neg_margin, self.distance.is_distance
         )
+
+    def listed_loss(self, embeddings, labels, listed: ListedPairs, ref_emb) -> torch.Tensor:
+        """pytorch-metric-learning's reading of listed pairs: one term per listing."""
+        a1, p, a2, n = listed.a1, listed.p, listed.a2, listed.n
+        k = a1.numel()
+        rows, cols = torch.cat([a1, a2]), torch.cat([p, n])
+        s = listed_scores(self.distance, embeddings, ref_emb, rows, cols)
+        pos, neg = contrastive_listed(
+            s[:k], s[k:], self.pos_margin, self.neg_margin, self.distance.is_distance
+        )
+        return self.reduce_pair_list([(pos, (a1, p)), (neg, (a2, n))], embeddings, labels)
 
 
 def contrastive(

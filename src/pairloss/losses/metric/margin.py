@@ -10,11 +10,24 @@ from torch import nn
 
 from ...errors import PairLossError
 from ...mining import random_triplets, triplets_where
-from ...objectives.pair_margins import margin_fused, margin_rows
+from ...objectives.pair_margins import (
+    margin_fused,
+    margin_rows,
+    margin_triplet_rows,
+    margin_triplets,
+)
+from ...objectives.terms import RowTerms
 from ...reducers import NONZERO, DivisorReducer
 from ...similarity import LpDistance, Similarity
-from ...validation import check_bool, check_int, check_labels, check_positive, check_real
-from ..base import Component, PairLossModule, build_relation, listed_pairs, paired_scores
+from ...validation import (
+    check_bool,
+    check_int,
+    check_labels,
+    check_positive,
+    check_real,
+    check_result,
+)
+from ..base import Component, ListedPairs, PairLossModule, build_relation, listed_scores
 
 
 class MarginLoss(PairLossModule):
@@ -55,11 +68,12 @@ class MarginLoss(PairLossModule):
     Shapes: embeddings [B, D], labels [B]; ref_emb [N, D] with ref_labels [N]. Returns a scalar.
     No triplet (one class, all-distinct labels, a batch of one) gives 0 with zero gradients.
 
-    Difference from pytorch-metric-learning: a triplet ``indices_tuple`` is read as its
-    positive and negative pairs, and each anchor then uses all combinations of its listed
-    positives and negatives (each pair once). This equals pytorch-metric-learning when the
-    listed triplets of each anchor are all such combinations (always true for pair tuples and
-    for ``labels`` alone); for other triplet lists the values differ.
+    An ``indices_tuple`` gives pytorch-metric-learning's triplets: a triplet tuple its listed
+    triplets (each listing counts, evaluated on the list), a pair tuple each listed positive
+    pair with each listed negative pair of its anchor. A pair tuple that lists no pair twice (pytorch-metric-learning's pair miners) runs
+    on the pair engine, whose rows hold exactly those combinations; one that repeats a pair (or
+    lists it both as positive and as negative) is listed as triplets, as
+    pytorch-metric-learning lists them.
     """
 
     default_reduction = "mean_nonzero"
@@ -68,6 +82,7 @@ class MarginLoss(PairLossModule):
         Component("beta_reg_loss", "already_reduced"),
     )
     pml_default_reducer = DivisorReducer
+    lists_triplets = True
 
     def active_components(self):
         global_reg = self.learn_beta and self.nu != 0 and self.beta.numel() == 1
@@ -86,39 +101,65 @@ class MarginLoss(PairLossModule):
     def reduce_listed(
         self, objective, embeddings, labels, indices_tuple, ref_emb, ref_labels, miner
     ):
-        """pytorch-metric-learning's terms: every triplet (or the sampled ones) listed with its
-        pair terms, the divisor, and the beta regulariser, handed to ``self.reducer``."""
+        """pytorch-metric-learning's terms: every triplet of the relation (or the sampled ones)
+        listed with its pair terms, the divisor, and the beta regulariser, handed to
+        ``self.reducer``."""
         relation, mined, labels, ref_labels = build_relation(
             embeddings, labels, indices_tuple, ref_emb, ref_labels
         )
         miner = miner if miner is not None else mined
-        b = embeddings.shape[0]
-        if indices_tuple is not None and miner is None and len(indices_tuple) == 3:
-            n_cand = b if ref_emb is None else ref_emb.shape[0]
-            a, p, _, n = listed_pairs(indices_tuple, b, n_cand, embeddings.device)
-        elif self.triplets_per_anchor != "all" and indices_tuple is None:
+        if self.triplets_per_anchor != "all" and indices_tuple is None:
             a, p, n = random_triplets(labels, ref_labels, per_anchor=self.triplets_per_anchor)
         else:
             with torch.no_grad():
-                pos, neg = relation.block(0, b)
+                pos, neg = relation.block(0, embeddings.shape[0])
                 if miner is not None:
                     ms = miner.similarity
                     ma = ms.prepare(embeddings.detach())
                     mc = ma if ref_emb is None else ms.prepare(ref_emb.detach())
                     pos, neg = miner.transform(ms.matrix(ma, mc), pos, neg)
             a, p, n = triplets_where(pos, neg)
+        return self.triplet_loss(embeddings, labels, ref_emb, a, p, n)
+
+    def listed_loss(self, embeddings, labels, listed: ListedPairs, ref_emb) -> torch.Tensor:
+        """pytorch-metric-learning's triplets of an explicit tuple: a triplet tuple as listed, a
+        pair tuple as each listed positive pair with each listed negative pair of its anchor."""
+        if listed.triplets:
+            a, p, n = listed.a1, listed.p, listed.n
+        else:
+            a, p, n = _triplets_of_pairs(listed, embeddings.shape[0])
+        return self.triplet_loss(embeddings, labels, ref_emb, a, p, n)
+
+    def triplet_loss(self, embeddings, labels, ref_emb, a, p, n) -> torch.Tensor:
+        """The loss of listed triplets (a, p, n) [T] (a triplet listed twice counts twice):
+        with ``self.reducer``, pytorch-metric-learning's loss dictionary (the triplets' terms,
+        the divisor, the beta regulariser); else the per-anchor components of
+        :func:`margin_triplet_rows` reduced with ``self.reduction``. The pairs are scored by
+        :func:`listed_scores` (O(min(T x D, B x N) + T) memory)."""
+        listing = self.uses_reducer()
         if a.numel() == 0:
-            zero = {"losses": 0, "indices": None, "reduction_type": "already_reduced"}
-            return self.finish_listed(
-                {c.name: dict(zero) for c in self.components}, embeddings, labels
-            )
-        sim = self.distance
-        d_ap = paired_scores(sim, embeddings, ref_emb, a, p)
-        d_an = paired_scores(sim, embeddings, ref_emb, a, n)
-        beta = self.beta.to(d_ap.dtype)
-        beta = beta[labels[a]] if beta.numel() > 1 else beta
-        pos_t = torch.relu(sim.margin(d_ap, beta) + self.margin)
-        neg_t = torch.relu(sim.margin(beta, d_an) + self.margin)
+            if listing:
+                zero = {"losses": 0, "indices": None, "reduction_type": "already_reduced"}
+                return self.finish_listed(
+                    {c.name: dict(zero) for c in self.components}, embeddings, labels
+                )
+            zero = embeddings.new_zeros(embeddings.shape[0])
+            return self.reduce_rows([RowTerms(zero, zero, zero)], embeddings)
+        sim, t = self.distance, a.numel()
+        d = listed_scores(sim, embeddings, ref_emb, torch.cat([a, a]), torch.cat([p, n]))
+        per_class = self.beta.numel() > 1
+        beta = self.beta.to(d.dtype)
+        beta_t = beta[labels[a]] if per_class else beta
+        pos_t, neg_t = margin_triplets(d[:t], d[t:], beta_t, self.margin, sim.is_distance)
+        check_result((pos_t + neg_t).detach(), embeddings)
+        if not listing:
+            regularised = self.learn_beta and self.nu != 0
+            terms = margin_triplet_rows(
+                pos_t, neg_t, a, embeddings.shape[0], beta_t, nu=self.nu,
+                per_class_reg=regularised and per_class,
+                global_reg=regularised and not per_class,
+            )  # fmt: skip
+            return self.reduce_rows(terms, embeddings)
         divisor = int((pos_t > 0).sum() + (neg_t > 0).sum())
         loss_dict = {
             "margin_loss": {
@@ -128,10 +169,10 @@ class MarginLoss(PairLossModule):
                 "divisor": divisor,
             }
         }
-        if self.learn_beta and self.beta.numel() == 1:
+        if self.learn_beta and not per_class:
             reg = {"losses": beta * self.nu, "indices": None, "reduction_type": "already_reduced"}
         elif self.learn_beta:
-            reg = {"losses": beta * self.nu, "indices": a, "reduction_type": "element"}
+            reg = {"losses": beta_t * self.nu, "indices": a, "reduction_type": "element"}
             reg["divisor"] = divisor
         else:
             reg = {"losses": 0, "indices": None, "reduction_type": "already_reduced"}
@@ -232,6 +273,13 @@ class MarginLoss(PairLossModule):
             return self.reduce_listed(
                 objective, embeddings, labels, None, ref_emb, ref_labels, self.miner
             )
+        miner = self.miner
+        if self.counts_listings():
+            listed, checked, indices_tuple, miner = self.explicit_listings(
+                embeddings, labels, indices_tuple, ref_emb, ref_labels
+            )
+            if listed is not None:
+                return self.listed_loss(embeddings, checked, listed, ref_emb)
         return self.run_objective(
             objective,
             embeddings,
@@ -239,8 +287,24 @@ class MarginLoss(PairLossModule):
             indices_tuple,
             ref_emb,
             ref_labels,
-            fused=self.fused_form(self.miner),
+            miner=miner,
+            fused=self.fused_form(miner),
         )
+
+
+def _triplets_of_pairs(listed: ListedPairs, n_anchors: int):
+    """pytorch-metric-learning's triplets of a pair tuple (``convert_to_triplets``): each listed
+    positive pair (a, p) with each listed negative pair (a, n) of the same anchor, positive by
+    positive in list order, the negatives in list order (every listing counts). O(triplets)
+    memory: no positives x negatives matrix."""
+    a1, p, a2, n = listed.a1, listed.p, listed.a2, listed.n
+    order = torch.argsort(a2, stable=True)
+    per_anchor = torch.bincount(a2, minlength=n_anchors)
+    first = torch.cumsum(per_anchor, 0) - per_anchor
+    k = per_anchor[a1]  # the negatives of each positive pair's anchor
+    pos = torch.repeat_interleave(torch.arange(a1.numel(), device=a1.device), k)
+    offset = torch.arange(pos.numel(), device=a1.device) - (torch.cumsum(k, 0) - k)[pos]
+    return a1[pos], p[pos], n[order[first[a1[pos]] + offset]]
 
 
 def margin_loss(

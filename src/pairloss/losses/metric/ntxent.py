@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from ...objectives.softmax import ntxent_fused, ntxent_rows
+from ...objectives.softmax import ntxent_fused, ntxent_listed, ntxent_rows
 from ...reducers import MeanReducer
 from ...validation import check_positive
-from ..base import Component, PairLossModule
+from ..base import Component, ListedPairs, PairLossModule, listed_scores
 
 
 class NTXentLoss(PairLossModule):
@@ -34,8 +34,16 @@ class NTXentLoss(PairLossModule):
 
     Degenerate input: no positive pair gives 0 with zero gradient; a positive pair whose anchor
     has no negative gives 0 (so a single-class batch gives 0, as in pytorch-metric-learning); a
-    batch of one gives 0. Explicit pairs in ``indices_tuple`` count once each, even when
-    repeated (pytorch-metric-learning counts repeats, e.g. from triplets sharing a pair, again).
+    batch of one gives 0.
+
+    An ``indices_tuple`` counts as in pytorch-metric-learning: one term per listing of a
+    positive pair, and every listing of the anchor's negative pairs in its denominator (a
+    triplet miner's output lists each negative once per positive); a pair listed both as
+    positive and as negative is both. A tuple that lists no pair twice (pytorch-metric-learning's
+    pair miners) runs on the pair engine; one that does is evaluated on the listed pairs
+    (scored by :func:`~pairloss.losses.base.listed_scores`), the negatives' log-sum-exp one segment reduction per
+    anchor (no positives x negatives matrix), the terms listed with their indices for a
+    ``reducer``.
     """
 
     default_reduction = "mean_terms"
@@ -51,6 +59,23 @@ class NTXentLoss(PairLossModule):
 
     def fused(self, s, pairs, grad, scale):
         return ntxent_fused(s, pairs, grad, scale, self.temperature, self.distance.is_distance)
+
+    def listed_loss(self, embeddings, labels, listed: ListedPairs, ref_emb) -> torch.Tensor:
+        """pytorch-metric-learning's reading of listed pairs: one term per listed positive
+        pair, every listed negative of its anchor in the denominator."""
+        a1, p, a2, n = listed.a1, listed.p, listed.a2, listed.n
+        if a1.numel() == 0 or a2.numel() == 0:  # pytorch-metric-learning's zero loss
+            return self.reduce_pair_list(
+                [(embeddings.new_zeros(0), (a1[:0], p[:0]))], embeddings, labels
+            )
+        k = a1.numel()
+        s = listed_scores(
+            self.distance, embeddings, ref_emb, torch.cat([a1, a2]), torch.cat([p, n])
+        )
+        terms = ntxent_listed(
+            s[:k], s[k:], a1, a2, embeddings.shape[0], self.temperature, self.distance.is_distance
+        )
+        return self.reduce_pair_list([(terms, (a1, p))], embeddings, labels)
 
 
 class InfoNCELoss(NTXentLoss):

@@ -22,7 +22,8 @@ class SignalToNoiseRatioContrastiveLoss(ContrastiveLoss):
     Paper: Yuan et al., CVPR 2019, eq. 9 (its contrastive form). Defaults as
     pytorch-metric-learning: ``pos_margin=0``, ``neg_margin=1``, ``SNRDistance()``, each part
     averaged over its non-zero terms. The SNR matrix of a block is one matrix product of the
-    centred vectors (the generic path of the pair engine).
+    centred vectors (the generic path of the pair engine). An ``indices_tuple`` counts as in
+    :class:`ContrastiveLoss` (a pair once per listing, as pytorch-metric-learning).
     """
 
     def __init__(self, pos_margin: float = 0, neg_margin: float = 1, **kwargs) -> None:
