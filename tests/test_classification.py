@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-import pairloss.classification as C
 from pairloss.errors import PairLossError
+from pairloss.losses import classification as C
 
 # ---------------------------------------------------------------- loop references (floats)
 

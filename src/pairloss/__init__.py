@@ -6,7 +6,6 @@ README for a tour.
 """
 
 from . import (
-    classification,
     data,
     distances,
     functional,
@@ -71,6 +70,7 @@ from .losses import (
     TupletMarginLoss,
     UNPGLoss,
     VICRegLoss,
+    classification,
 )
 from .losses.contrastive import (  # family D: two towers, views, sentence pairs, self-supervision
     AlignmentLoss,

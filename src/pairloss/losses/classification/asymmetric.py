@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine import compute_dtype
-from ..reduction import ROW_REDUCTIONS, check_reduction
-from ..validation import check_real
+from ...engine import compute_dtype
+from ...reduction import ROW_REDUCTIONS, check_reduction
+from ...validation import check_real
 from ._checks import check_logits, check_multihot, reduce_rows
 
 

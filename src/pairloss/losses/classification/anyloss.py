@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..engine import compute_dtype
-from ..errors import PairLossError
-from ..validation import check_real
+from ...engine import compute_dtype
+from ...errors import PairLossError
+from ...validation import check_real
 from ._checks import check_binary_scores, check_binary_targets
 
 METRICS = ("accuracy", "f1", "fbeta", "balanced_accuracy", "gmean")

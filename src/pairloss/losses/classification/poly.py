@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..engine import compute_dtype
-from ..reduction import ROW_REDUCTIONS, check_reduction
-from ..validation import check_real
+from ...engine import compute_dtype
+from ...reduction import ROW_REDUCTIONS, check_reduction
+from ...validation import check_real
 from ._checks import check_class_targets, check_logits, reduce_rows
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import PairLossError
-from ..validation import check_finite, check_same_device, check_tensor
+from ...errors import PairLossError
+from ...validation import check_finite, check_same_device, check_tensor
 
 
 def check_logits(logits: object, name: str = "logits") -> torch.Tensor:

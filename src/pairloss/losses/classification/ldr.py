@@ -9,10 +9,10 @@ import math
 import torch
 from torch import nn
 
-from ..engine import compute_dtype
-from ..errors import PairLossError
-from ..reduction import ROW_REDUCTIONS, check_reduction
-from ..validation import check_real
+from ...engine import compute_dtype
+from ...errors import PairLossError
+from ...reduction import ROW_REDUCTIONS, check_reduction
+from ...validation import check_real
 from ._checks import check_class_targets, check_logits, reduce_rows
 
 

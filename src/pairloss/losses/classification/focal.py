@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..engine import compute_dtype
-from ..errors import PairLossError
-from ..reduction import ROW_REDUCTIONS, check_reduction
-from ..validation import check_real, check_same_device
+from ...engine import compute_dtype
+from ...errors import PairLossError
+from ...reduction import ROW_REDUCTIONS, check_reduction
+from ...validation import check_real, check_same_device
 from ._checks import check_class_targets, check_logits, reduce_rows
 
 

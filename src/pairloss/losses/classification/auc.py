@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ..engine import compute_dtype
-from ..errors import PairLossError
-from ..reduction import ROW_REDUCTIONS, check_reduction
+from ...engine import compute_dtype
+from ...errors import PairLossError
+from ...reduction import ROW_REDUCTIONS, check_reduction
 from ._checks import check_binary_scores, check_binary_targets
 
 
