@@ -25,6 +25,15 @@ def _hinge_lse(f: torch.Tensor, own: torch.Tensor, margin: float) -> torch.Tenso
     return torch.log1p(torch.where(keep, torch.exp(torch.where(keep, x, 0.0)), 0.0).sum(1)).mean()
 
 
+def _row_cosines(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Cosine of every row of ``a`` [N, M] with every row of ``b`` [K, M], as [N, K]: each row
+    divided by its norm clamped at ``eps`` (:func:`torch.nn.functional.cosine_similarity`'s
+    rule), then one product; no [K, N, M] broadcast."""
+    a = a / torch.linalg.vector_norm(a, dim=1, keepdim=True).clamp_min(eps)
+    b = b / torch.linalg.vector_norm(b, dim=1, keepdim=True).clamp_min(eps)
+    return a @ b.T
+
+
 class ManifoldLoss(nn.Module):
     r"""Manifold loss: similarities propagated by a random walk on the graph of the batch and
     K learnable proxies, then a proxy-NCA-like hinge on the walk's affinities.
@@ -131,7 +140,7 @@ class ManifoldLoss(nn.Module):
         d = torch.pow(torch.sum(s, dim=1), -0.5)
         s_bar = d[:, None] * s * d[None, :]
         f = (1 - self.alpha) * torch.inverse(eye - self.alpha * s_bar)
-        ctx = torch.nn.functional.cosine_similarity(f[:n], f[n:].unsqueeze(1), dim=-1).t()
+        ctx = _row_cosines(f[:n], f[n:])
         loss = _hinge_lse(ctx, own, self.margin)
         if self.lambdaC != math.inf:
             loss = _hinge_lse(f[:n, n:], own, self.margin) + self.lambdaC * loss
