@@ -53,7 +53,13 @@ from ..data.preference import PreferenceLists, load_sts_scores, preference_lists
 from ..errors import PairLossError
 from ..metrics import list_reward_accuracy, ndcg_at_k
 from .task import Results, Task
-from .text_task import TEXT_MODEL, PairBatches, check_text_model, fingerprint
+from .text_task import (
+    TEXT_MODEL,
+    PairBatches,
+    SplitResults,
+    both_splits,
+    check_text_model,
+)
 
 SCORE_SCALE = 20.0
 """``s(a, c) = SCORE_SCALE cos(e(a), e(c))``: the policy's score of a candidate."""
@@ -161,7 +167,7 @@ class PreferenceTask(Task):
         self.reference: nn.Module | None = None
         self._reference_logps: dict[int, torch.Tensor] = {}
         self._held_out_reference: dict[str, torch.Tensor] = {}
-        self._cache: dict[tuple[str, int, float], Results] = {}
+        self._results = SplitResults()
 
     @staticmethod
     def _limit(lists: PreferenceLists, limit: int, seed: int) -> PreferenceLists:
@@ -264,27 +270,17 @@ class PreferenceTask(Task):
         }
 
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> Results:
-        if split not in self.splits:
-            raise PairLossError(f"split: expected 'validation' or 'test', got {split!r}")
-        key = (split, id(model), fingerprint(model))
-        if key not in self._cache:
-            self._cache = {k: v for k, v in self._cache.items() if k[1:] == key[1:]}
-            self._cache[key] = {self.splits[split][0]: self._metrics(model, split)}
-        return self._cache[key]
-
-    def _both(self, model: nn.Module, device: torch.device) -> Results:
-        return {
-            **self.evaluate(model, "test", device),
-            **self.evaluate(model, "validation", device),
-        }
+        return self._results.get(
+            split, model, lambda: {self.splits[split][0]: self._metrics(model, split)}
+        )
 
     def baselines(
         self, config: Any, untrained: nn.Module, device: torch.device
     ) -> dict[str, Results]:
-        return {"untrained model (the reference)": self._both(untrained, device)}
+        return {"untrained model (the reference)": both_splits(self, untrained, device)}
 
     def representations(self, model: nn.Module, device: torch.device) -> dict[str, Results]:
-        return {f"trained {TEXT_MODEL} policy": self._both(model, device)}
+        return {f"trained {TEXT_MODEL} policy": both_splits(self, model, device)}
 
     def prediction_sample(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
         _, lists = self.splits["test"]

@@ -32,7 +32,7 @@ validation figure; the untrained encoder is the baseline.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,29 @@ def fingerprint(model: nn.Module) -> float:
     return float(
         sum(t.double().sum() for t in model.state_dict().values() if t.is_floating_point())
     )
+
+
+class SplitResults:
+    """The test and validation results of a model's current weights, computed once: the
+    report's tables after training read them back; results of other weights are dropped."""
+
+    def __init__(self) -> None:
+        self._store: dict[tuple[str, int, float], Results] = {}
+
+    def get(self, split: str, model: nn.Module, compute: Callable[[], Results]) -> Results:
+        """The results of ``split`` for ``model``, from ``compute()`` unless kept."""
+        if split not in ("validation", "test"):
+            raise PairLossError(f"split: expected 'validation' or 'test', got {split!r}")
+        key = (split, id(model), fingerprint(model))
+        if key not in self._store:
+            self._store = {k: v for k, v in self._store.items() if k[1:] == key[1:]}
+            self._store[key] = compute()
+        return self._store[key]
+
+
+def both_splits(task: Task, model: nn.Module, device: torch.device) -> Results:
+    """``task``'s test and validation results of ``model`` in one dict (the tables' rows)."""
+    return {**task.evaluate(model, "test", device), **task.evaluate(model, "validation", device)}
 
 
 def loss_kind(name: str) -> str:
@@ -275,7 +298,7 @@ class SentencePairTask(Task):
                 f"{len(self.train)} training pairs for {config.loss}; expected a smaller "
                 "--batch-size"
             )
-        self._cache: dict[tuple[str, int, float], Results] = {}
+        self._results = SplitResults()
 
     def describe(self) -> str:
         use = "graded pairs" if self.kind == "graded" else "positive pairs, in-batch negatives"
@@ -334,29 +357,20 @@ class SentencePairTask(Task):
         }
 
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> Results:
-        if split not in ("validation", "test"):
-            raise PairLossError(f"split: expected 'validation' or 'test', got {split!r}")
-        key = (split, id(model), fingerprint(model))
-        if key not in self._cache:
+        def compute() -> Results:
             pairs = self.validation if split == "validation" else self.test
             setting = self.val_setting if split == "validation" else self.headline
-            self._cache = {k: v for k, v in self._cache.items() if k[1:] == key[1:]}
-            self._cache[key] = {setting: self._metrics(model, pairs)}
-        return self._cache[key]
+            return {setting: self._metrics(model, pairs)}
 
-    def _both(self, model: nn.Module, device: torch.device) -> Results:
-        return {
-            **self.evaluate(model, "test", device),
-            **self.evaluate(model, "validation", device),
-        }
+        return self._results.get(split, model, compute)
 
     def baselines(
         self, config: Any, untrained: nn.Module, device: torch.device
     ) -> dict[str, Results]:
-        return {"untrained model": self._both(untrained, device)}
+        return {"untrained model": both_splits(self, untrained, device)}
 
     def representations(self, model: nn.Module, device: torch.device) -> dict[str, Results]:
-        return {f"trained {TEXT_MODEL}": self._both(model, device)}
+        return {f"trained {TEXT_MODEL}": both_splits(self, model, device)}
 
     def prediction_sample(self, model: nn.Module, device: torch.device) -> dict[str, Any] | None:
         gold = _gold(self.test)
