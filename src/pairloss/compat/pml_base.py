@@ -50,6 +50,12 @@ def _entry(losses, reduction_type: str = "already_reduced", indices=None) -> dic
     return {"losses": losses, "indices": indices, "reduction_type": reduction_type}
 
 
+def _regularization(regularizer, weight: float, tensor: torch.Tensor) -> dict:
+    """The loss-dictionary entry of ``regularizer(tensor) * weight`` (losses 0 without a
+    regularizer), already reduced."""
+    return _entry(0 if regularizer is None else regularizer(tensor) * weight)
+
+
 def _is_set(value: object) -> bool:
     """Whether a ``*_regularizer`` attribute holds a regularizer (or, during construction, the
     flag True that announces one)."""
@@ -147,9 +153,7 @@ class EmbeddingRegularizerMixin(metaclass=ABCMeta):  # noqa: B024 - ABCMeta for 
     def embedding_regularization_loss(self, embeddings: torch.Tensor) -> dict:
         """The entry ``{"losses": regularizer(embeddings) * embedding_reg_weight, "indices":
         None, "reduction_type": "already_reduced"}`` (losses 0 without a regularizer)."""
-        if self.embedding_regularizer is None:
-            return _entry(0)
-        return _entry(self.embedding_regularizer(embeddings) * self.embedding_reg_weight)
+        return _regularization(self.embedding_regularizer, self.embedding_reg_weight, embeddings)
 
     def add_embedding_regularization_to_loss_dict(
         self, loss_dict: LossDict, embeddings: torch.Tensor
@@ -210,9 +214,7 @@ class WeightRegularizerMixin(WeightMixin, metaclass=ABCMeta):
     def weight_regularization_loss(self, weights: torch.Tensor) -> dict:
         """The entry ``{"losses": regularizer(weights) * weight_reg_weight, "indices": None,
         "reduction_type": "already_reduced"}`` (losses 0 without a regularizer)."""
-        if self.weight_regularizer is None:
-            return _entry(0)
-        return _entry(self.weight_regularizer(weights) * self.weight_reg_weight)
+        return _regularization(self.weight_regularizer, self.weight_reg_weight, weights)
 
     def add_weight_regularization_to_loss_dict(
         self, loss_dict: LossDict, weights: torch.Tensor
