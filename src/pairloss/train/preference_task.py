@@ -52,11 +52,11 @@ from ..catalogue import find
 from ..data.preference import PreferenceLists, load_sts_scores, preference_lists
 from ..errors import PairLossError
 from ..metrics import list_reward_accuracy, ndcg_at_k
-from .task import Results, Task
+from .task import Results
 from .text_task import (
     TEXT_MODEL,
-    PairBatches,
     SplitResults,
+    TextEncoderTask,
     both_splits,
     check_text_model,
 )
@@ -127,7 +127,7 @@ def subset_lists(lists: PreferenceLists, rows: list[int]) -> PreferenceLists:
     )
 
 
-class PreferenceTask(Task):
+class PreferenceTask(TextEncoderTask):
     """Preference optimisation of a scoring policy over rated candidates; see the module
     docstring.
 
@@ -189,19 +189,6 @@ class PreferenceTask(Task):
         policy = build_model(TEXT_MODEL, config.embedding_size)
         self.reference = copy.deepcopy(policy).eval().requires_grad_(False)
         return policy
-
-    def model_spec(self) -> dict[str, Any]:
-        return {"name": TEXT_MODEL, "options": {}, "inputs": {"text": True}}
-
-    def batches(self, config: Any, rank: int = 0, world_size: int = 1) -> PairBatches:
-        return PairBatches(
-            len(self.train),
-            config.batch_size,
-            config.batches_per_epoch,
-            config.seed,
-            rank,
-            world_size,
-        )
 
     def _reference_for(self, rows: list[int], device: torch.device) -> torch.Tensor:
         """The frozen reference's ``log pi_ref`` of the training lists at ``rows`` [B, K]

@@ -230,7 +230,27 @@ def split_pairs(
     return pairs.subset(rest[keep]), pairs.subset(rest[val]), pairs.subset(test)
 
 
-class SentencePairTask(Task):
+class TextEncoderTask(Task):
+    """What the tasks that fine-tune the sentence encoder share: the model's spec and seeded
+    batches of ``batch_size`` items drawn from ``self.train`` (each rank its own share)."""
+
+    train: Any
+
+    def model_spec(self) -> dict[str, Any]:
+        return {"name": TEXT_MODEL, "options": {}, "inputs": {"text": True}}
+
+    def batches(self, config: Any, rank: int = 0, world_size: int = 1) -> PairBatches:
+        return PairBatches(
+            len(self.train),
+            config.batch_size,
+            config.batches_per_epoch,
+            config.seed,
+            rank,
+            world_size,
+        )
+
+
+class SentencePairTask(TextEncoderTask):
     """Fine-tune a sentence encoder on sentence pairs; see the module docstring.
 
     Args:
@@ -312,19 +332,6 @@ class SentencePairTask(Task):
         from .models import build_model
 
         return build_model(TEXT_MODEL, config.embedding_size)
-
-    def model_spec(self) -> dict[str, Any]:
-        return {"name": TEXT_MODEL, "options": {}, "inputs": {"text": True}}
-
-    def batches(self, config: Any, rank: int = 0, world_size: int = 1) -> PairBatches:
-        return PairBatches(
-            len(self.train),
-            config.batch_size,
-            config.batches_per_epoch,
-            config.seed,
-            rank,
-            world_size,
-        )
 
     def loss_inputs(
         self, model: nn.Module, batch: Any, device: torch.device, step: int, train: bool = True
